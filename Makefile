@@ -1,0 +1,29 @@
+# The two set-up commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-all lint bench clean
+
+$(BIN)/optiforge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU build of 2.13.0; nothing may pull another one
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/optiforge
+	$(BIN)/optiforge run
+
+test: $(BIN)/optiforge
+	$(BIN)/python -m pytest
+
+test-all: $(BIN)/optiforge
+	$(BIN)/python -m pytest -m ''
+
+lint: $(BIN)/optiforge
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,130 @@
+"""``measure``: task metric, parameters, bytes on disk, latency, throughput, memory.
+
+Latency is wall-clock at batch 1 after warm-up (median and p95 over repeats);
+throughput is samples per second at a large batch. Figures are taken by the
+same code after every stage so they compare.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from optiforge.bench.memory import peak_forward_bytes
+from optiforge.config import MeasureConfig
+from optiforge.data.builtin import TaskData
+from optiforge.data.loaders import make_loader
+from optiforge.models.builtin import count_parameters
+from optiforge.train.tasks import Task, task_for
+
+
+@dataclass
+class Measurement:
+    """One row of the report (see the report.json contract in the README)."""
+
+    metric: str
+    value: float | None
+    params: int
+    nonzero_params: int
+    size_bytes: int | None
+    latency_ms: dict
+    throughput_per_s: float
+    peak_memory_bytes: int | None
+    metrics: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _timed(run: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def measure(
+    model: nn.Module | Callable,
+    data: TaskData,
+    *,
+    artifact: str | Path | None = None,
+    config: MeasureConfig = MeasureConfig(),
+    task: Task | None = None,
+    device: torch.device | None = None,
+) -> Measurement:
+    """Measure a model on the test split.
+
+    ``model`` may be any callable taking a batch of inputs (an ONNX Runtime
+    session wrapper, say); parameters are then counted as 0.
+
+    >>> import optiforge
+    >>> data = optiforge.build_data(optiforge.DataConfig(name="digits"))
+    >>> model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[16]), data)
+    >>> m = optiforge.measure(model, data, config=optiforge.MeasureConfig(latency_repeats=3))
+    >>> m.params
+    1210
+    """
+    task = task or task_for(data.task)
+    if isinstance(model, nn.Module):
+        device = device or _device_of(model)
+        model.eval()
+        params, nonzero = count_parameters(model)
+    else:
+        device = device or torch.device("cpu")
+        params = nonzero = 0
+    metrics = task.evaluate(model, make_loader(data.test, 512), device) if isinstance(model, nn.Module) else _evaluate_callable(model, data, task)
+    single = data.example_input(1).to(device)
+    batch = data.example_input(config.throughput_batch).to(device)
+    latency = _timed(lambda: model(single), config.latency_repeats, config.warmup, device)
+    batch_times = _timed(lambda: model(batch), config.throughput_repeats, max(1, config.warmup // 2), device)
+    size = Path(artifact).stat().st_size if artifact is not None and Path(artifact).is_file() else None
+    return Measurement(
+        metric=task.primary_metric,
+        value=metrics.get(task.primary_metric),
+        params=params,
+        nonzero_params=nonzero,
+        size_bytes=size,
+        latency_ms={
+            "batch": 1,
+            "p50": statistics.median(latency) * 1000,
+            "p95": _p95(latency) * 1000,
+        },
+        throughput_per_s=config.throughput_batch / statistics.median(batch_times),
+        peak_memory_bytes=peak_forward_bytes(lambda: model(batch), device),
+        metrics=metrics,
+    )
+
+
+def _evaluate_callable(model: Callable, data: TaskData, task: Task) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for inputs, targets in make_loader(data.test, 512):
+        outputs = torch.as_tensor(model(inputs))
+        for key, value in task.batch_sums(outputs.float(), targets).items():
+            sums[key] = sums.get(key, 0.0) + value
+    return task.finalize(sums)

@@ -1,0 +1,1 @@
+"""Extra CLI commands: each module registers its own with ``optiforge.cli.command``."""

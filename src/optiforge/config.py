@@ -1,0 +1,146 @@
+"""Typed configs for every part of a run.
+
+The YAML recipe parses into exactly these objects, so Python users and recipe
+users share one schema. Every config is frozen and refuses unknown fields; the
+recipe loader turns validation errors into one-line messages that name the
+field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Config(BaseModel):
+    """Base of all configs: frozen, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class OpenConfig(BaseModel):
+    """A config whose extra fields are keyword arguments of a builder.
+
+    The extras are checked against the builder's signature when it is built,
+    so misspelt keyword arguments are still refused by name.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataConfig(OpenConfig):
+    """Where the data comes from. Extra fields go to the dataset builder."""
+
+    name: str | None = "digits"
+    factory: str | None = Field(None, description="'package.module:function' returning datasets")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    workers: int = Field(0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.factory is not None and self.name not in (None, "digits"):
+            raise ValueError("give either 'name' or 'factory', not both")
+        return self
+
+
+class ModelConfig(OpenConfig):
+    """Which model to build. Extra fields go to the model builder."""
+
+    name: str | None = "mlp"
+    factory: str | None = Field(None, description="'package.module:function' returning an nn.Module")
+    checkpoint: str | None = Field(None, description="state dict to load into the built model")
+
+
+class HardwareConfig(Config):
+    """Device, numerics and compilation: three separate choices."""
+
+    device: Literal["auto", "cpu", "cuda", "mps", "xla"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    threads: int | None = Field(None, ge=1)
+    channels_last: bool = False
+
+
+class OptimizerConfig(Config):
+    """An optimizer from torch.optim by name (``gd`` and ``sgd`` are SGD)."""
+
+    name: str = "sgd"
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
+
+
+class ScheduleConfig(Config):
+    """A learning-rate schedule with optional linear warm-up."""
+
+    name: Literal[
+        "constant", "step", "multistep", "exponential", "cosine", "onecycle", "plateau"
+    ] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    step_epochs: int = Field(10, ge=1, description="step: epochs between decays")
+    milestones: list[int] = Field(default_factory=list, description="multistep: epochs")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor")
+    min_lr: float = Field(0.0, ge=0.0)
+    patience: int = Field(3, ge=0, description="plateau: epochs without improvement")
+
+
+class EarlyStoppingConfig(Config):
+    """Stop when the validation metric has not improved for ``patience`` epochs."""
+
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(Config):
+    """One training run. ``lr`` at this level is a shorthand for ``optimizer.lr``."""
+
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(64, ge=1)
+    grad_clip_norm: float | None = Field(None, gt=0.0)
+    accumulation_steps: int = Field(1, ge=1)
+    early_stopping: EarlyStoppingConfig | None = None
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lr_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "lr" in data:
+            data = dict(data)
+            optimizer = dict(data.get("optimizer") or {})
+            if isinstance(optimizer, BaseModel):
+                optimizer = optimizer.model_dump()
+            optimizer["lr"] = data.pop("lr")
+            data["optimizer"] = optimizer
+        return data
+
+
+class ParallelConfig(Config):
+    """How work is spread over processes; ``none`` is one process."""
+
+    strategy: Literal["none", "ddp", "fsdp", "pipeline", "tensor", "hybrid"] = "none"
+    microbatches: int = Field(4, ge=1, description="pipeline: microbatches per batch")
+    schedule: Literal["gpipe", "1f1b"] = "gpipe"
+    split_points: list[str] = Field(default_factory=list, description="pipeline: module names")
+    mesh: list[int] = Field(default_factory=list, description="hybrid: mesh shape, e.g. [2, 2]")
+    cpu_offload: bool = False
+    max_restarts: int = Field(0, ge=0)
+
+
+class MeasureConfig(Config):
+    """How each stage is measured."""
+
+    latency_repeats: int = Field(50, ge=1)
+    warmup: int = Field(5, ge=0)
+    throughput_batch: int = Field(256, ge=1)
+    throughput_repeats: int = Field(5, ge=1)

@@ -1,0 +1,6 @@
+"""Datasets: built-in ones, user factories, splits and loaders."""
+
+from optiforge.data.builtin import DATASETS, TaskData, build_data
+from optiforge.data.loaders import make_loader
+
+__all__ = ["DATASETS", "TaskData", "build_data", "make_loader"]

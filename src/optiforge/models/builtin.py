@@ -1,0 +1,162 @@
+"""Built-in models: an MLP, a 1-D CNN (MNIST-1D) and a LeNet-like 2-D CNN.
+
+Builders are plain functions ``(input_shape, num_classes, **options) -> nn.Module``;
+users add their own with ``MODELS.register("name")`` or a ``factory`` path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from optiforge.config import ModelConfig
+from optiforge.data.builtin import TaskData, call_with_options
+from optiforge.errors import ConfigError, DataError, ModelError
+from optiforge.registry import Registry, import_factory
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+@MODELS.register("mlp")
+def mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: list[int] = (256, 128),
+    dropout: float = 0.0,
+    activation: str = "relu",
+) -> nn.Module:
+    """Flatten → [Linear → activation (→ Dropout)] per hidden size → Linear."""
+    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+    if activation not in activations:
+        raise ConfigError(f"model.activation: unknown '{activation}'; allowed: {', '.join(activations)}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for size in hidden:
+        layers += [nn.Linear(width, size), activations[activation]()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("cnn1d")
+def cnn1d(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    channels: list[int] = (32, 64, 64),
+    kernel_size: int = 5,
+    batch_norm: bool = True,
+    stride: int = 2,
+) -> nn.Module:
+    """Conv1d blocks (conv → BatchNorm → ReLU, strided) then a linear head.
+
+    For MNIST-1D ``(1, 40)`` inputs; the published baseline CNN reaches about 94%.
+    """
+    if len(input_shape) != 2:
+        raise DataError(f"model cnn1d needs inputs of shape (channels, length), the data gives {input_shape}")
+    layers: list[nn.Module] = []
+    in_channels, length = input_shape
+    for out_channels in channels:
+        layers.append(nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(out_channels))
+        layers.append(nn.ReLU())
+        in_channels = out_channels
+        length = (length + 2 * (kernel_size // 2) - kernel_size) // stride + 1
+    layers += [nn.Flatten(), nn.Linear(in_channels * length, num_classes)]
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("cnn2d")
+def cnn2d(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    channels: list[int] = (16, 32),
+    hidden: int = 64,
+) -> nn.Module:
+    """LeNet-like: two conv → ReLU → max-pool blocks, then two linear layers."""
+    if len(input_shape) != 3:
+        raise DataError(
+            f"model cnn2d needs image inputs (channels, height, width), the data gives {input_shape}; "
+            "for digits set data.image: true"
+        )
+    in_channels, height, width = input_shape
+    layers: list[nn.Module] = []
+    for out_channels in channels:
+        layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        in_channels, height, width = out_channels, height // 2, width // 2
+    if height < 1 or width < 1:
+        raise DataError(f"model cnn2d: {len(channels)} pooling blocks are too many for {input_shape} inputs")
+    layers += [nn.Flatten(), nn.Linear(in_channels * height * width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(parameters, non-zero parameters), shared tensors counted once."""
+    seen: set[int] = set()
+    total = nonzero = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        nonzero += int(torch.count_nonzero(parameter.detach()).item())
+    return total, nonzero
+
+
+def check_fits(model: nn.Module, data: TaskData, where: str = "model") -> None:
+    """Run one real example through the model; name the mismatch if it fails."""
+    inputs = data.example_input(2)
+    model_was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(inputs)
+    except Exception as error:
+        raise DataError(
+            f"{where}: the data's inputs of shape {tuple(data.input_shape)} do not fit the model "
+            f"({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from None
+    finally:
+        model.train(model_was_training)
+    if data.task == "classification":
+        if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2 or outputs.shape[1] != data.num_classes:
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise DataError(
+                f"{where}: the model gives outputs of shape {shape}, the data has {data.num_classes} classes "
+                f"(expected (batch, {data.num_classes}))"
+            )
+
+
+def build_model(config: ModelConfig, data: TaskData, where: str = "model") -> nn.Module:
+    """Build the model a ``model:`` section describes, sized for ``data``."""
+    if config.factory:
+        builder = import_factory(config.factory, f"{where}.factory")
+    else:
+        builder = MODELS.get(config.name or "", field=f"{where}.name")
+    try:
+        model = call_with_options(
+            builder, config.options, where, input_shape=data.input_shape, num_classes=data.num_classes
+        )
+    except (ConfigError, DataError, ModelError):
+        raise
+    except TypeError as error:
+        raise ConfigError(f"{where}: cannot build '{config.name or config.factory}': {error}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{where}: the builder returned {type(model).__name__}, not an nn.Module")
+    if config.checkpoint:
+        path = Path(config.checkpoint)
+        if not path.is_file():
+            raise ConfigError(f"{where}.checkpoint: no file '{path}'")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        except RuntimeError as error:
+            raise ModelError(f"{where}.checkpoint: '{path}' does not fit the model: {str(error).splitlines()[0]}") from None
+    check_fits(model, data, where)
+    return model

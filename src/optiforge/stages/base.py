@@ -1,0 +1,100 @@
+"""The stage registry and what a stage receives and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from torch import nn
+
+from optiforge.config import HardwareConfig, TrainConfig
+from optiforge.data.builtin import TaskData
+from optiforge.parallel import SingleProcess, Strategy
+from optiforge.registry import Registry
+from optiforge.train.callbacks import Callback
+from optiforge.train.loop import TrainResult, train
+from optiforge.train.tasks import Task
+
+
+@dataclass
+class StageOutput:
+    """What a stage hands back to the runner.
+
+    ``artifact`` is the file the stage's model ships as (a packed or
+    quantized file); when ``None`` the runner saves the state dict.
+    ``info`` is merged into the stage's report row.
+    """
+
+    model: nn.Module | Any
+    artifact: Path | None = None
+    info: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may use besides the model and its own config."""
+
+    data: TaskData
+    task: Task
+    hardware: HardwareConfig
+    train_config: TrainConfig
+    stage_dir: Path
+    run_dir: Path
+    resume: bool = False
+    progress: bool = True
+    strategy: Strategy = field(default_factory=SingleProcess)
+    previous: list[dict] = field(default_factory=list)  # report rows of earlier stages
+
+    def finetune(
+        self,
+        model: nn.Module,
+        epochs: int,
+        callbacks: Sequence[Callback] = (),
+        config: TrainConfig | None = None,
+        name: str = "finetune",
+        **overrides: Any,
+    ) -> TrainResult:
+        """Train with the recipe's training settings (``epochs`` and ``overrides`` replaced).
+
+        Checkpoints go to the stage's folder, so a resumed run continues here.
+        """
+        base = config or self.train_config
+        settings = base.model_copy(update={"epochs": epochs, **overrides})
+        return train(
+            model,
+            self.data,
+            settings,
+            hardware=self.hardware,
+            callbacks=callbacks,
+            checkpoint_dir=self.stage_dir / name,
+            resume=self.resume,
+            progress=self.progress,
+            strategy=self.strategy,
+            task=self.task,
+            description=f"{self.stage_dir.name}: {name}",
+        )
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    config: type[BaseModel]
+    apply: Callable[[nn.Module, BaseModel, StageContext], StageOutput | nn.Module]
+    description: str
+
+
+STAGES: Registry[StageKind] = Registry("stage kind")
+
+
+def register_stage(name: str, config: type[BaseModel], description: str) -> Callable:
+    """Decorator registering ``apply(model, config, ctx)`` as stage kind ``name``."""
+
+    def add(apply: Callable) -> Callable:
+        STAGES.add(name, StageKind(name, config, apply, description))
+        return apply
+
+    return add

@@ -1,0 +1,227 @@
+"""The one training loop, read top to bottom.
+
+Techniques act through named hooks (:mod:`optiforge.train.callbacks`);
+parallelism through a :class:`~optiforge.parallel.Strategy`. A checkpoint is
+written atomically after every epoch; with ``resume`` a killed run continues
+from the last complete one and ends with the same weights as an uninterrupted
+run (data order and RNG states are part of the checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from optiforge.config import HardwareConfig, TrainConfig
+from optiforge.data.builtin import TaskData
+from optiforge.data.loaders import make_loader
+from optiforge.errors import TrainingError
+from optiforge.hardware import Precision, compile_model, resolve_device, set_threads
+from optiforge.parallel import SingleProcess, Strategy
+from optiforge.train.callbacks import Callback, TrainState
+from optiforge.train.checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from optiforge.train.optimizers import build_optimizer, is_full_batch
+from optiforge.train.progress import progress_bar
+from optiforge.train.schedules import Schedule
+from optiforge.train.tasks import Task, task_for
+
+log = logging.getLogger("optiforge")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    """The trained model (unwrapped, on its device) and per-epoch history."""
+
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def _improved(task: Task, value: float, best: float | None, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value > best + min_delta if task.higher_is_better else value < best - min_delta
+
+
+def train(
+    model: nn.Module,
+    data: TaskData,
+    config: TrainConfig = TrainConfig(),
+    *,
+    hardware: HardwareConfig = HardwareConfig(),
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    strategy: Strategy | None = None,
+    task: Task | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Train ``model`` on ``data`` and return it with its history.
+
+    >>> import optiforge
+    >>> data = optiforge.build_data(optiforge.DataConfig(name="digits"))
+    >>> model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32]), data)
+    >>> result = optiforge.train(model, data, optiforge.TrainConfig(epochs=2), progress=False)
+    >>> result.history[-1]["val_accuracy"] > 0.5
+    True
+    """
+    started = time.perf_counter()
+    strategy = strategy or SingleProcess()
+    task = task or task_for(data.task)
+    device = resolve_device(hardware.device)
+    set_threads(hardware.threads)
+    seed_everything(config.seed)
+    model.to(device)
+    precision = Precision(hardware.precision, device)
+
+    batch_size = len(data.train) if is_full_batch(config.optimizer) else strategy.per_process_batch(config.batch_size)
+    sampler = strategy.train_sampler(data.train, config.seed)
+    train_loader = make_loader(data.train, batch_size, shuffle=True, seed=config.seed, sampler=sampler)
+    val_loader = make_loader(data.val, 512, sampler=strategy.eval_sampler(data.val)) if len(data.val) else None
+    steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
+
+    optimizer = build_optimizer(model, config.optimizer)
+    schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
+    forward_model = strategy.wrap(compile_model(model, hardware, data.example_input(2).to(device)), device)
+    state = TrainState(forward_model, optimizer, device, config.epochs, steps_per_epoch)
+    best_metric: float | None = None
+    best_weights: dict | None = None
+    epochs_without_improvement = 0
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+
+    def save_checkpoint(finished: bool) -> None:
+        if checkpoint_path is None or not strategy.is_main:
+            return
+        atomic_save(
+            {
+                "epoch": state.epoch,
+                "step": state.step,
+                "finished": finished,
+                "model": strategy.unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": precision.scaler.state_dict(),
+                "rng": rng_state(),
+                "history": state.history,
+                "best_metric": best_metric,
+                "best_weights": best_weights,
+                "epochs_without_improvement": epochs_without_improvement,
+                "callbacks": [callback.state_dict() for callback in callbacks],
+            },
+            checkpoint_path,
+        )
+
+    finished = False
+    if resume and checkpoint_path is not None and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        precision.scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+        state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
+        best_metric, best_weights = saved["best_metric"], saved["best_weights"]
+        epochs_without_improvement = saved["epochs_without_improvement"]
+        for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
+            callback.load_state_dict(callback_state)
+        finished = saved["finished"]
+        log.info("resumed %s from %s after epoch %d", description, checkpoint_path, state.epoch)
+
+    for callback in callbacks:
+        callback.on_train_start(state)
+    with progress_bar(progress and strategy.is_main) as bar:
+        epoch_bar = bar.add_task(description, total=config.epochs, completed=state.epoch, info="")
+        step_bar = bar.add_task("  steps", total=len(train_loader), info="")
+        while not finished and state.epoch < config.epochs and not state.stop:
+            if hasattr(train_loader.sampler, "set_epoch"):
+                train_loader.sampler.set_epoch(state.epoch)
+            for callback in callbacks:
+                callback.on_epoch_start(state)
+            forward_model.train()
+            loss_sum, batches = 0.0, 0
+            bar.reset(step_bar, total=len(train_loader))
+            for index, (inputs, targets) in enumerate(train_loader):
+                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                for callback in callbacks:
+                    inputs, targets = callback.transform_batch(state, inputs, targets)
+                with precision.autocast():
+                    outputs = forward_model(inputs)
+                    loss = task.loss(outputs.float(), targets)
+                    for callback in callbacks:
+                        loss = callback.compute_loss(state, inputs, targets, outputs, loss)
+                loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
+                if not math.isfinite(loss_value):
+                    where = f"'{checkpoint_path}'" if checkpoint_path else "nothing (no checkpoint folder)"
+                    raise TrainingError(
+                        f"{description}: the loss became {loss_value} at epoch {state.epoch + 1}, step {index + 1}; "
+                        f"training stopped, last good checkpoint kept: {where}. Try a lower learning rate or "
+                        "gradient clipping (train.grad_clip_norm)."
+                    )
+                loss_sum, batches = loss_sum + loss_value, batches + 1
+                for callback in callbacks:
+                    callback.before_backward(state)
+                precision.scaler.scale(loss / config.accumulation_steps).backward()
+                for callback in callbacks:
+                    callback.after_backward(state)
+                if (index + 1) % config.accumulation_steps == 0 or index + 1 == len(train_loader):
+                    if config.grad_clip_norm is not None:
+                        precision.scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+                    for callback in callbacks:
+                        callback.before_optimizer_step(state)
+                    precision.scaler.step(optimizer)
+                    precision.scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.step += 1
+                    schedule.step()
+                    for callback in callbacks:
+                        callback.after_optimizer_step(state)
+                bar.update(step_bar, advance=1, info=f"loss {loss_value:.4f}")
+
+            record = {"epoch": state.epoch + 1, "train_loss": loss_sum / max(batches, 1), "lr": optimizer.param_groups[0]["lr"]}
+            if val_loader is not None:
+                metrics = task.evaluate(forward_model, val_loader, device, precision.autocast, strategy.reduce_sums)
+                record.update({f"val_{key}": value for key, value in metrics.items()})
+                for callback in callbacks:
+                    callback.on_eval(state, metrics)
+            state.history.append(record)
+            state.epoch += 1
+            metric = record.get(f"val_{task.primary_metric}")
+            schedule.epoch_end(metric)
+            if config.early_stopping is not None and metric is not None:
+                if _improved(task, metric, best_metric, config.early_stopping.min_delta):
+                    best_metric, epochs_without_improvement = metric, 0
+                    best_weights = copy.deepcopy(strategy.unwrap(model).state_dict())
+                else:
+                    epochs_without_improvement += 1
+                    if epochs_without_improvement >= config.early_stopping.patience:
+                        log.info("%s: early stop after epoch %d (best val %s %.4f)",
+                                 description, state.epoch, task.primary_metric, best_metric)
+                        state.stop = True
+            for callback in callbacks:
+                callback.on_epoch_end(state)
+            save_checkpoint(finished=state.epoch >= config.epochs or state.stop)
+            shown = f"loss {record['train_loss']:.4f}" + (f" val {task.primary_metric} {metric:.4f}" if metric is not None else "")
+            bar.update(epoch_bar, advance=1, info=shown)
+            log.debug("%s epoch %d: %s", description, state.epoch, record)
+
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    for callback in callbacks:
+        callback.on_train_end(state)
+    stopped = bool(state.stop) or bool(best_metric is not None and epochs_without_improvement >= (
+        config.early_stopping.patience if config.early_stopping else math.inf))
+    return TrainResult(strategy.unwrap(model), state.history, state.epoch, stopped, time.perf_counter() - started)

@@ -1,0 +1,114 @@
+"""The learning-rate range test (Smith 2017, arXiv:1506.01186).
+
+The rate grows exponentially from ``start_lr`` to ``end_lr`` over ``steps``
+mini-batches while the smoothed loss is recorded; the suggestion is the rate
+of steepest descent of the loss, which Smith and fast.ai found a good
+starting rate. The model's weights are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from optiforge.config import HardwareConfig, TrainConfig
+from optiforge.data.builtin import TaskData
+from optiforge.data.loaders import make_loader
+from optiforge.errors import ConfigError
+from optiforge.hardware import Precision, resolve_device
+from optiforge.train.checkpoint import seed_everything
+from optiforge.train.optimizers import build_optimizer
+from optiforge.train.tasks import task_for
+
+
+@dataclass
+class LRFindResult:
+    learning_rates: list[float]
+    losses: list[float]
+    suggested_lr: float
+    plot: Path | None = None
+
+
+def lr_find(
+    model: nn.Module,
+    data: TaskData,
+    config: TrainConfig = TrainConfig(),
+    *,
+    hardware: HardwareConfig = HardwareConfig(),
+    start_lr: float = 1e-5,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    plot: str | Path | None = None,
+) -> LRFindResult:
+    """Run the range test and suggest a learning rate.
+
+    >>> import optiforge
+    >>> data = optiforge.build_data(optiforge.DataConfig(name="digits"))
+    >>> model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32]), data)
+    >>> found = optiforge.lr_find(model, data, steps=30)
+    >>> 1e-5 <= found.suggested_lr <= 10
+    True
+    """
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"lr-find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+    if steps < 5:
+        raise ConfigError(f"lr-find: steps must be at least 5, got {steps}")
+    seed_everything(config.seed)
+    device = resolve_device(hardware.device)
+    precision = Precision(hardware.precision, device)
+    task = task_for(data.task)
+    saved = copy.deepcopy(model.state_dict())
+    model.to(device).train()
+    optimizer = build_optimizer(model, config.optimizer.model_copy(update={"lr": start_lr}))
+    factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    loader = make_loader(data.train, config.batch_size, shuffle=True, seed=config.seed)
+    rates, losses = [], []
+    smoothed, best = None, math.inf
+    step = 0
+    while step < steps:
+        for inputs, targets in loader:
+            lr = start_lr * factor**step
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with precision.autocast():
+                loss = task.loss(model(inputs.to(device)).float(), targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = loss.item()
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            rates.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            step += 1
+            # a diverging loss says nothing more: stop at 4× the best seen
+            if step >= steps or not math.isfinite(smoothed) or smoothed > 4 * best:
+                step = steps
+                break
+    model.load_state_dict(saved)
+    suggested = _steepest_descent(rates, losses)
+    plot_path = None
+    if plot is not None:
+        from optiforge.bench.plots import plot_series
+
+        plot_path = plot_series({"smoothed loss": (rates, losses)}, Path(plot), "learning rate", "loss",
+                                "learning-rate range test", xscale="log", marker=suggested)
+    return LRFindResult(rates, losses, suggested, plot_path)
+
+
+def _steepest_descent(rates: list[float], losses: list[float]) -> float:
+    """The rate where the loss falls fastest against log(rate), before divergence."""
+    finite = [(r, l) for r, l in zip(rates, losses) if math.isfinite(l)]
+    if len(finite) < 3:
+        return rates[0]
+    end = min(range(len(finite)), key=lambda i: finite[i][1])
+    window = finite[: max(end + 1, 3)]
+    log_rates = torch.tensor([math.log(r) for r, _ in window])
+    values = torch.tensor([l for _, l in window])
+    slopes = (values[2:] - values[:-2]) / (log_rates[2:] - log_rates[:-2])
+    return float(window[int(torch.argmin(slopes)) + 1][0])

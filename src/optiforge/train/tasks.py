@@ -1,0 +1,84 @@
+"""Tasks: the loss a model is trained with and the metrics it is judged by."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from optiforge.registry import Registry
+
+
+class Task:
+    """Loss, metric sums over batches, and the metric to select models by."""
+
+    primary_metric = "loss"
+    higher_is_better = False
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        device: torch.device,
+        autocast: Callable | None = None,
+        reduce: Callable[[dict], dict] | None = None,
+    ) -> dict[str, float]:
+        """Metrics over a loader; ``reduce`` sums the per-batch sums across processes."""
+        was_training = model.training
+        model.eval()
+        sums: dict[str, float] = {}
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            if autocast is not None:
+                with autocast():
+                    outputs = model(inputs)
+            else:
+                outputs = model(inputs)
+            for key, value in self.batch_sums(outputs.float(), targets).items():
+                sums[key] = sums.get(key, 0.0) + value
+        model.train(was_training)
+        if reduce is not None:
+            sums = reduce(sums)
+        return self.finalize(sums) if sums.get("count") else {}
+
+
+class Classification(Task):
+    """Cross-entropy loss (hard or soft targets); accuracy as the metric."""
+
+    primary_metric = "accuracy"
+    higher_is_better = True
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        labels = targets.argmax(dim=1) if targets.dim() == 2 else targets
+        return {
+            "loss": F.cross_entropy(outputs, targets, reduction="sum").item(),
+            "correct": (outputs.argmax(dim=1) == labels).sum().item(),
+            "count": float(labels.numel()),
+        }
+
+    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
+        return {"loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"]}
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+TASKS.add("classification", Classification)
+
+
+def task_for(name: str) -> Task:
+    return TASKS.get(name, field="data.task")()
