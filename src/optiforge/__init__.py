@@ -18,12 +18,12 @@ from optiforge.config import (
 )
 from optiforge.data import DATASETS, TaskData, build_data
 from optiforge.errors import ConfigError, DataError, ModelError, OptiforgeError, RecipeError, TrainingError
-from optiforge.export import export
+from optiforge.exporters import export
 from optiforge.models import MODELS, build_model
 from optiforge.recipe import Recipe, load_recipe
 from optiforge.runner import RunResult, run_recipe
 from optiforge.stages import STAGES, register_stage
-from optiforge.train import Callback, TrainResult, lr_find, train
+from optiforge.training import Callback, TrainResult, lr_find, train
 
 __version__ = "0.1.0"
 
@@ -33,8 +33,8 @@ _LAZY = {
     "share": "optiforge.compress", "ShareConfig": "optiforge.compress",
     "factorize": "optiforge.compress", "FactorizeConfig": "optiforge.compress",
     "load_packed": "optiforge.compress",
-    "quantize": "optiforge.quantize", "QuantConfig": "optiforge.quantize",
-    "distill": "optiforge.distill", "DistillConfig": "optiforge.distill", "students": "optiforge.distill",
+    "quantize": "optiforge.quantization", "QuantConfig": "optiforge.quantization",
+    "distill": "optiforge.distillation", "DistillConfig": "optiforge.distillation", "students": "optiforge.distillation",
 }
 
 

@@ -97,7 +97,7 @@ def _copy_arguments(parser: argparse.ArgumentParser) -> None:
 @command("copy", "copy a built-in recipe to a file to edit", _copy_arguments)
 def copy_command(args: argparse.Namespace) -> int:
     from optiforge.recipe import read_recipe_text
-    from optiforge.train.checkpoint import atomic_write_text
+    from optiforge.training.checkpoint import atomic_write_text
 
     text, _ = read_recipe_text(args.name)
     destination = Path(args.destination)
@@ -121,7 +121,7 @@ def lr_find_command(args: argparse.Namespace) -> int:
     from optiforge.data import build_data
     from optiforge.models.builtin import build_model
     from optiforge.recipe import load_recipe
-    from optiforge.train.lr_find import lr_find
+    from optiforge.training.lr_find import lr_find
 
     recipe = load_recipe(args.recipe, args.overrides)
     data = build_data(recipe.data)

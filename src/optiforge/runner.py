@@ -21,15 +21,15 @@ from optiforge.bench.measure import measure
 from optiforge.bench.plots import plot_tradeoff, plot_training_curves
 from optiforge.bench.report import environment, print_table, write_report
 from optiforge.data.builtin import build_data
-from optiforge.export.base import EXPORTERS
+from optiforge.exporters.base import EXPORTERS
 from optiforge.hardware import resolve_device, set_threads
 from optiforge.models.builtin import build_model
 from optiforge.parallel.launch import strategy_for
 from optiforge.recipe import Recipe, load_recipe, recipe_to_dict
 from optiforge.stages import STAGES, StageContext, StageOutput
-from optiforge.train.checkpoint import atomic_save, atomic_write_text
-from optiforge.train.loop import train
-from optiforge.train.tasks import task_for
+from optiforge.training.checkpoint import atomic_save, atomic_write_text
+from optiforge.training.loop import train
+from optiforge.training.tasks import task_for
 
 log = logging.getLogger("optiforge")
 

@@ -1,6 +1,6 @@
 """The one training loop, read top to bottom.
 
-Techniques act through named hooks (:mod:`optiforge.train.callbacks`);
+Techniques act through named hooks (:mod:`optiforge.training.callbacks`);
 parallelism through a :class:`~optiforge.parallel.Strategy`. A checkpoint is
 written atomically after every epoch; with ``resume`` a killed run continues
 from the last complete one and ends with the same weights as an uninterrupted
@@ -26,12 +26,12 @@ from optiforge.data.loaders import make_loader
 from optiforge.errors import TrainingError
 from optiforge.hardware import Precision, compile_model, resolve_device, set_threads
 from optiforge.parallel import SingleProcess, Strategy
-from optiforge.train.callbacks import Callback, TrainState
-from optiforge.train.checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
-from optiforge.train.optimizers import build_optimizer, is_full_batch
-from optiforge.train.progress import progress_bar
-from optiforge.train.schedules import Schedule
-from optiforge.train.tasks import Task, task_for
+from optiforge.training.callbacks import Callback, TrainState
+from optiforge.training.checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from optiforge.training.optimizers import build_optimizer, is_full_batch
+from optiforge.training.progress import progress_bar
+from optiforge.training.schedules import Schedule
+from optiforge.training.tasks import Task, task_for
 
 log = logging.getLogger("optiforge")
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from optiforge.registry import Registry
-from optiforge.train.checkpoint import atomic_save
+from optiforge.training.checkpoint import atomic_save
 
 Exporter = Callable[[nn.Module, Path, torch.Tensor], Path]
 EXPORTERS: Registry[tuple[Exporter, str]] = Registry("export format")

@@ -7,7 +7,7 @@ dependencies (onnx, onnxruntime) are imported inside the exporters.
 import importlib
 import pkgutil
 
-from optiforge.export.base import EXPORTERS, export, register_exporter
+from optiforge.exporters.base import EXPORTERS, export, register_exporter
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
