@@ -27,7 +27,7 @@ from optiforge.models.builtin import build_model
 from optiforge.parallel.launch import strategy_for
 from optiforge.recipe import Recipe, load_recipe, recipe_to_dict
 from optiforge.stages import STAGES, StageContext, StageOutput
-from optiforge.training.checkpoint import atomic_save, atomic_write_text
+from optiforge.training.checkpoint import atomic_save, atomic_write_text, seed_everything
 from optiforge.training.loop import train
 from optiforge.training.tasks import task_for
 
@@ -53,7 +53,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
 
 
 def _stage_names(recipe: Recipe) -> list[str]:
-    names, seen = [], {}
+    names, seen = [], {"train": 1}  # the first row (and folder) is the recipe's own training
     for spec in recipe.stages:
         seen[spec.kind] = seen.get(spec.kind, 0) + 1
         names.append(spec.kind if seen[spec.kind] == 1 else f"{spec.kind}-{seen[spec.kind]}")
@@ -82,6 +82,7 @@ def run_recipe(
     set_threads(recipe.hardware.threads)
     device = resolve_device(recipe.hardware.device)
     data = build_data(recipe.data)
+    seed_everything(recipe.train.seed)  # the model's initial weights are part of a reproducible run
     model = build_model(recipe.model, data)
     task = task_for(data.task)
     run_dir = Path(out) if out else Path("runs") / recipe.name

@@ -1,0 +1,37 @@
+"""The docs cannot rot: README code blocks and docstring examples run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+import optiforge
+
+ROOT = Path(__file__).parents[2]
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def _modules() -> list[str]:
+    return sorted(info.name for info in pkgutil.walk_packages(optiforge.__path__, "optiforge."))
+
+
+@pytest.mark.parametrize("module_name", _modules())
+def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(module_name)
+    failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert failures == 0
+
+
+@pytest.mark.parametrize("index", range(len(_python_blocks(ROOT / "README.md"))))
+def test_readme_python_blocks_run(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_python_blocks(ROOT / "README.md")[index], f"README block {index}", "exec"), {})

@@ -1,0 +1,48 @@
+"""Data and model factories that tests name as "factories:function"."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+
+def blobs(n: int = 256, features: int = 10, classes: int = 3):
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(classes, features, generator=generator) * 3
+    labels = torch.arange(n) % classes
+    inputs = centers[labels] + torch.randn(n, features, generator=generator)
+    return TensorDataset(inputs[: n * 3 // 4], labels[: n * 3 // 4]), TensorDataset(inputs[n * 3 // 4 :], labels[n * 3 // 4 :])
+
+
+class SlowDataset(Dataset):
+    """Wraps a dataset and sleeps per item, so an epoch takes a predictable time."""
+
+    def __init__(self, inner: Dataset, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        time.sleep(self.seconds)
+        return self.inner[index]
+
+
+def slow_blobs(seconds_per_item: float = 0.002):
+    train, test = blobs(n=512)
+    return SlowDataset(train, seconds_per_item), test
+
+
+def not_a_pair():
+    return "nonsense"
+
+
+def broken():
+    raise ValueError("the data server is down")
+
+
+def tiny_model(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), num_classes))
