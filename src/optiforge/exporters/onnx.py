@@ -1,0 +1,183 @@
+"""ONNX export and a module that runs an ONNX file in ONNX Runtime.
+
+``export_onnx`` writes a float graph with the TorchScript-based exporter
+(``dynamo=False``): on torch 2.13 with onnx 1.23 it is the one that exports
+the built-in models and keeps node names tied to module names (``/0/Conv``),
+which the int8 quantizer uses to leave chosen layers in float. A model that
+was quantized by optiforge carries its own way to reach ONNX
+(``optiforge_onnx_export``); the exporter defers to it, so an int8 stage
+exports an int8 QDQ graph. :class:`OnnxModule` wraps an ONNX Runtime session
+as an ``nn.Module`` so the runner measures an ONNX model like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from optiforge.errors import DependencyError, ModelError
+from optiforge.exporters.base import register_exporter
+from optiforge.training.checkpoint import atomic_write
+
+log = logging.getLogger("optiforge")
+
+OPSET = 17
+# float32 graphs in ONNX Runtime differ from PyTorch by kernel rounding only
+FLOAT_TOLERANCE = 1e-4
+
+
+def _as_inputs(example: Any) -> tuple[tuple, list[str]]:
+    """Positional inputs and their names for ``example`` (tensor, tuple or mapping)."""
+    if isinstance(example, torch.Tensor):
+        return (example,), ["input"]
+    if isinstance(example, Mapping):
+        return (dict(example),), list(example)
+    if isinstance(example, Sequence):
+        return tuple(example), [f"input_{index}" for index in range(len(example))]
+    raise ModelError("onnx export: the example input must be a tensor, a tuple or a mapping, "
+                     f"got {type(example).__name__}")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    example_input: Any,
+    *,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    dynamic_batch: bool = True,
+    dynamic_axes: dict | None = None,
+) -> Path:
+    """Write ``model`` (float) as an ONNX file whose batch dimension is dynamic.
+
+    ``example_input`` is a tensor, a tuple of tensors or a mapping name → tensor
+    (the mapping's keys become the graph's input names).
+    """
+    path = Path(path)
+    args, default_names = _as_inputs(example_input)
+    input_names = input_names or default_names
+    output_names = output_names or ["output"]
+    if dynamic_axes is None and dynamic_batch:
+        dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    was_training = model.training
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter warns about every traced shape computation
+            torch.onnx.export(
+                model, args, str(temporary), dynamo=False, opset_version=OPSET,
+                input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+            )
+    except Exception as error:
+        temporary.unlink(missing_ok=True)
+        raise ModelError(
+            f"onnx export: the model cannot be traced for ONNX ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from None
+    finally:
+        model.train(was_training)
+    temporary.replace(path)
+    return path
+
+
+def _session(path: Path, threads: int | None):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DependencyError("onnx: ONNX Runtime is not installed; pip install onnxruntime") from None
+    options = onnxruntime.SessionOptions()
+    # the same thread count as PyTorch, so the two runtimes compare fairly
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModule(nn.Module):
+    """An ONNX file run by ONNX Runtime, called like a PyTorch module.
+
+    ``forward`` takes tensors positionally, by name, or as one mapping name → tensor, and
+    returns a float tensor (a tuple when the graph has several outputs).
+
+    >>> import torch, optiforge
+    >>> from optiforge.exporters.onnx import OnnxModule, export_onnx
+    >>> model = torch.nn.Linear(4, 2)
+    >>> runtime = OnnxModule(export_onnx(model, "/tmp/of-linear.onnx", torch.randn(1, 4)))
+    >>> runtime(torch.ones(3, 4)).shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.threads = threads
+        self._runtime = _session(self.path, threads)
+        self.input_names = [item.name for item in self._runtime.get_inputs()]
+        self.output_names = [item.name for item in self._runtime.get_outputs()]
+
+    def __getstate__(self) -> dict:  # an InferenceSession cannot be copied or pickled
+        state = self.__dict__.copy()
+        state.pop("_runtime", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._runtime = _session(self.path, self.threads)
+
+    def feeds(self, *inputs: Any) -> dict:
+        if len(inputs) == 1 and isinstance(inputs[0], Mapping):
+            named = inputs[0]
+            return {name: _numpy(named[name]) for name in self.input_names}
+        if len(inputs) != len(self.input_names):
+            raise ModelError(f"onnx model expects inputs {self.input_names}, got {len(inputs)} tensors")
+        return {name: _numpy(value) for name, value in zip(self.input_names, inputs, strict=True)}
+
+    def forward(self, *inputs: Any, **named: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        feeds = self.feeds(named) if named and not inputs else self.feeds(*inputs)
+        outputs = self._runtime.run(self.output_names, feeds)
+        tensors = tuple(torch.from_numpy(output) for output in outputs)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    def extra_repr(self) -> str:
+        return f"path='{self.path}', inputs={self.input_names}"
+
+
+def _numpy(value: Any):
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype in (torch.float16, torch.bfloat16, torch.float64):
+            value = value.float()
+        return value.numpy()
+    return value
+
+
+def max_difference(model: nn.Module, runtime: nn.Module, example_input: Any) -> float:
+    """Largest absolute difference between PyTorch's and ONNX Runtime's outputs."""
+    with torch.no_grad():
+        if isinstance(example_input, Mapping):
+            expected = model(**example_input)
+        else:
+            expected = model(*_as_inputs(example_input)[0])
+    actual = runtime(*_as_inputs(example_input)[0])
+    return float((torch.as_tensor(actual).float() - expected.float()).abs().max())
+
+
+@register_exporter("onnx", ".onnx")
+def export_onnx_format(model: nn.Module, path: Path, example_input: Any) -> Path:
+    """ONNX for ONNX Runtime: float, or int8 (QDQ/integer ops) when the model was quantized."""
+    if isinstance(model, OnnxModule):
+        return atomic_write(path, lambda file: file.write(model.path.read_bytes())) if model.path != path else path
+    own_export = getattr(model, "optiforge_onnx_export", None)
+    if callable(own_export):
+        return own_export(path, example_input)
+    return export_onnx(model, path, example_input)
+
+
+__all__ = ["FLOAT_TOLERANCE", "OnnxModule", "export_onnx", "max_difference"]

@@ -1,0 +1,82 @@
+"""The quantized artefact: the file whose size the report shows.
+
+PyTorch int8 modules save their packed int8 weights in ``state_dict``.
+torchao tensors are stored by their parts (codes, scales, zero points); int4
+codes, which torchao keeps one per byte in memory, are packed two per byte,
+so the file is what an int4 model really ships as.
+``load_quantized_state`` reads such a file back as a float state dict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from optiforge.training.checkpoint import atomic_save
+
+FORMAT = "optiforge-quantized-1"
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """Signed int4 codes (int8 tensor, values -8..7) → uint8, two codes per byte."""
+    flat = (codes.flatten().to(torch.int16) & 0xF).to(torch.uint8)
+    if flat.numel() % 2:
+        flat = torch.cat([flat, flat.new_zeros(1)])
+    return flat[0::2] | (flat[1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`pack_int4`."""
+    low, high = packed & 0xF, packed >> 4
+    nibbles = torch.stack([low, high], dim=1).flatten()[: torch.Size(shape).numel()].to(torch.int16)
+    return torch.where(nibbles > 7, nibbles - 16, nibbles).to(torch.int8).reshape(shape)
+
+
+def _parts(tensor: torch.Tensor) -> dict | None:
+    """A torchao quantized tensor as plain tensors (codes, scale, zero point) and its block size."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is None or not hasattr(tensor, "qdata"):
+        return None
+    names, meta = flatten()
+    entry = {name: getattr(tensor, name) for name in names}
+    entry["block_size"] = list(meta.get("block_size", [1, tensor.shape[-1]]))
+    entry["shape"] = list(tensor.shape)
+    entry["dtype"] = str(meta.get("dtype", torch.float32)).removeprefix("torch.")
+    if getattr(tensor, "target_dtype", None) == torch.int4:
+        entry["int4_packed"] = pack_int4(entry.pop("qdata"))
+    return entry
+
+
+def save_quantized(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``'s quantized state; returns the path."""
+    state = model.state_dict()
+    if not any(_parts(value) is not None for value in state.values() if torch.is_tensor(value)):
+        return atomic_save(state, path)
+    tensors = {}
+    for name, value in state.items():
+        parts = _parts(value) if torch.is_tensor(value) else None
+        tensors[name] = parts if parts is not None else value
+    return atomic_save({"format": FORMAT, "tensors": tensors}, path)
+
+
+def _dequantize(entry: dict) -> torch.Tensor:
+    shape = tuple(entry["shape"])
+    codes = unpack_int4(entry["int4_packed"], shape) if "int4_packed" in entry else entry["qdata"]
+    codes = codes.float()
+    block_rows, block_columns = entry["block_size"][-2:] if len(entry["block_size"]) > 1 else (1, shape[-1])
+    scale = entry["scale"].float().reshape(shape[0] // block_rows, -1)
+    zero_point = entry.get("zero_point")
+    zero_point = zero_point.float().reshape(scale.shape) if zero_point is not None else torch.zeros_like(scale)
+    scale = scale.repeat_interleave(block_rows, 0).repeat_interleave(block_columns, 1)[:, : shape[-1]]
+    zero_point = zero_point.repeat_interleave(block_rows, 0).repeat_interleave(block_columns, 1)[:, : shape[-1]]
+    return ((codes - zero_point) * scale).to(getattr(torch, entry["dtype"]))
+
+
+def load_quantized_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A float state dict from a file written by :func:`save_quantized` (torchao layouts)."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if not (isinstance(saved, dict) and saved.get("format") == FORMAT):
+        return saved
+    return {name: _dequantize(value) if isinstance(value, dict) else value for name, value in saved["tensors"].items()}

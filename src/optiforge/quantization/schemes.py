@@ -1,0 +1,55 @@
+"""Which engine can run which scheme on a CPU, and whether it is installed.
+
+Measured on torch 2.13 / torchao 0.18 / onnxruntime 1.32 (x86 CPU):
+
+* torch (``torch.ao.quantization``, FX graph mode, x86 kernels): int8 static
+  and QAT for Conv/Linear, int8 dynamic for Linear (conv layers stay float),
+  fp16/bf16 casts.
+* torchao: int8 weight-only, int8 dynamic activation + int8 weight (Linear
+  only; without ``torch.compile`` its CPU path is much slower than float),
+  int4 weight-only with group-wise scales through ``IntxWeightOnlyConfig``
+  (``Int4WeightOnlyConfig`` needs CUDA or the ``mslk`` package on CPU).
+* onnxruntime: int8 static (QDQ, Conv/Gemm/MatMul) and dynamic
+  (ConvInteger/MatMulInteger) on the exported ONNX graph.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from optiforge.errors import DependencyError
+
+SUPPORT: dict[str, tuple[str, ...]] = {
+    "int8_dynamic": ("torch", "torchao", "onnxruntime"),
+    "int8_static": ("torch", "onnxruntime"),
+    "int8_weight_only": ("torchao",),
+    "int4_weight_only": ("torchao",),
+    "fp16": ("torch",),
+    "bf16": ("torch",),
+    "qat_int8": ("torch",),
+}
+
+# the Python package each engine needs
+PACKAGES = {"torch": "torch", "torchao": "torchao", "onnxruntime": "onnxruntime"}
+
+
+def engines_for(scheme: str) -> tuple[str, ...]:
+    return SUPPORT.get(scheme, ())
+
+
+def installed(engine: str) -> bool:
+    return importlib.util.find_spec(PACKAGES[engine]) is not None
+
+
+def require(engine: str) -> None:
+    """Raise a :class:`DependencyError` naming the option when ``engine`` is missing."""
+    if not installed(engine):
+        raise DependencyError(
+            f"quantize.engine: '{engine}' needs the '{PACKAGES[engine]}' package, which is not installed; "
+            f"pip install {PACKAGES[engine]} or choose engine: auto"
+        )
+
+
+def candidates(scheme: str) -> list[str]:
+    """Installed engines able to run ``scheme`` (what ``engine: auto`` measures)."""
+    return [engine for engine in engines_for(scheme) if installed(engine)]

@@ -1,0 +1,97 @@
+"""Per-layer sensitivity and the mixed-precision search built on it.
+
+Sensitivity quantizes one layer at a time (every other layer float) and
+measures the error that layer alone causes. Mixed precision then keeps the
+most sensitive layers in float, one more at a time, until the target
+(``max_metric_drop`` / ``min_fidelity``) is met.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from optiforge.quantization.fidelity import Fidelity
+from optiforge.training.checkpoint import atomic_write, atomic_write_text
+
+log = logging.getLogger("optiforge")
+
+Build = Callable[[list[str]], Any]  # float layers → quantized model
+Evaluate = Callable[[Any], Fidelity]
+
+
+def layer_sensitivity(build: Build, evaluate: Evaluate, layers: list[str], excluded: list[str]) -> list[dict]:
+    """One row per layer, most sensitive first: the error with only that layer quantized."""
+    rows = []
+    for layer in layers:
+        fidelity = evaluate(build([other for other in layers if other != layer] + excluded))
+        rows.append({"layer": layer, **fidelity.as_dict(), "rank": fidelity.error()})
+    rows.sort(key=lambda row: row.pop("rank"), reverse=True)
+    return rows
+
+
+def mixed_precision(
+    build: Build, evaluate: Evaluate, ranked: list[str], excluded: list[str],
+    max_metric_drop: float | None, min_fidelity: float | None,
+) -> tuple[Any, list[str], Fidelity, bool]:
+    """Keep the first k of ``ranked`` float for the smallest k that meets the target.
+
+    Returns (model, float layers, its fidelity, whether the target was met);
+    when no k meets it, the best-scoring attempt is kept.
+    """
+    best = None
+    for count in range(1, len(ranked) + 1):
+        float_layers = excluded + ranked[:count]
+        model = build(float_layers)
+        fidelity = evaluate(model)
+        if fidelity.meets(max_metric_drop, min_fidelity):
+            if count == len(ranked):
+                log.warning("quantize: the target is met only with every layer in float")
+            return model, float_layers, fidelity, True
+        if best is None or fidelity.error() < best[2].error():
+            best = (model, float_layers, fidelity)
+    assert best is not None
+    return (*best, False)
+
+
+def write_sensitivity(rows: list[dict], folder: Path, title: str) -> list[Path]:
+    """``sensitivity.json``, ``sensitivity.md`` and a bar plot ``sensitivity.png`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [atomic_write_text(folder / "sensitivity.json", json.dumps(rows, indent=2) + "\n")]
+    lines = ["| layer | metric drop | agreement | output cosine | relative error |", "|---|---|---|---|---|"]
+    for row in rows:
+        drop = "" if row["metric_drop"] is None else f"{row['metric_drop'] * 100:+.2f} pt"
+        agreement = "" if row["agreement"] is None else f"{row['agreement']:.4f}"
+        lines.append(f"| {row['layer']} | {drop} | {agreement} | {row['cosine']:.5f} | {row['relative_error']:.4f} |")
+    written.append(atomic_write_text(folder / "sensitivity.md", f"# {title}\n\n" + "\n".join(lines) + "\n"))
+    written.append(_plot(rows, folder / "sensitivity.png", title))
+    return written
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [row["layer"] for row in rows]
+    panels = [("1 - output cosine", [max(1 - row["cosine"], 1e-9) for row in rows], "log")]
+    if all(row["metric_drop"] is not None for row in rows):
+        panels.insert(0, ("accuracy drop (points)", [row["metric_drop"] * 100 for row in rows], "linear"))
+    width = max(4.0, 0.5 * len(rows) + 2)
+    figure, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.8), squeeze=False)
+    for axis, (label, values, scale) in zip(axes[0], panels, strict=True):
+        axis.bar(range(len(rows)), values, color="tab:orange")
+        axis.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=8)
+        axis.set(xlabel="layer quantized alone", ylabel=label, yscale=scale)
+        axis.grid(alpha=0.3, axis="y")
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return atomic_write(path, lambda file: file.write(buffer.getvalue()))

@@ -1,0 +1,82 @@
+"""torchao's ``quantize_``: int8 weight-only, int8 dynamic, int4 weight-only (Linear layers).
+
+int4 uses ``IntxWeightOnlyConfig(torch.int4, PerGroup(group_size))``: on a
+CPU, torchao 0.18's ``Int4WeightOnlyConfig`` needs CUDA (tile-packed layout)
+or the separate ``mslk`` kernels package. In memory the int4 codes sit one per
+int8 byte; the artefact packs two per byte (:mod:`optiforge.quantization.artifact`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+from optiforge.errors import DependencyError
+from optiforge.quantization.config import QuantConfig
+from optiforge.quantization.torch_engine import quantizable_layers
+
+log = logging.getLogger("optiforge")
+
+
+def _torchao_config(config: QuantConfig):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torchao.quantization as ao
+            from torchao.quantization.granularity import PerGroup, PerRow, PerTensor
+    except ImportError as error:
+        raise DependencyError(f"quantize.engine: 'torchao' cannot be imported ({error}); pip install torchao") from None
+    if config.scheme == "int8_weight_only":
+        return ao.Int8WeightOnlyConfig(granularity=PerRow() if config.per_channel else PerTensor())
+    if config.scheme == "int8_dynamic":
+        return ao.Int8DynamicActivationInt8WeightConfig(granularity=PerRow() if config.per_channel else PerTensor())
+    if config.scheme == "int4_weight_only":
+        return ao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(config.group_size))
+    raise AssertionError(config.scheme)
+
+
+def quantize_torchao(
+    model: nn.Module, config: QuantConfig, float_layers: list[str]
+) -> tuple[nn.Module, list[str]]:
+    """Quantize the Linear layers not in ``float_layers``; returns the model and the layers left float."""
+    from torchao.quantization import quantize_
+
+    quantized = copy.deepcopy(model).cpu().eval()
+    modules = dict(quantized.named_modules())
+    unsupported = []
+    chosen = set()
+    for name in quantizable_layers(quantized):
+        module = modules[name]
+        if name in float_layers:
+            continue
+        if not isinstance(module, nn.Linear):
+            unsupported.append(name)  # torchao's CPU configs quantize Linear weights only
+        elif config.scheme == "int4_weight_only" and module.in_features % config.group_size:
+            unsupported.append(name)  # a group must not straddle rows
+        else:
+            chosen.add(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_(quantized, _torchao_config(config), filter_fn=lambda module, name: name in chosen)
+    for name in chosen:
+        _as_buffer(modules[name])
+    return quantized, unsupported
+
+
+def _as_buffer(layer: nn.Linear) -> None:
+    """Hold a torchao weight as a buffer, warmed up once under ``no_grad``.
+
+    torchao 0.18 tensors cannot be detached under ``torch.inference_mode``
+    ("Cannot set version_counter for inference tensor"), which the measurement
+    runs in; as a buffer the weight is not a trainable parameter (it is not one)
+    and a first call under ``no_grad`` settles the forward path.
+    """
+    weight = layer.weight
+    del layer.weight
+    layer.register_buffer("weight", weight)
+    with torch.no_grad():
+        layer(torch.zeros(1, layer.in_features))
