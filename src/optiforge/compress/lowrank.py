@@ -1,0 +1,96 @@
+"""The ``factorize`` verb: truncated SVD of Linear and Conv layers.
+
+A weight W (out × in, a conv's kernel flattened into ``in``) is replaced by
+two factors of rank r, U_r √S_r and √S_r V_rᵀ: a layer into r channels and a
+linear (or 1×1 conv) layer out of them. Only layers where r·(in + out) is
+below in·out are replaced, so every replacement saves parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from optiforge.compress.common import Finetune, make_finetune, record
+from optiforge.compress.config import FactorizeConfig
+from optiforge.compress.select import select_layers
+from optiforge.config import TrainConfig
+from optiforge.data.builtin import TaskData
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def choose_rank(singular_values: torch.Tensor, config: FactorizeConfig) -> int:
+    """Rank kept: a share of the full rank, or the smallest rank keeping a share of the energy."""
+    full = singular_values.numel()
+    if config.rank_ratio is not None:
+        return max(1, round(config.rank_ratio * full))
+    energy = torch.cumsum(singular_values.double() ** 2, 0)
+    return int(torch.searchsorted(energy, config.energy * energy[-1]).item()) + 1
+
+
+def _factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return (u[:, :rank] * root).to(weight.dtype), (root[:, None] * vh[:rank]).to(weight.dtype)
+
+
+def factorize_layer(layer: nn.Module, config: FactorizeConfig) -> nn.Module | None:
+    """Two smaller layers equal to the rank-r approximation of ``layer``, or None if none saves parameters."""
+    matrix = layer.weight.detach().flatten(1)  # (out, in · kernel)
+    out_size, in_size = matrix.shape
+    if isinstance(layer, nn.Linear):
+        pass
+    elif getattr(layer, "groups", 1) != 1 or getattr(layer, "transposed", False):
+        return None
+    rank = choose_rank(torch.linalg.svdvals(matrix.double()), config)
+    if rank * (in_size + out_size) >= in_size * out_size:
+        return None
+    left, right = _factors(matrix, rank)
+    bias = layer.bias is not None
+    if isinstance(layer, nn.Linear):
+        first, second = nn.Linear(in_size, rank, bias=False), nn.Linear(rank, out_size, bias=bias)
+        first.weight.data.copy_(right)
+    else:
+        conv = _CONV[layer.weight.dim() - 2]
+        first = conv(layer.in_channels, rank, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                     dilation=layer.dilation, bias=False, padding_mode=layer.padding_mode)
+        second = conv(rank, out_size, 1, bias=bias)
+        first.weight.data.copy_(right.view(rank, *layer.weight.shape[1:]))
+    second.weight.data.copy_(left.view(second.weight.shape))
+    if bias:
+        second.bias.data.copy_(layer.bias.detach())
+    return nn.Sequential(first, second).to(layer.weight.device)
+
+
+def factorize(
+    model: nn.Module,
+    config: FactorizeConfig,
+    data: TaskData | None = None,
+    *,
+    train_config: TrainConfig | None = None,
+    finetune: Finetune | None = None,
+) -> nn.Module:
+    """Replace layers by low-rank pairs where that saves parameters (in place).
+
+    >>> import torch
+    >>> from optiforge.compress import FactorizeConfig, factorize
+    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    >>> model = factorize(model, FactorizeConfig(rank_ratio=0.25))
+    >>> [tuple(p.shape) for p in model[0].parameters()]
+    [(16, 64), (64, 16), (64,)]
+    """
+    finetune = make_finetune(data, train_config, finetune, config.finetune_epochs, "factorize")
+    layers = select_layers(model, config.layers)
+    replaced = 0
+    for name, layer in layers.items():
+        replacement = factorize_layer(layer, config)
+        if replacement is None:
+            continue
+        owner_name, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(owner_name) if owner_name else model, attribute, replacement)
+        replaced += 1
+    if replaced and config.finetune_epochs > 0 and finetune is not None:
+        model = finetune(model, config.finetune_epochs, [], "finetune")
+    record(model, "factorize", config)
+    return model
