@@ -46,8 +46,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.nproc > 1:
         from optiforge.parallel.launch import launch
+        from optiforge.recipe import load_recipe
 
-        return launch(args)
+        return launch(args, load_recipe(args.recipe, args.overrides))
     result = run_recipe(args.recipe, args.overrides, out=args.out, resume=args.resume,
                         progress=not args.no_progress)
     if result.report:

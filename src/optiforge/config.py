@@ -133,8 +133,13 @@ class ParallelConfig(Config):
     schedule: Literal["gpipe", "1f1b"] = "gpipe"
     split_points: list[str] = Field(default_factory=list, description="pipeline: module names")
     mesh: list[int] = Field(default_factory=list, description="hybrid: mesh shape, e.g. [2, 2]")
+    inner: Literal["shard", "tensor", "pipeline"] = Field(
+        "shard", description="hybrid: what the mesh's second dimension does")
+    plan: dict[str, Literal["colwise", "rowwise"]] = Field(
+        default_factory=dict, description="tensor: Linear module name -> split (default: every Linear pair)")
     cpu_offload: bool = False
     max_restarts: int = Field(0, ge=0)
+    port: int | None = Field(None, ge=1, le=65535, description="--nproc: rendezvous port (default: a free one)")
 
 
 class MeasureConfig(Config):

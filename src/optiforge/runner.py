@@ -79,6 +79,7 @@ def run_recipe(
     """
     recipe = load_recipe(source, overrides)
     strategy = strategy_for(recipe.parallel)
+    resume = resume or strategy.restarted  # a worker restarted by the elastic launcher continues the run
     set_threads(recipe.hardware.threads)
     device = resolve_device(recipe.hardware.device)
     data = build_data(recipe.data)
@@ -161,4 +162,4 @@ def run_recipe(
             print_table(report)
     strategy.barrier()
     torch.set_grad_enabled(True)
-    return RunResult(report, run_dir, model)
+    return RunResult(report if strategy.is_main else {}, run_dir, model)  # other processes report nothing

@@ -1,7 +1,18 @@
-"""Strategy lookup by the recipe's ``parallel.strategy``."""
+"""Strategy lookup by the recipe's ``parallel.strategy``, and ``optiforge run --nproc N``.
+
+``--nproc N`` checks that the recipe fits N processes (mesh size, pipeline
+split, tensor plan, batch split, port), then hands over to PyTorch's elastic
+launcher (``torch.distributed.run``), which starts the workers, restarts them
+up to ``parallel.max_restarts`` times when one dies, and stops them all when
+the run ends or fails. Restarted workers resume from the last checkpoint.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import sys
 from collections.abc import Callable
 
 from optiforge.config import ParallelConfig
@@ -9,11 +20,172 @@ from optiforge.errors import ConfigError
 from optiforge.parallel.strategy import SingleProcess, Strategy
 from optiforge.registry import Registry
 
+log = logging.getLogger("optiforge")
+
 STRATEGIES: Registry[Callable[[ParallelConfig], Strategy]] = Registry("parallel strategy")
 STRATEGIES.add("none", lambda config: SingleProcess())
+
+
+def _ddp(config: ParallelConfig) -> Strategy:
+    from optiforge.parallel.data_parallel import DataParallel
+
+    return DataParallel(config)
+
+
+def _fsdp(config: ParallelConfig) -> Strategy:
+    from optiforge.parallel.sharded import FullyShardedDataParallel
+
+    return FullyShardedDataParallel(config)
+
+
+def _pipeline(config: ParallelConfig) -> Strategy:
+    from optiforge.parallel.pipeline import Pipeline
+
+    return Pipeline(config)
+
+
+def _tensor(config: ParallelConfig) -> Strategy:
+    from optiforge.parallel.tensor import TensorParallel
+
+    return TensorParallel(config)
+
+
+def _hybrid(config: ParallelConfig) -> Strategy:
+    if config.inner == "pipeline":
+        from optiforge.parallel.pipeline import Pipeline
+        from optiforge.parallel.process_group import world_size_from_env
+        from optiforge.parallel.sharded import hybrid_mesh_shape
+
+        rows, _ = hybrid_mesh_shape(config, world_size_from_env())
+        strategy = Pipeline(config, rows=rows)
+        strategy.name = "hybrid"
+        return strategy
+    if config.inner == "tensor":
+        from optiforge.parallel.tensor import HybridTensor
+
+        return HybridTensor(config)
+    from optiforge.parallel.sharded import HybridSharded
+
+    return HybridSharded(config)
+
+
+for _name, _factory in (("ddp", _ddp), ("fsdp", _fsdp), ("pipeline", _pipeline), ("tensor", _tensor),
+                        ("hybrid", _hybrid)):
+    STRATEGIES.add(_name, _factory)
 
 
 def strategy_for(config: ParallelConfig) -> Strategy:
     if config.strategy not in STRATEGIES:
         raise ConfigError(f"parallel.strategy: '{config.strategy}' is not available in this build")
     return STRATEGIES.get(config.strategy)(config)
+
+
+def check_fits(recipe, world_size: int) -> None:  # noqa: ANN001 - a Recipe (imported lazily)
+    """Raise a :class:`ConfigError` when the recipe cannot run on ``world_size`` processes.
+
+    Runs in the launching process, before any worker starts.
+    """
+    from optiforge.data.builtin import build_data
+    from optiforge.models.builtin import build_model
+    from optiforge.training.optimizers import is_full_batch
+
+    config = recipe.parallel
+    strategy = config.strategy
+    if world_size < 1:
+        raise ConfigError(f"--nproc: {world_size} processes; give 1 or more")
+    if strategy == "none":
+        if world_size > 1:
+            raise ConfigError(
+                f"--nproc {world_size}: the recipe's parallel.strategy is 'none'; set --set parallel.strategy=ddp "
+                "(or fsdp, pipeline, tensor, hybrid) to use several processes"
+            )
+        return
+    data_world = world_size
+    if strategy in ("pipeline", "tensor") or (strategy == "hybrid" and config.inner != "shard"):
+        from optiforge.parallel.sharded import hybrid_mesh_shape
+
+        data = build_data(recipe.data)
+        model = build_model(recipe.model, data)
+        rows, columns = hybrid_mesh_shape(config, world_size) if strategy == "hybrid" else (1, world_size)
+        if strategy == "pipeline" or config.inner == "pipeline":
+            from optiforge.parallel.pipeline import split_model
+
+            split_model(model, columns, config.split_points)
+            data_world = rows
+            if config.schedule == "1f1b" and config.microbatches < columns:
+                raise ConfigError(
+                    f"parallel.microbatches: the 1F1B schedule needs at least one microbatch per stage "
+                    f"({columns}), got {config.microbatches}"
+                )
+            per_pipeline = recipe.train.batch_size // rows
+            if per_pipeline % config.microbatches:
+                raise ConfigError(
+                    f"train.batch_size: each pipeline's batch of {per_pipeline} does not split into "
+                    f"parallel.microbatches {config.microbatches}; use a multiple of {config.microbatches * rows}"
+                )
+        else:
+            from optiforge.parallel.tensor import tensor_plan
+
+            tensor_plan(model, config, columns)
+            data_world = rows
+    elif strategy == "hybrid":
+        from optiforge.parallel.sharded import hybrid_mesh_shape
+
+        hybrid_mesh_shape(config, world_size)
+    if recipe.train.batch_size % data_world and not is_full_batch(recipe.train.optimizer):
+        raise ConfigError(
+            f"train.batch_size: {recipe.train.batch_size} is the global batch and must split evenly over "
+            f"{data_world} data-parallel processes; use a multiple of {data_world}"
+        )
+
+
+def launcher_arguments(args: argparse.Namespace, port: int, max_restarts: int) -> list[str]:
+    """The ``torch.distributed.run`` command line that runs ``optiforge run`` in every worker."""
+    worker = ["-m", "optiforge.cli"] + (["-v"] if getattr(args, "verbose", False) else []) + ["run", args.recipe]
+    for assignment in args.overrides:
+        worker += ["--set", assignment]
+    if args.out:
+        worker += ["--out", args.out]
+    if args.resume:
+        worker.append("--resume")
+    if args.no_progress:
+        worker.append("--no-progress")
+    return [
+        "--nnodes", "1", "--nproc-per-node", str(args.nproc), "--max-restarts", str(max_restarts),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--monitor-interval", "0.5",
+        *worker,
+    ]
+
+
+def launch(args: argparse.Namespace, recipe) -> int:  # noqa: ANN001 - the Recipe the CLI loaded from args
+    """``optiforge run RECIPE --nproc N``: check that ``recipe`` fits N processes, then start them.
+
+    The workers load the recipe again from ``args`` (with its ``--set`` overrides).
+    """
+    from optiforge.parallel.process_group import free_port, port_is_free
+
+    check_fits(recipe, args.nproc)
+    port = recipe.parallel.port
+    if port is not None and not port_is_free(port):
+        raise ConfigError(f"parallel.port: port {port} is already in use on this machine; choose another or "
+                          "leave it unset to take a free one")
+    port = port or free_port()
+    # One thread per worker unless told otherwise: N workers must not oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    try:
+        run(get_args_parser().parse_args(launcher_arguments(args, port, recipe.parallel.max_restarts)))
+    except SignalException as signal:
+        # Ctrl-C or a scheduler's SIGTERM: the launcher has already stopped every worker.
+        print(f"optiforge: interrupted ({signal.sigval.name}); workers stopped", file=sys.stderr)
+        return 130
+    except ChildFailedError as error:
+        failures = ", ".join(f"rank {rank} exit code {failure.exitcode}" for rank, failure in error.failures.items())
+        print(f"optiforge: error: worker processes failed ({failures}); see their messages above", file=sys.stderr)
+        # Status 2 when every worker stopped on a user mistake (each printed it), as a single process would.
+        return 2 if all(failure.exitcode == 2 for failure in error.failures.values()) else 1
+    return 0

@@ -81,6 +81,12 @@ def train(
     started = time.perf_counter()
     strategy = strategy or SingleProcess()
     task = task or task_for(data.task)
+    adds_loss = any(type(callback).compute_loss is not Callback.compute_loss for callback in callbacks)
+    if strategy.runs_own_step and adds_loss:
+        raise TrainingError(
+            f"{description}: parallel.strategy '{strategy.name}' runs forward and backward inside its schedule, so a "
+            "technique that adds a loss term (e.g. distillation) cannot train under it; use ddp or fsdp"
+        )
     device = resolve_device(hardware.device)
     set_threads(hardware.threads)
     seed_everything(config.seed)
@@ -93,9 +99,10 @@ def train(
     val_loader = make_loader(data.val, 512, sampler=strategy.eval_sampler(data.val)) if len(data.val) else None
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
 
+    # Wrap before building the optimizer: sharding strategies replace the parameters.
+    forward_model = strategy.wrap(compile_model(model, hardware, data.example_input(2).to(device)), device)
     optimizer = build_optimizer(model, config.optimizer)
     schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
-    forward_model = strategy.wrap(compile_model(model, hardware, data.example_input(2).to(device)), device)
     state = TrainState(forward_model, optimizer, device, config.epochs, steps_per_epoch)
     best_metric: float | None = None
     best_weights: dict | None = None
@@ -103,15 +110,19 @@ def train(
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
 
     def save_checkpoint(finished: bool) -> None:
-        if checkpoint_path is None or not strategy.is_main:
+        if checkpoint_path is None:
+            return
+        # Every process takes part: a sharded or split model is gathered or saved in shards.
+        model_state, optimizer_state = strategy.checkpoint_state(model, optimizer, checkpoint_path.parent, state.epoch)
+        if not strategy.is_main:
             return
         atomic_save(
             {
                 "epoch": state.epoch,
                 "step": state.step,
                 "finished": finished,
-                "model": strategy.unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": model_state,
+                "optimizer": optimizer_state,
                 "schedule": schedule.state_dict(),
                 "scaler": precision.scaler.state_dict(),
                 "rng": rng_state(),
@@ -127,8 +138,7 @@ def train(
     finished = False
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        strategy.load_checkpoint_state(model, optimizer, saved["model"], saved["optimizer"], checkpoint_path.parent)
         schedule.load_state_dict(saved["schedule"])
         precision.scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
@@ -157,11 +167,18 @@ def train(
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 for callback in callbacks:
                     inputs, targets = callback.transform_batch(state, inputs, targets)
-                with precision.autocast():
-                    outputs = forward_model(inputs)
-                    loss = task.loss(outputs.float(), targets)
+                if strategy.runs_own_step:
+                    # A pipeline schedule interleaves forward and backward over microbatches.
                     for callback in callbacks:
-                        loss = callback.compute_loss(state, inputs, targets, outputs, loss)
+                        callback.before_backward(state)
+                    loss = strategy.forward_backward(forward_model, inputs, targets, task.loss,
+                                                     config.accumulation_steps)
+                else:
+                    with precision.autocast():
+                        outputs = forward_model(inputs)
+                        loss = task.loss(outputs.float(), targets)
+                        for callback in callbacks:
+                            loss = callback.compute_loss(state, inputs, targets, outputs, loss)
                 loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
                 if not math.isfinite(loss_value):
                     where = f"'{checkpoint_path}'" if checkpoint_path else "nothing (no checkpoint folder)"
@@ -171,9 +188,10 @@ def train(
                         "gradient clipping (train.grad_clip_norm)."
                     )
                 loss_sum, batches = loss_sum + loss_value, batches + 1
-                for callback in callbacks:
-                    callback.before_backward(state)
-                precision.scaler.scale(loss / config.accumulation_steps).backward()
+                if not strategy.runs_own_step:
+                    for callback in callbacks:
+                        callback.before_backward(state)
+                    precision.scaler.scale(loss / config.accumulation_steps).backward()
                 for callback in callbacks:
                     callback.after_backward(state)
                 if (index + 1) % config.accumulation_steps == 0 or index + 1 == len(train_loader):
@@ -189,9 +207,11 @@ def train(
                     schedule.step()
                     for callback in callbacks:
                         callback.after_optimizer_step(state)
-                bar.update(step_bar, advance=1, info=f"loss {loss_value:.4f}")
+                bar.update(step_bar, advance=1, info=f"loss {loss_value:.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
 
-            record = {"epoch": state.epoch + 1, "train_loss": loss_sum / max(batches, 1), "lr": optimizer.param_groups[0]["lr"]}
+            totals = strategy.reduce_sums({"loss": loss_sum, "batches": float(batches)})  # over all data shares
+            record = {"epoch": state.epoch + 1, "train_loss": totals["loss"] / max(totals["batches"], 1),
+                      "lr": optimizer.param_groups[0]["lr"]}
             if val_loader is not None:
                 metrics = task.evaluate(forward_model, val_loader, device, precision.autocast, strategy.reduce_sums)
                 record.update({f"val_{key}": value for key, value in metrics.items()})
@@ -218,10 +238,11 @@ def train(
             bar.update(epoch_bar, advance=1, info=shown)
             log.debug("%s epoch %d: %s", description, state.epoch, record)
 
+    trained = strategy.unwrap(model)
     if best_weights is not None:
-        model.load_state_dict(best_weights)
+        trained.load_state_dict(best_weights)
     for callback in callbacks:
         callback.on_train_end(state)
     stopped = bool(state.stop) or bool(best_metric is not None and epochs_without_improvement >= (
         config.early_stopping.patience if config.early_stopping else math.inf))
-    return TrainResult(strategy.unwrap(model), state.history, state.epoch, stopped, time.perf_counter() - started)
+    return TrainResult(trained, state.history, state.epoch, stopped, time.perf_counter() - started)

@@ -1,0 +1,40 @@
+"""Data parallel: a full model replica per process, gradients averaged by DistributedDataParallel.
+
+Each process takes ``batch_size / world_size`` samples per step, so the
+global batch is the recipe's ``train.batch_size`` whatever the world size;
+the learning rate therefore needs no rescaling.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from optiforge.parallel.distributed import Distributed
+
+
+class _DataParallelModule(DistributedDataParallel):
+    """DDP that evaluates on the local replica.
+
+    In eval mode DDP would still broadcast buffers at every forward, which
+    hangs when processes hold different numbers of evaluation batches; the
+    replicas are identical, so the local module gives the same outputs.
+    """
+
+    def forward(self, *args, **kwargs):
+        if not self.training:
+            return self.module(*args, **kwargs)
+        return super().forward(*args, **kwargs)
+
+
+class DataParallel(Distributed):
+    name = "ddp"
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        return _DataParallelModule(model, device_ids=device_ids)
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return model.module if isinstance(model, DistributedDataParallel) else model

@@ -1,0 +1,105 @@
+"""Fully sharded data parallel (FSDP2, ``fully_shard``) and its hybrid form (HSDP).
+
+Every block with parameters (each top-level child module) is sharded on its
+own, then the root: a block's full weights exist only while it computes, so
+peak memory is about one block plus the shards. ``cpu_offload`` keeps the
+shards and the optimizer state in host memory. On a 2-D mesh
+``[replicas, shards]`` parameters are sharded inside a row and replicated
+across rows (HSDP): sharding traffic stays within a node, gradients are
+averaged across nodes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from optiforge.config import ParallelConfig
+from optiforge.errors import ConfigError
+from optiforge.parallel.distributed import Distributed
+from optiforge.parallel.dtensor_state import gather_full, load_sharded, meta_copy, save_sharded
+from optiforge.parallel.process_group import device_type
+
+
+def shard_blocks(model: nn.Module, mesh, cpu_offload: bool = False) -> nn.Module:
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
+    # pin_memory needs CUDA; on a CPU-only build the offload policy still keeps everything on the host.
+    policy = CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if cpu_offload else OffloadPolicy()
+    for child in model.children():
+        if any(parameter.requires_grad for parameter in child.parameters()):
+            fully_shard(child, mesh=mesh, offload_policy=policy)
+    fully_shard(model, mesh=mesh, offload_policy=policy)
+    return model
+
+
+class FullyShardedBase(Distributed):
+    """Shared by FSDP and HSDP: DTensor checkpoints and gathering the full model."""
+
+    _template: nn.Module | None = None
+
+    def mesh(self):
+        raise NotImplementedError
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        model = getattr(model, "_orig_mod", model)
+        if not any(True for _ in model.parameters()):
+            raise ConfigError(f"parallel.strategy '{self.name}': the model has no parameters to shard")
+        self._template, self._device = meta_copy(model), device
+        return shard_blocks(model, self.mesh(), self.config.cpu_offload)
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        model = getattr(model, "_orig_mod", model)
+        if self._template is None:
+            return model
+        return gather_full(model, self._template).to(self._device)
+
+    def checkpoint_state(self, model, optimizer, folder, tag):
+        return save_sharded(model, optimizer, folder, tag), None
+
+    def load_checkpoint_state(self, model, optimizer, model_state, optimizer_state, folder) -> None:
+        load_sharded(model, optimizer, model_state, folder)
+
+
+class FullyShardedDataParallel(FullyShardedBase):
+    name = "fsdp"
+
+    def mesh(self):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        return init_device_mesh(device_type(), (self.world_size,), mesh_dim_names=("shard",))
+
+
+def hybrid_mesh_shape(config: ParallelConfig, world_size: int) -> tuple[int, int]:
+    """The ``[data, inner]`` mesh; by default two rows when the world splits evenly."""
+    if config.mesh:
+        if len(config.mesh) != 2:
+            raise ConfigError(f"parallel.mesh: a hybrid mesh has two sizes [data, {config.inner}], got {config.mesh}")
+        rows, columns = config.mesh
+        if rows * columns != world_size:
+            raise ConfigError(
+                f"parallel.mesh: {config.mesh} needs {rows * columns} processes, but {world_size} were started; "
+                f"use --nproc {rows * columns}"
+            )
+        return rows, columns
+    if world_size < 4 or world_size % 2:
+        raise ConfigError(
+            f"parallel.strategy 'hybrid' needs a 2-D mesh of at least 2 x 2 processes, got {world_size}; "
+            "use --nproc 4 or give parallel.mesh"
+        )
+    return 2, world_size // 2
+
+
+class HybridSharded(FullyShardedBase):
+    """``hybrid`` with ``inner: shard``: replicate across mesh rows, shard within each row."""
+
+    name = "hybrid"
+
+    def __init__(self, config: ParallelConfig) -> None:
+        super().__init__(config)
+        self.rows, self.columns = hybrid_mesh_shape(config, self.world_size)
+
+    def mesh(self):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        return init_device_mesh(device_type(), (self.rows, self.columns), mesh_dim_names=("replicate", "shard"))

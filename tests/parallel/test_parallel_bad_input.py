@@ -1,0 +1,115 @@
+"""Recipes that cannot run on the asked processes fail with one clear line before any worker starts."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from optiforge.cli import main
+from optiforge.config import ParallelConfig
+from optiforge.errors import ConfigError, ModelError
+from optiforge.parallel.pipeline import split_model
+from optiforge.parallel.tensor import linear_pairs
+
+
+def _children() -> set[int]:
+    """Live child processes of this test process."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                children.add(int(entry.name))
+    return children
+
+
+def _run(capsys, *arguments: str) -> tuple[int, str]:
+    before = _children()
+    status = main(["run", *arguments, "--no-progress", "--out", "/tmp/optiforge-never-written"])
+    assert _children() == before  # no worker was started, none left behind
+    assert not Path("/tmp/optiforge-never-written").exists()
+    return status, capsys.readouterr().err
+
+
+DIGITS = ["--set", "data.name=digits"]  # the pipeline recipe's MNIST-1D takes seconds to build
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["hybrid", "--nproc", "3"], "parallel.mesh: [2, 2] needs 4 processes, but 3 were started"),
+        (["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.split_points=['0']"], "leave a stage empty"),
+        (["pipeline", "--nproc", "8", *DIGITS], "too few for 8 stages"),
+        (["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.split_points=['9']"],
+         "no top-level module named ['9']"),
+        (["pipeline", "--nproc", "2", *DIGITS, "--set", "model.factory=parallel_models:residual",
+          "--set", "model.name=null"], "cuts an nn.Sequential model"),
+        (["tensor", "--nproc", "2", "--set", "model.factory=parallel_models:linear_only", "--set", "model.name=null"],
+         "no Linear → activation → Linear pair"),
+        (["tensor", "--nproc", "3"], "not divisible by 3 tensor-parallel processes"),
+        (["ddp", "--nproc", "3"], "train.batch_size: 64 is the global batch and must split evenly over 3"),
+        (["quickstart", "--nproc", "2"], "parallel.strategy is 'none'"),
+    ],
+)
+def test_recipe_that_does_not_fit_the_processes_is_refused_before_launch(capsys, arguments, message):
+    status, error = _run(capsys, *arguments)
+    assert status == 2
+    assert error.startswith("optiforge: error:") and message in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_taken_port_is_refused_before_launch(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, error = _run(capsys, "ddp", "--nproc", "2", "--set", f"parallel.port={port}")
+    assert status == 2
+    assert f"port {port} is already in use" in error
+
+
+def test_automatic_split_balances_parameters_and_keeps_activations_with_their_layer():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                          nn.Linear(128, 10))
+    # parameters: 16,640 | 32,896 | 1,290 -> the big middle layer shares a stage with the small head
+    assert split_model(model, 2) == [["0", "1", "2"], ["3", "4", "5"]]
+    assert split_model(model, 3) == [["0", "1", "2"], ["3", "4"], ["5"]]
+    assert split_model(model, 2, ["5"]) == [["0", "1", "2", "3", "4"], ["5"]]
+    with pytest.raises(ConfigError, match="2 split points make 3 stages"):
+        split_model(model, 2, ["3", "5"])
+
+
+def test_tensor_plan_pairs_linear_layers_across_activations():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, 128),
+                          nn.ReLU(), nn.Linear(128, 10))
+    assert linear_pairs(model) == {"1": "colwise", "4": "rowwise"}
+    with pytest.raises(ModelError):
+        from optiforge.parallel.tensor import tensor_plan
+
+        tensor_plan(nn.Sequential(nn.Linear(4, 2)), ParallelConfig(strategy="tensor"), 2)
+
+
+def test_pipeline_refuses_a_technique_that_adds_a_loss_term(digits, small_mlp):
+    import optiforge
+    from optiforge.errors import TrainingError
+    from optiforge.parallel.strategy import Strategy
+
+    class ScheduleDriven(Strategy):
+        name = "pipeline"
+        runs_own_step = True
+
+    class ExtraLoss(optiforge.Callback):
+        def compute_loss(self, state, inputs, targets, outputs, loss):
+            return loss * 2
+
+    with pytest.raises(TrainingError, match="adds a loss term"):
+        optiforge.train(small_mlp, digits, optiforge.TrainConfig(epochs=1), strategy=ScheduleDriven(),
+                        callbacks=[ExtraLoss()], progress=False)
