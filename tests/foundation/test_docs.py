@@ -1,4 +1,4 @@
-"""The docs cannot rot: README code blocks and docstring examples run."""
+"""The docs cannot rot: README and docs/ code blocks and docstring examples run."""
 
 from __future__ import annotations
 
@@ -31,7 +31,12 @@ def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
     assert failures == 0
 
 
-@pytest.mark.parametrize("index", range(len(_python_blocks(ROOT / "README.md"))))
-def test_readme_python_blocks_run(index, tmp_path, monkeypatch):
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = [(path, index, block) for path in DOCUMENTS for index, block in enumerate(_python_blocks(path))]
+
+
+@pytest.mark.parametrize(("path", "index", "block"), BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])
+def test_documented_python_blocks_run(path, index, block, tmp_path, monkeypatch):
+    """Every ```python block of the README and docs/ runs as written."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(_python_blocks(ROOT / "README.md")[index], f"README block {index}", "exec"), {})
+    exec(compile(block, f"{path.name} block {index}", "exec"), {})
