@@ -1,0 +1,84 @@
+"""Stage ``distill``: train a student from the model coming out of the previous stage.
+
+```yaml
+- distill: {student: {name: mlp, hidden: [64]}, temperature: 2.0, alpha: 0.9, epochs: 150}
+- distill: {shrink: {width: 0.25}}            # a narrower model of the teacher's family
+- distill: {student: {...}, teacher: {name: cnn1d, channels: [64, 128, 128], checkpoint: teacher.pt}}
+```
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from torch import nn
+
+from optiforge.bench.measure import measure
+from optiforge.config import Config, ModelConfig, OptimizerConfig, ScheduleConfig
+from optiforge.distillation.agreement import top1_agreement
+from optiforge.distillation.api import prepare
+from optiforge.distillation.config import DistillConfig
+from optiforge.distillation.students import shrink
+from optiforge.distillation.teachers import resolve_teacher
+from optiforge.models.builtin import build_model
+from optiforge.stages.base import StageContext, StageOutput, register_stage
+
+
+class ShrinkConfig(Config):
+    """A student of the teacher's family (see ``optiforge.students.shrink``)."""
+
+    width: float | None = Field(None, gt=0.0, le=1.0)
+    depth: float | int | None = Field(None, gt=0)
+
+
+class DistillStageConfig(DistillConfig):
+    """A distillation run; unset training fields take the recipe's ``train:``."""
+
+    student: ModelConfig | None = None
+    shrink: ShrinkConfig | None = None
+    teacher: ModelConfig | None = Field(None, description="default: the incoming model")
+    optimizer: OptimizerConfig | None = None
+    schedule: ScheduleConfig | None = None
+    batch_size: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_student(self) -> DistillStageConfig:
+        if (self.student is None) == (self.shrink is None):
+            raise ValueError("give exactly one of 'student' (a model spec) or 'shrink' (width/depth)")
+        return self
+
+
+_TRAIN_FIELDS = ("optimizer", "schedule", "batch_size")
+_STAGE_FIELDS = ("student", "shrink", "teacher", *_TRAIN_FIELDS)
+
+
+def _teacher_figures(teacher: nn.Module, from_previous: bool, ctx: StageContext) -> dict:
+    """The teacher's report figures, so the report shows teacher and student side by side."""
+    if from_previous and ctx.previous:
+        row = ctx.previous[-1]
+    else:  # a teacher from elsewhere is measured by the same code the runner uses for every stage
+        row = measure(teacher, ctx.data, task=ctx.task).as_dict()
+    latency = row.get("latency_ms") or {}
+    return {
+        "teacher_value": row.get("value"),
+        "teacher_params": row.get("params"),
+        "teacher_size_bytes": row.get("size_bytes"),
+        "teacher_latency_p50_ms": round(latency["p50"], 4) if "p50" in latency else None,
+    }
+
+
+@register_stage("distill", DistillStageConfig, "train a smaller student to imitate the current model")
+def distill_stage(model: nn.Module, config: DistillStageConfig, ctx: StageContext) -> StageOutput:
+    teacher = resolve_teacher(config.teacher, ctx.data, "teacher") if config.teacher else model
+    if config.student is not None:
+        student = build_model(config.student, ctx.data, where="student")
+    else:
+        student = shrink(teacher, config.shrink.width, config.shrink.depth, ctx.data.example_input(2))
+    distill_config = DistillConfig.model_validate(config.model_dump(exclude=set(_STAGE_FIELDS)))
+    wrapped, callback = prepare(teacher, student, ctx.data, distill_config)
+    overrides = {key: getattr(config, key) for key in _TRAIN_FIELDS if getattr(config, key) is not None}
+    result = ctx.finetune(wrapped, config.epochs, callbacks=[callback], name="distill", **overrides)
+    student = result.model.student
+    info = {"epochs": result.epochs_run, **_teacher_figures(teacher, config.teacher is None, ctx)}
+    if ctx.data.task == "classification":
+        info["teacher_agreement"] = round(top1_agreement(student, teacher, ctx.data.test), 4)
+    return StageOutput(student, info=info, history=result.history)
