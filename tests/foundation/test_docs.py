@@ -40,3 +40,19 @@ def test_documented_python_blocks_run(path, index, block, tmp_path, monkeypatch)
     """Every ```python block of the README and docs/ runs as written."""
     monkeypatch.chdir(tmp_path)
     exec(compile(block, f"{path.name} block {index}", "exec"), {})
+
+
+YAML_BLOCKS = [
+    (path, index, block)
+    for path in DOCUMENTS
+    for index, block in enumerate(re.findall(r"```yaml\n(.*?)```", path.read_text(), flags=re.S))
+]
+
+
+@pytest.mark.parametrize(("path", "index", "block"), YAML_BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in YAML_BLOCKS])
+def test_documented_recipes_validate(path, index, block):
+    """Every ```yaml block is a valid recipe (a bare list is a list of stages)."""
+    import yaml
+
+    data = yaml.safe_load(block)
+    optiforge.load_recipe({"stages": data} if isinstance(data, list) else data)
