@@ -1,0 +1,14 @@
+"""Sentence encoders: all-MiniLM-L6-v2 loaded offline, measured by fidelity, exported and sped up.
+
+Heavy libraries (transformers, onnx, onnxruntime) are imported inside the
+functions that need them, so importing this package stays cheap.
+"""
+
+from optiforge.encoders.fidelity import EmbeddingTask, fidelity, mean_cosine, neighbour_overlap
+from optiforge.encoders.model import load_sentence_encoder
+from optiforge.encoders.module import SentenceEncoder, mean_pool, pack, unpack
+
+__all__ = [
+    "EmbeddingTask", "SentenceEncoder", "fidelity", "load_sentence_encoder", "mean_cosine", "mean_pool",
+    "neighbour_overlap", "pack", "unpack",
+]

@@ -1,0 +1,73 @@
+"""Stage kinds for sentence encoders (all-MiniLM-L6-v2 and other BERT-like models).
+
+``encoder_runtime`` turns the current :class:`~optiforge.encoders.SentenceEncoder`
+into a fused, optionally smoothed and int8-quantized ONNX Runtime graph;
+``encoder_search`` measures several such configurations side by side on the
+validation sentences and keeps the fastest that stays faithful enough.
+Importing this module also registers the ``minilm`` model and the
+``embedding`` task.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from optiforge import encoders  # noqa: F401  registers model 'minilm' and task 'embedding'
+from optiforge.config import Config
+from optiforge.encoders.optimize import EncoderRuntimeConfig
+from optiforge.errors import ModelError
+from optiforge.stages.base import StageContext, StageOutput, register_stage
+
+
+def _calibration(ctx: StageContext, batches: int, batch_size: int = 32) -> list:
+    """Packed training batches, each trimmed like a real batch would be."""
+    from optiforge.encoders.module import pack, unpack
+
+    inputs = [ctx.data.train[index][0] for index in range(min(len(ctx.data.train), batches * batch_size))]
+    if not inputs:
+        raise ModelError("encoder stage: the training split has no sentences to calibrate with")
+    stacked = torch.stack(inputs)
+    return [pack(*unpack(stacked[start:start + batch_size])) for start in range(0, stacked.shape[0], batch_size)]
+
+
+def _encoder_of(model: nn.Module, stage: str) -> nn.Module:
+    from optiforge.encoders.module import SentenceEncoder
+
+    if not isinstance(model, SentenceEncoder):
+        raise ModelError(f"{stage}: needs a PyTorch sentence encoder (model: {{name: minilm}}), "
+                         f"got {type(model).__name__}; put this stage before any stage that leaves PyTorch")
+    return model
+
+
+@register_stage("encoder_runtime", EncoderRuntimeConfig,
+                "sentence encoder → fused (smoothed, int8) ONNX Runtime graph")
+def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
+    from optiforge.encoders.optimize import optimize_encoder
+
+    encoder = _encoder_of(model, "encoder_runtime")
+    fast = optimize_encoder(encoder, config, _calibration(ctx, config.calibration_batches),
+                            path=ctx.stage_dir / "encoder.onnx")
+    return StageOutput(fast, artifact=fast.path, info={"runtime": fast.info})
+
+
+class EncoderSearchConfig(Config):
+    """Try runtime configurations, keep the fastest meeting the fidelity floors."""
+
+    candidates: list[EncoderRuntimeConfig] = Field(min_length=1)
+    min_cosine: float = Field(0.995, gt=0.0, le=1.0)
+    min_neighbours_kept: float = Field(0.95, ge=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1, description="batch size the speed is measured at")
+    timing_rounds: int = Field(3, ge=1, description="rounds over the validation batches, interleaved")
+
+
+@register_stage("encoder_search", EncoderSearchConfig,
+                "measure runtime configurations side by side, keep the fastest faithful one, plot the trade-off")
+def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageContext) -> StageOutput:
+    from optiforge.encoders.search import search_runtime
+
+    encoder = _encoder_of(model, "encoder_search")
+    calibration = _calibration(ctx, max(candidate.calibration_batches for candidate in config.candidates))
+    result = search_runtime(encoder, config, calibration, ctx.data.val, ctx.stage_dir)
+    return StageOutput(result.model, artifact=result.model.path, info={"search": result.summary()})

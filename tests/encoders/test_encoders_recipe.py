@@ -1,0 +1,63 @@
+"""The built-in ``minilm`` recipe end to end, shrunk to a few sentences."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import optiforge
+from optiforge.errors import ModelError
+
+
+def _small_minilm(candidates: list[dict]) -> dict:
+    from importlib.resources import files
+
+    recipe = yaml.safe_load(files("optiforge").joinpath("recipes/minilm.yaml").read_text())
+    recipe["data"].update(train_size=32, val_size=16, eval_size=24)
+    recipe["measure"] = {"latency_repeats": 1, "warmup": 0, "throughput_batch": 8, "throughput_repeats": 1}
+    recipe["stages"][0]["encoder_search"].update(candidates=candidates, timing_rounds=1, batch_size=8)
+    return recipe
+
+
+def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
+    candidates = [
+        {"quantize": "int8_dynamic", "smoothing_alpha": 0.8, "calibration_batches": 2,
+         "float_layers": ["encoder.layer.*.output.dense"]},
+        {"quantize": "none", "fuse": False, "calibration_batches": 1},  # plain float export: cheap
+    ]
+    result = optiforge.run_recipe(_small_minilm(candidates), out=tmp_path / "run", progress=False,
+                                  show_table=False)
+    baseline, searched = result.report["stages"]
+    assert baseline["metric"] == "cosine" and baseline["value"] == pytest.approx(1.0, abs=1e-6)
+    summary = searched["search"]
+    assert len(summary["candidates"]) == 2
+    assert all(0.9 < candidate["cosine"] <= 1.0 + 1e-6 for candidate in summary["candidates"])
+    assert 0.9 < searched["value"] <= 1.0 + 1e-6 and 0.0 <= searched["metrics"]["neighbours_kept"] <= 1.0
+    assert searched["size_bytes"] == (result.run_dir / searched["artifact"]).stat().st_size
+    assert (result.run_dir / "encoder_search" / "search.json").is_file()
+    assert (result.run_dir / "encoder_search" / "search_tradeoff.png").is_file()
+    assert not list((result.run_dir / "encoder_search").glob("candidate-*.onnx"))  # only the chosen one is kept
+
+    import onnxruntime
+
+    exported = result.run_dir / result.report["exports"][0]["artifact"]
+    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    assert [item.name for item in session.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [item.name for item in session.get_outputs()] == ["sentence_embedding"]
+    chosen = json.loads((result.run_dir / "encoder_search" / "search.json").read_text())["chosen"]
+    assert exported.stat().st_size == (result.run_dir / "encoder_search" / "encoder.onnx").stat().st_size
+    assert chosen in (0, 1)
+
+
+def test_encoder_stages_refuse_a_model_that_is_not_an_encoder(digits, tmp_path):
+    from optiforge.encoders.optimize import EncoderRuntimeConfig
+    from optiforge.stages import STAGES
+    from optiforge.stages.base import StageContext
+
+    ctx = StageContext(data=digits, task=None, hardware=optiforge.HardwareConfig(),
+                       train_config=optiforge.TrainConfig(), stage_dir=tmp_path, run_dir=tmp_path)
+    with pytest.raises(ModelError, match="sentence encoder"):
+        STAGES.get("encoder_runtime").apply(optiforge.build_model(optiforge.ModelConfig(name="mlp"), digits),
+                                            EncoderRuntimeConfig(), ctx)
