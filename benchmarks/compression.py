@@ -34,8 +34,9 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
 
 
 def accuracy(model: torch.nn.Module, data: optiforge.TaskData) -> float:
-    return optiforge.measure(model, data, config=optiforge.MeasureConfig(latency_repeats=1, warmup=0,
-                                                                         throughput_repeats=1)).value
+    return optiforge.measure(
+        model, data, config=optiforge.MeasureConfig(latency_repeats=1, warmup=0, throughput_repeats=1)
+    ).value
 
 
 @torch.inference_mode()
@@ -57,46 +58,76 @@ def throughputs(models: dict[str, torch.nn.Module], batch: torch.Tensor, rounds:
 def deep_compression(quick: bool, folder: Path) -> None:
     print("\n## Deep-Compression ratio: MLP 300-100 on digits")
     data = optiforge.build_data(optiforge.DataConfig(name="digits"))
-    settings = optiforge.TrainConfig(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
-                                     schedule={"name": "cosine", "warmup_epochs": 1}, epochs=5 if quick else 30)
+    settings = optiforge.TrainConfig(
+        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+        schedule={"name": "cosine", "warmup_epochs": 1},
+        epochs=5 if quick else 30,
+    )
     base = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[300, 100]), data)
     optiforge.train(base, data, settings, progress=False)
     base_accuracy, dense_bytes = accuracy(base, data), state_dict_bytes(base)
     float_bytes = sum(p.numel() for p in base.parameters()) * 4
-    print(f"float32 model: accuracy {base_accuracy:.4f}, state dict {dense_bytes} bytes "
-          f"({float_bytes} bytes of float32 values)")
+    print(
+        f"float32 model: accuracy {base_accuracy:.4f}, state dict {dense_bytes} bytes "
+        f"({float_bytes} bytes of float32 values)"
+    )
     print("| sparsity | clusters | accuracy | Δ points | packed bytes | × vs state dict | × vs float32 values |")
     print("|---|---|---|---|---|---|---|")
     finetune = settings.model_copy(update={"schedule": optiforge.ScheduleConfig(name="cosine")})
     for sparsity in (0.92, 0.94):
         model = copy.deepcopy(base)
-        prune(model, PruneConfig(sparsity=sparsity, schedule="gradual", finetune_epochs=3 if quick else 20),
-              data, train_config=finetune)
+        prune(
+            model,
+            PruneConfig(sparsity=sparsity, schedule="gradual", finetune_epochs=3 if quick else 20),
+            data,
+            train_config=finetune,
+        )
         pruned_accuracy = accuracy(model, data)
         pruned_bytes = write_packed(model, folder / f"pruned-{sparsity}.ofpk").stat().st_size
-        print(f"| {sparsity:.2f} | - | {pruned_accuracy:.4f} | {100 * (pruned_accuracy - base_accuracy):+.1f} "
-              f"| {pruned_bytes} | {dense_bytes / pruned_bytes:.1f} | {float_bytes / pruned_bytes:.1f} |")
-        share(model, ShareConfig(clusters=16, include_bias=True, finetune_epochs=1 if quick else 5), data,
-              train_config=finetune.model_copy(update={"optimizer": optiforge.OptimizerConfig(
-                  name="sgd", lr=0.005, momentum=0.9)}))
+        print(
+            f"| {sparsity:.2f} | - | {pruned_accuracy:.4f} | {100 * (pruned_accuracy - base_accuracy):+.1f} "
+            f"| {pruned_bytes} | {dense_bytes / pruned_bytes:.1f} | {float_bytes / pruned_bytes:.1f} |"
+        )
+        share(
+            model,
+            ShareConfig(clusters=16, include_bias=True, finetune_epochs=1 if quick else 5),
+            data,
+            train_config=finetune.model_copy(
+                update={"optimizer": optiforge.OptimizerConfig(name="sgd", lr=0.005, momentum=0.9)}
+            ),
+        )
         shared_accuracy = accuracy(model, data)
         packed_bytes = write_packed(model, folder / f"shared-{sparsity}.ofpk").stat().st_size
-        print(f"| {sparsity:.2f} | 16 | {shared_accuracy:.4f} | {100 * (shared_accuracy - base_accuracy):+.1f} "
-              f"| {packed_bytes} | {dense_bytes / packed_bytes:.1f} | {float_bytes / packed_bytes:.1f} |")
+        print(
+            f"| {sparsity:.2f} | 16 | {shared_accuracy:.4f} | {100 * (shared_accuracy - base_accuracy):+.1f} "
+            f"| {packed_bytes} | {dense_bytes / packed_bytes:.1f} | {float_bytes / packed_bytes:.1f} |"
+        )
 
 
 def structured(quick: bool, folder: Path) -> None:
     print("\n## Structured speed-up: cnn1d 64-128-128 on MNIST-1D, 60% of channels removed")
     data = optiforge.build_data(optiforge.DataConfig(name="mnist1d"))
-    settings = optiforge.TrainConfig(optimizer={"name": "adamw", "lr": 0.005, "weight_decay": 0.01},
-                                     schedule={"name": "onecycle"}, epochs=3 if quick else 30)
+    settings = optiforge.TrainConfig(
+        optimizer={"name": "adamw", "lr": 0.005, "weight_decay": 0.01},
+        schedule={"name": "onecycle"},
+        epochs=3 if quick else 30,
+    )
     base = optiforge.build_model(optiforge.ModelConfig(name="cnn1d", channels=[64, 128, 128]), data)
     optiforge.train(base, data, settings, progress=False)
-    pruned = prune(copy.deepcopy(base), PruneConfig(method="structured", sparsity=0.6, scope="layer",
-                                                     finetune_epochs=3 if quick else 15,
-                                                     structured={"importance": "l2", "iterative_steps": 3}),
-                   data, train_config=settings.model_copy(update={"optimizer": optiforge.OptimizerConfig(
-                       name="adamw", lr=0.002, weight_decay=0.01)}))
+    pruned = prune(
+        copy.deepcopy(base),
+        PruneConfig(
+            method="structured",
+            sparsity=0.6,
+            scope="layer",
+            finetune_epochs=3 if quick else 15,
+            structured={"importance": "l2", "iterative_steps": 3},
+        ),
+        data,
+        train_config=settings.model_copy(
+            update={"optimizer": optiforge.OptimizerConfig(name="adamw", lr=0.002, weight_decay=0.01)}
+        ),
+    )
     one_shot = prune(copy.deepcopy(base), PruneConfig(method="structured", sparsity=0.6, scope="layer"), data)
     batch = data.example_input(256)
     speed = throughputs({"unpruned": base, "pruned": pruned}, batch)
@@ -111,31 +142,40 @@ def structured(quick: bool, folder: Path) -> None:
         rate = speed.get("pruned" if model is pruned else "unpruned" if model is base else "", None)
         shown = f"{rate:,.0f}" if rate else "-"
         ratio = f"{rate / speed['unpruned']:.2f}×" if rate else "-"
-        print(f"| {name} | {value:.4f} | {100 * (value - base_accuracy):+.1f} | "
-              f"{sum(p.numel() for p in model.parameters()):,} | {size} | {shown} | {ratio} |")
+        print(
+            f"| {name} | {value:.4f} | {100 * (value - base_accuracy):+.1f} | "
+            f"{sum(p.numel() for p in model.parameters()):,} | {size} | {shown} | {ratio} |"
+        )
 
 
 def low_rank(quick: bool, folder: Path) -> None:
     print("\n## Low-rank factorisation: MLP 300-100 on digits")
     data = optiforge.build_data(optiforge.DataConfig(name="digits"))
-    settings = optiforge.TrainConfig(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
-                                     schedule={"name": "cosine"}, epochs=5 if quick else 30)
+    settings = optiforge.TrainConfig(
+        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, schedule={"name": "cosine"}, epochs=5 if quick else 30
+    )
     base = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[300, 100]), data)
     optiforge.train(base, data, settings, progress=False)
     models = {"full rank": base}
     for ratio in (0.5, 0.25, 0.1):
         models[f"rank ratio {ratio}"] = factorize(
-            copy.deepcopy(base), FactorizeConfig(rank_ratio=ratio, finetune_epochs=2 if quick else 5), data,
-            train_config=settings.model_copy(update={"optimizer": optiforge.OptimizerConfig(
-                name="sgd", lr=0.01, momentum=0.9)}))
+            copy.deepcopy(base),
+            FactorizeConfig(rank_ratio=ratio, finetune_epochs=2 if quick else 5),
+            data,
+            train_config=settings.model_copy(
+                update={"optimizer": optiforge.OptimizerConfig(name="sgd", lr=0.01, momentum=0.9)}
+            ),
+        )
     speed = throughputs(models, data.example_input(256))
     base_accuracy = accuracy(base, data)
     print("| model | params | accuracy | Δ points | samples/s at batch 256 | speed-up |")
     print("|---|---|---|---|---|---|")
     for name, model in models.items():
         value = accuracy(model, data)
-        print(f"| {name} | {sum(p.numel() for p in model.parameters()):,} | {value:.4f} | "
-              f"{100 * (value - base_accuracy):+.1f} | {speed[name]:,.0f} | {speed[name] / speed['full rank']:.2f}× |")
+        print(
+            f"| {name} | {sum(p.numel() for p in model.parameters()):,} | {value:.4f} | "
+            f"{100 * (value - base_accuracy):+.1f} | {speed[name]:,.0f} | {speed[name] / speed['full rank']:.2f}× |"
+        )
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ def plain_loop(model, data, epochs, batch_size, lr, momentum, seed):
         start = time.perf_counter()
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         model.train()
-        for batch in torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size):
+        for batch in torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size
+        ):
             loss = F.cross_entropy(model(batch[0]), batch[1])
             loss.item()  # the optiforge loop reads the loss every step too
             optimizer.zero_grad(set_to_none=True)
@@ -62,10 +64,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = optiforge.build_data(optiforge.DataConfig(name="mnist1d", val_fraction=0.0))
     # materialise the split once so both loops index the same tensors
-    data.train = torch.utils.data.TensorDataset(*[torch.stack(t) for t in zip(*[data.train[i] for i in range(len(data.train))])])
+    data.train = torch.utils.data.TensorDataset(
+        *[torch.stack(t) for t in zip(*[data.train[i] for i in range(len(data.train))], strict=True)]
+    )
     torch.manual_seed(0)
     initial = optiforge.build_model(optiforge.ModelConfig(name="cnn1d", channels=[32, 64, 64]), data)
-    config = optiforge.TrainConfig(epochs=args.epochs, batch_size=64, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+    config = optiforge.TrainConfig(
+        epochs=args.epochs, batch_size=64, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}
+    )
     ours_times, plain_times = [], []
     for _ in range(args.repeats):
         ours, plain = copy.deepcopy(initial), copy.deepcopy(initial)
@@ -73,10 +79,13 @@ def main() -> None:
         optiforge.train(ours, data, config, callbacks=[timer], progress=False)
         ours_times += timer.times[1:]  # the first epoch includes one-off set-up on both sides
         plain_times += plain_loop(plain, data, args.epochs, 64, 0.05, 0.9, config.seed)[1:]
-        identical = all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), plain.state_dict().values()))
+        pairs = zip(ours.state_dict().values(), plain.state_dict().values(), strict=True)
+        identical = all(torch.equal(a, b) for a, b in pairs)
     ours_median, plain_median = statistics.median(ours_times), statistics.median(plain_times)
-    print(f"epochs {args.epochs} × repeats {args.repeats}, cnn1d 32-64-64 on MNIST-1D (3,600 train signals), "
-          f"batch 64, {args.threads} threads")
+    print(
+        f"epochs {args.epochs} × repeats {args.repeats}, cnn1d 32-64-64 on MNIST-1D (3,600 train signals), "
+        f"batch 64, {args.threads} threads"
+    )
     print(f"plain PyTorch loop : {plain_median * 1000:8.1f} ms/epoch (median)")
     print(f"optiforge.train    : {ours_median * 1000:8.1f} ms/epoch (median)")
     print(f"ratio optiforge/plain: {ours_median / plain_median:.3f}")

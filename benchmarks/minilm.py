@@ -53,8 +53,11 @@ def torchao(encoder: nn.Module, weight_only: bool) -> nn.Module:
     from torchao.quantization.granularity import PerRow
 
     model = copy.deepcopy(encoder)
-    config = (ao.Int8WeightOnlyConfig(granularity=PerRow()) if weight_only
-              else ao.Int8DynamicActivationInt8WeightConfig(granularity=PerRow()))
+    config = (
+        ao.Int8WeightOnlyConfig(granularity=PerRow())
+        if weight_only
+        else ao.Int8DynamicActivationInt8WeightConfig(granularity=PerRow())
+    )
     ao.quantize_(model, config, filter_fn=lambda module, name: isinstance(module, nn.Linear) and "pooler" not in name)
     return model
 
@@ -151,7 +154,7 @@ def main() -> None:
     search = next((stage["encoder_search"] for stage in report["config"]["stages"] if "encoder_search" in stage), None)
     if search and not arguments.no_candidates:
         train_inputs = torch.stack([data.train[index][0] for index in range(min(len(data.train), 256))])
-        calibration = [pack(*unpack(train_inputs[start:start + 32])) for start in range(0, len(train_inputs), 32)]
+        calibration = [pack(*unpack(train_inputs[start : start + 32])) for start in range(0, len(train_inputs), 32)]
         for index, candidate in enumerate(search["candidates"]):
             config = EncoderRuntimeConfig(**candidate)
             settings = {"quantize": config.quantize, **config.model_dump(exclude_defaults=True)}
@@ -170,13 +173,17 @@ def main() -> None:
         row["speedup"] = seconds["float32 PyTorch"] / seconds[row["engine"]]
         row["ms_per_batch"] = 1000 * seconds[row["engine"]] / (arguments.rounds * len(batches))
     sentences = sum(int(unpack(batch)[1].shape[0]) for batch in batches)
-    print(f"{sentences} sentences, batch 32, {arguments.threads} threads, {arguments.rounds} rounds; "
-          f"result: {result_path} ({report['stages'][-1].get('search', {}).get('chosen', '?')})")
+    print(
+        f"{sentences} sentences, batch 32, {arguments.threads} threads, {arguments.rounds} rounds; "
+        f"result: {result_path} ({report['stages'][-1].get('search', {}).get('chosen', '?')})"
+    )
     print("| engine | speed-up | ms / batch | mean cosine | top-10 neighbours kept | size (MB) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['engine']} | {row['speedup']:.2f}x | {row['ms_per_batch']:.0f} | {row['cosine']:.4f} | "
-              f"{100 * row['neighbours_kept']:.1f}% | {row['size_bytes'] / 1e6:.1f} |")
+        print(
+            f"| {row['engine']} | {row['speedup']:.2f}x | {row['ms_per_batch']:.0f} | {row['cosine']:.4f} | "
+            f"{100 * row['neighbours_kept']:.1f}% | {row['size_bytes'] / 1e6:.1f} |"
+        )
     (arguments.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot(rows, arguments.out / "minilm_tradeoff.png")
 

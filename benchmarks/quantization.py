@@ -32,10 +32,16 @@ from optiforge.quantization import QuantConfig, quantize, save_quantized
 from optiforge.training.checkpoint import atomic_save
 
 CNN_RUNS = [
-    ("int8_dynamic", "torch"), ("int8_dynamic", "torchao"), ("int8_dynamic", "onnxruntime"),
-    ("int8_static", "torch"), ("int8_static", "onnxruntime"),
-    ("int8_weight_only", "torchao"), ("int4_weight_only", "torchao"),
-    ("fp16", "torch"), ("bf16", "torch"), ("qat_int8", "torch"),
+    ("int8_dynamic", "torch"),
+    ("int8_dynamic", "torchao"),
+    ("int8_dynamic", "onnxruntime"),
+    ("int8_static", "torch"),
+    ("int8_static", "onnxruntime"),
+    ("int8_weight_only", "torchao"),
+    ("int4_weight_only", "torchao"),
+    ("fp16", "torch"),
+    ("bf16", "torch"),
+    ("qat_int8", "torch"),
 ]
 
 
@@ -55,22 +61,32 @@ def best_throughput(models: dict[str, torch.nn.Module], batch: torch.Tensor, rou
     return best
 
 
-def run(dataset: dict, model_config: dict, train: optiforge.TrainConfig, runs: list, qat_epochs: int,
-        rounds: int, title: str) -> None:
+def run(
+    dataset: dict,
+    model_config: dict,
+    train: optiforge.TrainConfig,
+    runs: list,
+    qat_epochs: int,
+    rounds: int,
+    title: str,
+) -> None:
     data = optiforge.build_data(optiforge.DataConfig(**dataset))
     torch.manual_seed(0)
     model = optiforge.build_model(optiforge.ModelConfig(**model_config), data)
     started = time.perf_counter()
     model = optiforge.train(model, data, train, progress=False).model.cpu().eval()
-    print(f"\n## {title}\n\nfloat32 trained in {time.perf_counter() - started:.0f} s "
-          f"({train.epochs} epochs); torch threads: {torch.get_num_threads()}")
+    print(
+        f"\n## {title}\n\nfloat32 trained in {time.perf_counter() - started:.0f} s "
+        f"({train.epochs} epochs); torch threads: {torch.get_num_threads()}"
+    )
     folder = Path(tempfile.mkdtemp(prefix="optiforge-bench-q-"))
     calibration = make_loader(data.train, 64, shuffle=True, seed=0)
     validation = make_loader(data.val, 256)
 
     def finetune(prepared: torch.nn.Module, epochs: int) -> torch.nn.Module:
-        settings = train.model_copy(update={"epochs": epochs, "optimizer": train.optimizer.model_copy(
-            update={"lr": train.optimizer.lr / 10})})
+        settings = train.model_copy(
+            update={"epochs": epochs, "optimizer": train.optimizer.model_copy(update={"lr": train.optimizer.lr / 10})}
+        )
         return optiforge.train(prepared, data, settings, progress=False).model.cpu()
 
     models = {"float32": model}
@@ -80,15 +96,29 @@ def run(dataset: dict, model_config: dict, train: optiforge.TrainConfig, runs: l
     engines = {}
     for scheme, engine in runs:
         name = f"{scheme} {engine}"
-        config = QuantConfig(scheme=scheme, engine=engine, qat_epochs=qat_epochs,
-                             observer="percentile" if scheme == "int8_static" else "minmax")
-        quantized = quantize(model, config, calibration=calibration, validation=validation, finetune=finetune,
-                             output_dir=folder / name.replace(" ", "-"))
+        config = QuantConfig(
+            scheme=scheme,
+            engine=engine,
+            qat_epochs=qat_epochs,
+            observer="percentile" if scheme == "int8_static" else "minmax",
+        )
+        quantized = quantize(
+            model,
+            config,
+            calibration=calibration,
+            validation=validation,
+            finetune=finetune,
+            output_dir=folder / name.replace(" ", "-"),
+        )
         models[name], files[name] = quantized, artefact(quantized, folder, name.replace(" ", "-"))
         engines[name] = quantized.optiforge_quantization
-    auto = quantize(model, QuantConfig(scheme="int8_static", engine="auto", observer="percentile",
-                                       max_metric_drop=0.005),
-                    calibration=calibration, validation=validation, output_dir=folder / "auto")
+    auto = quantize(
+        model,
+        QuantConfig(scheme="int8_static", engine="auto", observer="percentile", max_metric_drop=0.005),
+        calibration=calibration,
+        validation=validation,
+        output_dir=folder / "auto",
+    )
 
     batch = data.example_input(256)
     speed = best_throughput(models, batch, rounds)
@@ -97,16 +127,20 @@ def run(dataset: dict, model_config: dict, train: optiforge.TrainConfig, runs: l
     print("\n| model | accuracy | Δ points | agreement | size | smaller | samples/s (batch 256) | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for name, candidate in models.items():
-        figures = optiforge.measure(candidate, data, config=optiforge.MeasureConfig(latency_repeats=3,
-                                                                                   throughput_repeats=1))
+        figures = optiforge.measure(
+            candidate, data, config=optiforge.MeasureConfig(latency_repeats=3, throughput_repeats=1)
+        )
         size = files[name].stat().st_size
         agreement = engines.get(name, {}).get("fidelity", {}).get("agreement")
-        print(f"| {name} | {figures.value:.4f} | {(figures.value - base.value) * 100:+.2f} | "
-              f"{'' if agreement is None else f'{agreement:.3f}'} | {size / 1000:.1f} KB | {base_size / size:.2f}× | "
-              f"{speed[name]:,.0f} | {speed[name] / speed['float32']:.2f}× |")
+        print(
+            f"| {name} | {figures.value:.4f} | {(figures.value - base.value) * 100:+.2f} | "
+            f"{'' if agreement is None else f'{agreement:.3f}'} | {size / 1000:.1f} KB | {base_size / size:.2f}× | "
+            f"{speed[name]:,.0f} | {speed[name] / speed['float32']:.2f}× |"
+        )
     summary = auto.optiforge_quantization
-    print(f"\nengine: auto (int8_static, max_metric_drop 0.005) chose **{summary['engine']}**: "
-          f"{summary['engine_reason']}")
+    print(
+        f"\nengine: auto (int8_static, max_metric_drop 0.005) chose **{summary['engine']}**: {summary['engine_reason']}"
+    )
     for name, info in engines.items():
         if info["unsupported_layers"]:
             print(f"- {name}: left float (engine cannot quantize them): {', '.join(info['unsupported_layers'])}")
@@ -116,23 +150,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few epochs (a smoke run, not the published figures)")
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds over all models")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="PyTorch and ONNX Runtime threads (default 1: on a shared CPU an OpenMP pool of 2 "
-                             "stalls whenever another process holds a core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="PyTorch and ONNX Runtime threads (default 1: on a shared CPU an OpenMP pool of 2 "
+        "stalls whenever another process holds a core)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     logging.getLogger("optiforge").setLevel(logging.ERROR)
     torch.manual_seed(0)
     cnn_epochs, mlp_epochs = (2, 2) if args.quick else (20, 30)
-    run({"name": "mnist1d"}, {"name": "cnn1d", "channels": [64, 128, 128], "kernel_size": 5},
-        optiforge.TrainConfig(optimizer={"name": "adamw", "lr": 0.005, "weight_decay": 0.01},
-                              schedule={"name": "onecycle"}, epochs=cnn_epochs, batch_size=64),
-        CNN_RUNS, qat_epochs=1 if args.quick else 3, rounds=args.rounds, title="MNIST-1D CNN (64-128-128)")
-    run({"name": "digits"}, {"name": "mlp", "hidden": [256, 128]},
-        optiforge.TrainConfig(optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
-                              schedule={"name": "cosine", "warmup_epochs": 1}, epochs=mlp_epochs, batch_size=64),
-        CNN_RUNS, qat_epochs=1 if args.quick else 3, rounds=args.rounds, title="digits MLP (256-128)")
+    run(
+        {"name": "mnist1d"},
+        {"name": "cnn1d", "channels": [64, 128, 128], "kernel_size": 5},
+        optiforge.TrainConfig(
+            optimizer={"name": "adamw", "lr": 0.005, "weight_decay": 0.01},
+            schedule={"name": "onecycle"},
+            epochs=cnn_epochs,
+            batch_size=64,
+        ),
+        CNN_RUNS,
+        qat_epochs=1 if args.quick else 3,
+        rounds=args.rounds,
+        title="MNIST-1D CNN (64-128-128)",
+    )
+    run(
+        {"name": "digits"},
+        {"name": "mlp", "hidden": [256, 128]},
+        optiforge.TrainConfig(
+            optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+            schedule={"name": "cosine", "warmup_epochs": 1},
+            epochs=mlp_epochs,
+            batch_size=64,
+        ),
+        CNN_RUNS,
+        qat_epochs=1 if args.quick else 3,
+        rounds=args.rounds,
+        title="digits MLP (256-128)",
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def main() -> None:
             subprocess.run([command, "run", "--out", out, "--no-progress"], check=True, capture_output=True)
             times.append(time.perf_counter() - start)
             accuracy = json.loads((Path(out) / "report.json").read_text())["stages"][-1]["value"]
-    print(f"optiforge run (quickstart): median {statistics.median(times):.1f} s over {args.repeats} runs "
-          f"(min {min(times):.1f}, max {max(times):.1f}); test accuracy {accuracy:.4f}")
+    print(
+        f"optiforge run (quickstart): median {statistics.median(times):.1f} s over {args.repeats} runs "
+        f"(min {min(times):.1f}, max {max(times):.1f}); test accuracy {accuracy:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -75,9 +75,14 @@ def worker(args: argparse.Namespace) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    result = {"strategy": args.strategy, "world_size": strategy.world_size, "per_process_batch": per_process,
-              "step_s": statistics.median(timed_steps(step, args.steps, args.warmup))}
+    result = {
+        "strategy": args.strategy,
+        "world_size": strategy.world_size,
+        "per_process_batch": per_process,
+        "step_s": statistics.median(timed_steps(step, args.steps, args.warmup)),
+    }
     if args.strategy == "ddp" and strategy.world_size > 1:
+
         def local_step() -> None:
             with wrapped.no_sync():
                 F.cross_entropy(wrapped(inputs), targets).backward()
@@ -87,8 +92,9 @@ def worker(args: argparse.Namespace) -> None:
         result["step_without_sync_s"] = statistics.median(timed_steps(local_step, args.steps, args.warmup))
         gradients = torch.zeros(sum(parameter.numel() for parameter in model.parameters()))
         result["gradient_bytes"] = gradients.numel() * 4
-        result["allreduce_s"] = statistics.median(timed_steps(lambda: dist.all_reduce(gradients), args.steps,
-                                                              args.warmup))
+        result["allreduce_s"] = statistics.median(
+            timed_steps(lambda: dist.all_reduce(gradients), args.steps, args.warmup)
+        )
     if strategy.is_main:
         Path(args.out).write_text(json.dumps(result))
 
@@ -96,17 +102,42 @@ def worker(args: argparse.Namespace) -> None:
 def launch(strategy: str, nproc: int, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
-        worker_args = ["--worker", "--strategy", strategy, "--out", str(out), "--batch", str(args.batch),
-                       "--width", str(args.width), "--depth", str(args.depth), "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--microbatches", str(args.microbatches)]
+        worker_args = [
+            "--worker",
+            "--strategy",
+            strategy,
+            "--out",
+            str(out),
+            "--batch",
+            str(args.batch),
+            "--width",
+            str(args.width),
+            "--depth",
+            str(args.depth),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--microbatches",
+            str(args.microbatches),
+        ]
         if nproc == 1 and strategy == "none":
             command = [sys.executable, __file__, *worker_args]
         else:
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-                       __file__, *worker_args]
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(nproc),
+                __file__,
+                *worker_args,
+            ]
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-        subprocess.run(command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       timeout=600)
+        subprocess.run(
+            command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600
+        )
         return json.loads(out.read_text())
 
 
@@ -121,8 +152,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--microbatches", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="run every configuration this many times, interleaved; keep each one's fastest")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="run every configuration this many times, interleaved; keep each one's fastest",
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -130,8 +165,10 @@ def main() -> None:
 
     import torch
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, MLP 256-{args.width}x{args.depth}-10, "
-          f"global batch {args.batch}, {args.steps} timed steps (median), best of {args.rounds} interleaved rounds")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} cores, MLP 256-{args.width}x{args.depth}-10, "
+        f"global batch {args.batch}, {args.steps} timed steps (median), best of {args.rounds} interleaved rounds"
+    )
     runs = [("none", 1), ("ddp", 2), ("fsdp", 2), ("pipeline", 2)]
     # Interleaved rounds: a burst of load from other jobs hits one round of every configuration, not one
     # configuration; each keeps its fastest round.
@@ -141,15 +178,20 @@ def main() -> None:
     print(f"\n{'run':<22}{'step ms':>10}{'samples/s':>12}{'vs 1 proc':>11}")
     for row in rows:
         name = f"{row['strategy'] if row['strategy'] != 'none' else '1 process'} x{row['world_size']}"
-        print(f"{name:<22}{row['step_s'] * 1e3:>10.1f}{args.batch / row['step_s']:>12,.0f}"
-              f"{base / row['step_s']:>10.2f}x")
+        print(
+            f"{name:<22}{row['step_s'] * 1e3:>10.1f}{args.batch / row['step_s']:>12,.0f}{base / row['step_s']:>10.2f}x"
+        )
     ddp = rows[1]
     communication = ddp["step_s"] - ddp["step_without_sync_s"]
-    print(f"\nDDP x2 per step: {ddp['step_s'] * 1e3:.1f} ms, of which gradient synchronisation "
-          f"{communication * 1e3:.1f} ms ({communication / ddp['step_s']:.0%}); a bare all-reduce of the "
-          f"{ddp['gradient_bytes'] / 1e6:.1f} MB of gradients takes {ddp['allreduce_s'] * 1e3:.1f} ms")
-    print(f"ideal 2-process step (half the 1-process compute): {base / 2 * 1e3:.1f} ms; "
-          f"DDP's compute share took {ddp['step_without_sync_s'] * 1e3:.1f} ms")
+    print(
+        f"\nDDP x2 per step: {ddp['step_s'] * 1e3:.1f} ms, of which gradient synchronisation "
+        f"{communication * 1e3:.1f} ms ({communication / ddp['step_s']:.0%}); a bare all-reduce of the "
+        f"{ddp['gradient_bytes'] / 1e6:.1f} MB of gradients takes {ddp['allreduce_s'] * 1e3:.1f} ms"
+    )
+    print(
+        f"ideal 2-process step (half the 1-process compute): {base / 2 * 1e3:.1f} ms; "
+        f"DDP's compute share took {ddp['step_without_sync_s'] * 1e3:.1f} ms"
+    )
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

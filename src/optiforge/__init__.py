@@ -29,12 +29,18 @@ __version__ = "0.1.0"
 
 # Verbs of the technique packages, imported on first use so `import optiforge` stays light.
 _LAZY = {
-    "prune": "optiforge.compress", "PruneConfig": "optiforge.compress",
-    "share": "optiforge.compress", "ShareConfig": "optiforge.compress",
-    "factorize": "optiforge.compress", "FactorizeConfig": "optiforge.compress",
+    "prune": "optiforge.compress",
+    "PruneConfig": "optiforge.compress",
+    "share": "optiforge.compress",
+    "ShareConfig": "optiforge.compress",
+    "factorize": "optiforge.compress",
+    "FactorizeConfig": "optiforge.compress",
     "load_packed": "optiforge.compress",
-    "quantize": "optiforge.quantization", "QuantConfig": "optiforge.quantization",
-    "distill": "optiforge.distillation", "DistillConfig": "optiforge.distillation", "students": "optiforge.distillation",
+    "quantize": "optiforge.quantization",
+    "QuantConfig": "optiforge.quantization",
+    "distill": "optiforge.distillation",
+    "DistillConfig": "optiforge.distillation",
+    "students": "optiforge.distillation",
 }
 
 
@@ -45,10 +51,39 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'optiforge' has no attribute '{name}'")
 
+
 __all__ = [
-    "DATASETS", "MODELS", "STAGES", "Callback", "ConfigError", "DataConfig", "DataError",
-    "EarlyStoppingConfig", "HardwareConfig", "MeasureConfig", "Measurement", "ModelConfig", "ModelError",
-    "OptimizerConfig", "OptiforgeError", "ParallelConfig", "Recipe", "RecipeError", "RunResult",
-    "ScheduleConfig", "TaskData", "TrainConfig", "TrainResult", "TrainingError", "build_data",
-    "build_model", "export", "load_recipe", "lr_find", "measure", "register_stage", "run_recipe", "train",
+    "DATASETS",
+    "MODELS",
+    "STAGES",
+    "Callback",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "EarlyStoppingConfig",
+    "HardwareConfig",
+    "MeasureConfig",
+    "Measurement",
+    "ModelConfig",
+    "ModelError",
+    "OptimizerConfig",
+    "OptiforgeError",
+    "ParallelConfig",
+    "Recipe",
+    "RecipeError",
+    "RunResult",
+    "ScheduleConfig",
+    "TaskData",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "build_data",
+    "build_model",
+    "export",
+    "load_recipe",
+    "lr_find",
+    "measure",
+    "register_stage",
+    "run_recipe",
+    "train",
 ]

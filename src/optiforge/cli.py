@@ -26,10 +26,17 @@ def command(name: str, help_text: str, arguments: Callable[[argparse.ArgumentPar
 
 
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", nargs="?", default="quickstart",
-                        help="a recipe file or a built-in recipe name (default: quickstart)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a recipe field, e.g. --set train.optimizer.lr=0.05 (repeatable)")
+    parser.add_argument(
+        "recipe", nargs="?", default="quickstart", help="a recipe file or a built-in recipe name (default: quickstart)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a recipe field, e.g. --set train.optimizer.lr=0.05 (repeatable)",
+    )
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
         from optiforge.recipe import load_recipe
 
         return launch(args, load_recipe(args.recipe, args.overrides))
-    result = run_recipe(args.recipe, args.overrides, out=args.out, resume=args.resume,
-                        progress=not args.no_progress)
+    result = run_recipe(args.recipe, args.overrides, out=args.out, resume=args.resume, progress=not args.no_progress)
     if result.report:
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
@@ -127,8 +133,16 @@ def lr_find_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     data = build_data(recipe.data)
     model = build_model(recipe.model, data)
-    found = lr_find(model, data, recipe.train, hardware=recipe.hardware, start_lr=args.start_lr,
-                    end_lr=args.end_lr, steps=args.steps, plot=args.plot)
+    found = lr_find(
+        model,
+        data,
+        recipe.train,
+        hardware=recipe.hardware,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        steps=args.steps,
+        plot=args.plot,
+    )
     print(f"suggested learning rate: {found.suggested_lr:.3g} (plot: {found.plot})")
     print(f"use it with: --set train.optimizer.lr={found.suggested_lr:.3g}")
     return 0

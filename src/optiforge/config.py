@@ -82,9 +82,7 @@ class OptimizerConfig(Config):
 class ScheduleConfig(Config):
     """A learning-rate schedule with optional linear warm-up."""
 
-    name: Literal[
-        "constant", "step", "multistep", "exponential", "cosine", "onecycle", "plateau"
-    ] = "constant"
+    name: Literal["constant", "step", "multistep", "exponential", "cosine", "onecycle", "plateau"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0.0)
     step_epochs: int = Field(10, ge=1, description="step: epochs between decays")
     milestones: list[int] = Field(default_factory=list, description="multistep: epochs")
@@ -134,9 +132,11 @@ class ParallelConfig(Config):
     split_points: list[str] = Field(default_factory=list, description="pipeline: module names")
     mesh: list[int] = Field(default_factory=list, description="hybrid: mesh shape, e.g. [2, 2]")
     inner: Literal["shard", "tensor", "pipeline"] = Field(
-        "shard", description="hybrid: what the mesh's second dimension does")
+        "shard", description="hybrid: what the mesh's second dimension does"
+    )
     plan: dict[str, Literal["colwise", "rowwise"]] = Field(
-        default_factory=dict, description="tensor: Linear module name -> split (default: every Linear pair)")
+        default_factory=dict, description="tensor: Linear module name -> split (default: every Linear pair)"
+    )
     cpu_offload: bool = False
     max_restarts: int = Field(0, ge=0)
     port: int | None = Field(None, ge=1, le=65535, description="--nproc: rendezvous port (default: a free one)")

@@ -67,7 +67,7 @@ def parse_stage(entry: Any, index: int) -> StageSpec:
         entry = {entry: {}}
     if not isinstance(entry, dict) or len(entry) != 1:
         raise RecipeError(f"{where}: each stage is one mapping '{{kind: {{...}}}}', got {entry!r}")
-    (kind, fields), = entry.items()
+    ((kind, fields),) = entry.items()
     stage = STAGES.get(str(kind), field=where)
     if isinstance(fields, BaseModel):
         return StageSpec(kind, fields)
@@ -116,9 +116,7 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
         path = _path(prefix, loc)
         if problem["type"] == "extra_forbidden":
             allowed = _fields_at(root, loc[:-1])
-            lines.append(
-                f"unknown field '{path}'{closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}"
-            )
+            lines.append(f"unknown field '{path}'{closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}")
         elif problem["type"] == "missing":
             lines.append(f"missing field '{path}'")
         else:

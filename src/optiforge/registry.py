@@ -43,8 +43,7 @@ class Registry(Generic[T]):
         if name not in self._items:
             where = f"{field}: " if field else ""
             raise ConfigError(
-                f"{where}unknown {self.kind} '{name}'{closest(name, self.names())}; "
-                f"allowed: {', '.join(self.names())}"
+                f"{where}unknown {self.kind} '{name}'{closest(name, self.names())}; allowed: {', '.join(self.names())}"
             )
         return self._items[name]
 

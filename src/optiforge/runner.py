@@ -110,8 +110,17 @@ def run_recipe(
 
     started = time.perf_counter()
     if recipe.train.epochs > 0:
-        result = train(model, data, recipe.train, hardware=recipe.hardware, checkpoint_dir=run_dir / "train",
-                       resume=resume, progress=progress, strategy=strategy, task=task)
+        result = train(
+            model,
+            data,
+            recipe.train,
+            hardware=recipe.hardware,
+            checkpoint_dir=run_dir / "train",
+            resume=resume,
+            progress=progress,
+            strategy=strategy,
+            task=task,
+        )
         model = result.model
         output = StageOutput(model, history=result.history, info={"epochs": result.epochs_run})
     else:
@@ -121,9 +130,18 @@ def run_recipe(
 
     for name, spec in zip(stage_names, recipe.stages, strict=True):
         stage_dir = run_dir / name
-        ctx = StageContext(data=data, task=task, hardware=recipe.hardware, train_config=recipe.train,
-                           stage_dir=stage_dir, run_dir=run_dir, resume=resume, progress=progress,
-                           strategy=strategy, previous=list(rows))
+        ctx = StageContext(
+            data=data,
+            task=task,
+            hardware=recipe.hardware,
+            train_config=recipe.train,
+            stage_dir=stage_dir,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            strategy=strategy,
+            previous=list(rows),
+        )
         started = time.perf_counter()
         log.info("stage %s", name)
         result = STAGES.get(spec.kind).apply(model, spec.config, ctx)
@@ -137,8 +155,9 @@ def run_recipe(
         for format_name in recipe.export:
             exporter, suffix = EXPORTERS.get(format_name, field="export")
             path = exporter(model, run_dir / "export" / f"model{suffix}", example)
-            exports.append({"format": format_name, "artifact": str(path.relative_to(run_dir)),
-                            "size_bytes": path.stat().st_size})
+            exports.append(
+                {"format": format_name, "artifact": str(path.relative_to(run_dir)), "size_bytes": path.stat().st_size}
+            )
 
     report = {
         "recipe": recipe.name,

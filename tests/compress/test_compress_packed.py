@@ -65,8 +65,7 @@ def test_packed_file_is_much_smaller_than_the_float_state_dict(tmp_path):
 
 def test_buffers_negative_zero_tied_weights_and_integer_tensors_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.Flatten(),
-                          nn.Linear(152, 152), nn.Linear(152, 152))
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(152, 152), nn.Linear(152, 152))
     model[4].weight = model[3].weight  # tied
     model[1].running_mean.uniform_()
     model[1].num_batches_tracked.fill_(7)
@@ -94,8 +93,9 @@ def test_float32_values_that_are_exact_float16_are_stored_in_two_bytes(tmp_path)
 def test_loading_into_a_given_model(tmp_path):
     model = _compressed_mlp()
     path = write_packed(model, tmp_path / "model.ofpk")
-    target = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                           nn.Linear(64, 10))
+    target = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
+    )
     load_packed(path, target)
     assert torch.equal(target[3].weight, model[3].weight)
     with pytest.raises(PackedFileError, match="does not fit"):

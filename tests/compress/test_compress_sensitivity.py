@@ -14,9 +14,15 @@ from optiforge.errors import ConfigError
 
 
 def test_allocation_prunes_the_insensitive_layer_first():
-    result = Sensitivity("accuracy", True, 0.9, [0.5, 0.9],
-                         curves={"robust": [0.9, 0.89], "fragile": [0.6, 0.1]},
-                         removed={"robust": [500, 900], "fragile": [500, 900]}, total=2000)
+    result = Sensitivity(
+        "accuracy",
+        True,
+        0.9,
+        [0.5, 0.9],
+        curves={"robust": [0.9, 0.89], "fragile": [0.6, 0.1]},
+        removed={"robust": [500, 900], "fragile": [500, 900]},
+        total=2000,
+    )
     ratios = allocate(result, 0.45)
     assert ratios == {"robust": 0.9, "fragile": 0.0}
     assert allocate(result, 0.6)["fragile"] == 0.5
@@ -38,18 +44,40 @@ def test_analysis_measures_every_layer_at_every_ratio():
 
 def test_command_writes_ratios_a_recipe_can_use(tmp_path, capsys):
     out = tmp_path / "sens"
-    code = main(["sensitivity", "compress", "--set", "train.epochs=2", "--ratios", "0.5,0.9,0.98",
-                 "--target", "0.8", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "sensitivity",
+            "compress",
+            "--set",
+            "train.epochs=2",
+            "--ratios",
+            "0.5,0.9,0.98",
+            "--target",
+            "0.8",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     saved = json.loads((out / "sensitivity.json").read_text())
     assert set(saved["layer_sparsity"]) == {"1", "3", "5"}
     assert (out / "sensitivity.png").stat().st_size > 1000
     assert "stages.0.prune.layer_sparsity=" in capsys.readouterr().out
-    result = optiforge.run_recipe("compress", ["train.epochs=1", "stages.0.prune.finetune_epochs=1",
-                                               f"stages.0.prune.layer_sparsity={out / 'sensitivity.json'}",
-                                               "stages.1.share.finetune_epochs=0", "measure.latency_repeats=2",
-                                               "measure.throughput_repeats=1"],
-                                  out=tmp_path / "run", progress=False, show_table=False)
+    result = optiforge.run_recipe(
+        "compress",
+        [
+            "train.epochs=1",
+            "stages.0.prune.finetune_epochs=1",
+            f"stages.0.prune.layer_sparsity={out / 'sensitivity.json'}",
+            "stages.1.share.finetune_epochs=0",
+            "measure.latency_repeats=2",
+            "measure.throughput_repeats=1",
+        ],
+        out=tmp_path / "run",
+        progress=False,
+        show_table=False,
+    )
     model = result.model
     for name, ratio in saved["layer_sparsity"].items():
         layer = dict(model.named_modules())[name]

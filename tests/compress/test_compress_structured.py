@@ -19,8 +19,12 @@ def _kept_rows(original: torch.Tensor, pruned: torch.Tensor) -> list[int]:
     """Indices of the original rows that survive (rows are compared on the columns both have)."""
     kept = []
     for row in pruned:
-        matches = [i for i in range(original.shape[0]) if i not in kept
-                   and torch.equal(original[i, :row.numel()] if original.shape[1] == row.numel() else original[i], row)]
+        matches = [
+            i
+            for i in range(original.shape[0])
+            if i not in kept
+            and torch.equal(original[i, : row.numel()] if original.shape[1] == row.numel() else original[i], row)
+        ]
         kept.append(matches[0] if matches else -1)
     return kept
 
@@ -47,9 +51,16 @@ def test_neurons_are_removed_and_outputs_equal_the_masked_reference():
 
 def test_cnn_with_batchnorm_and_flatten_shrinks_consistently():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(1, 16, 5, stride=2, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
-                          nn.Conv1d(16, 32, 5, stride=2, padding=2), nn.BatchNorm1d(32), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(32 * 10, 10))
+    model = nn.Sequential(
+        nn.Conv1d(1, 16, 5, stride=2, padding=2),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Conv1d(16, 32, 5, stride=2, padding=2),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 10, 10),
+    )
     params_before = sum(p.numel() for p in model.parameters())
     prune(model, PruneConfig(method="structured", sparsity=0.5, scope="layer"), example_inputs=torch.randn(2, 1, 40))
     assert model[0].out_channels == 8 and model[1].num_features == 8 and model[3].in_channels == 8
@@ -89,8 +100,18 @@ def test_taylor_importance_and_iterative_steps():
         calls.append((name, epochs, model[1].out_features))
         return model
 
-    prune(model, PruneConfig(method="structured", sparsity=0.5, scope="layer", finetune_epochs=3,
-                             structured={"importance": "taylor", "iterative_steps": 3}), data, finetune=finetune)
+    prune(
+        model,
+        PruneConfig(
+            method="structured",
+            sparsity=0.5,
+            scope="layer",
+            finetune_epochs=3,
+            structured={"importance": "taylor", "iterative_steps": 3},
+        ),
+        data,
+        finetune=finetune,
+    )
     assert model[1].out_features == 16
     assert [call[:2] for call in calls] == [("finetune-1", 1), ("finetune-2", 1), ("finetune-3", 1)]
     assert calls[0][2] > calls[1][2] > calls[2][2] == 16  # channels shrink step by step
@@ -117,14 +138,19 @@ class Scaled(nn.Module):
 @pytest.mark.filterwarnings("ignore:Unwrapped parameters")
 def test_an_architecture_the_graph_cannot_handle_names_the_layer():
     with pytest.raises(ModelError, match="'head'|'fc'|gain"):
-        prune(Scaled(), PruneConfig(method="structured", sparsity=0.5, scope="layer"),
-              example_inputs=torch.randn(2, 8))
+        prune(Scaled(), PruneConfig(method="structured", sparsity=0.5, scope="layer"), example_inputs=torch.randn(2, 8))
 
 
 def _tiny_bert():
     transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
     torch.manual_seed(0)
     return transformers.BertModel(config, add_pooling_layer=False).eval()
 
@@ -132,8 +158,11 @@ def _tiny_bert():
 def test_bert_heads_and_feed_forward_neurons_are_removed_hidden_width_kept():
     model = _tiny_bert()
     inputs = {"input_ids": torch.randint(0, 100, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
-    prune(model, PruneConfig(method="structured", sparsity=0.5, scope="layer",
-                             structured={"prune_heads": True}), example_inputs=inputs)
+    prune(
+        model,
+        PruneConfig(method="structured", sparsity=0.5, scope="layer", structured={"prune_heads": True}),
+        example_inputs=inputs,
+    )
     for layer in model.encoder.layer:
         attention = layer.attention.self
         assert attention.num_attention_heads == 2 and attention.query.out_features == 16

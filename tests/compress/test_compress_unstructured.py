@@ -83,7 +83,7 @@ def test_bad_input_gets_a_clear_error():
 def test_cubic_schedule_follows_zhu_and_gupta():
     gradual = GradualConfig(start=0.0, end=1.0)
     assert cubic_sparsity(0, 100, 0.9, gradual) == 0.0
-    assert cubic_sparsity(50, 100, 0.9, gradual) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+    assert cubic_sparsity(50, 100, 0.9, gradual) == pytest.approx(0.9 * (1 - 0.5**3))
     assert cubic_sparsity(100, 100, 0.9, gradual) == pytest.approx(0.9)
     values = [cubic_sparsity(step, 100, 0.9, gradual) for step in range(101)]
     assert values == sorted(values)
@@ -104,15 +104,25 @@ def digits():
 def test_gradual_pruning_reaches_and_keeps_target_through_momentum(digits):
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32]), digits)
     recorder = _Momentum()
-    settings = optiforge.TrainConfig(epochs=3, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9,
-                                                          "weight_decay": 0.01})
+    settings = optiforge.TrainConfig(
+        epochs=3, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}
+    )
 
     def finetune(model, epochs, callbacks, name):
-        return optiforge.train(model, digits, settings.model_copy(update={"epochs": epochs}),
-                               callbacks=[*callbacks, recorder], progress=False).model
+        return optiforge.train(
+            model,
+            digits,
+            settings.model_copy(update={"epochs": epochs}),
+            callbacks=[*callbacks, recorder],
+            progress=False,
+        ).model
 
-    model = prune(model, PruneConfig(sparsity=0.9, schedule="gradual", finetune_epochs=3,
-                                     gradual={"end": 0.5, "updates": 5}), digits, finetune=finetune)
+    model = prune(
+        model,
+        PruneConfig(sparsity=0.9, schedule="gradual", finetune_epochs=3, gradual={"end": 0.5, "updates": 5}),
+        digits,
+        finetune=finetune,
+    )
     assert weight_sparsity(model) == pytest.approx(0.9, abs=2e-3)
     for layer in (model[1], model[3]):
         buffer = recorder.buffers[id(layer.weight)]

@@ -60,8 +60,7 @@ def test_user_text_file_builds_embedding_data(tmp_path):
 
     path = tmp_path / "mine.txt"
     path.write_text("\n".join(SENTENCES), encoding="utf-8")
-    data = optiforge.build_data(optiforge.DataConfig(name="sentences", text_file=str(path), eval_size=2,
-                                                     val_size=1))
+    data = optiforge.build_data(optiforge.DataConfig(name="sentences", text_file=str(path), eval_size=2, val_size=1))
     assert data.task == "embedding"
     assert (len(data.train), len(data.val), len(data.test)) == (3, 1, 2)
     inputs, targets = data.test[0]

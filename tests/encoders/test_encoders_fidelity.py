@@ -50,8 +50,9 @@ def test_embedding_task_is_registered_and_evaluates_the_whole_set():
     assert isinstance(task, EmbeddingTask) and task.higher_is_better and task.primary_metric == "cosine"
     reference = _embeddings(count=64)
     dataset = torch.utils.data.TensorDataset(reference, reference)
-    metrics = task.evaluate(torch.nn.Identity(), torch.utils.data.DataLoader(dataset, batch_size=16),
-                            torch.device("cpu"))
+    metrics = task.evaluate(
+        torch.nn.Identity(), torch.utils.data.DataLoader(dataset, batch_size=16), torch.device("cpu")
+    )
     assert metrics["cosine"] == pytest.approx(1.0) and metrics["neighbours_kept"] == 1.0
     assert task.loss(reference, reference).item() == pytest.approx(0.0, abs=1e-6)
     assert task.loss(_embeddings(count=64, seed=3), reference).item() > 0.5

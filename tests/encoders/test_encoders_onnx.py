@@ -37,8 +37,12 @@ def test_export_runs_in_plain_onnxruntime_without_optiforge(float_onnx, encoder,
     # other batch size and sequence length than the traced example: the axes are really dynamic
     from optiforge.encoders.text import tokenize
 
-    texts = ["Integers have unlimited precision.", "A class is a user-defined type.", "Yes, it is.",
-             "Floating point numbers are usually implemented using double in C."]
+    texts = [
+        "Integers have unlimited precision.",
+        "A class is a user-defined type.",
+        "Yes, it is.",
+        "Floating point numbers are usually implemented using double in C.",
+    ]
     tokens = tokenize(tokenizer, texts, encoder.max_length).packed
     input_ids, attention_mask = unpack(tokens)
     script = textwrap.dedent(f"""
@@ -66,8 +70,9 @@ def test_smoothing_keeps_the_function_and_changes_the_weights(encoder, packed):
     wrapped = [module for module in layers.modules() if isinstance(module, SmoothedLinear)]
     assert len(wrapped) == 6 * 6  # q, k, v, attention output, intermediate, output per layer
     query = smoothed.transformer.encoder.layer[0].attention.self.query
-    assert query.inverse_scale is smoothed.transformer.encoder.layer[0].attention.self.key.inverse_scale or \
-        torch.equal(query.inverse_scale, smoothed.transformer.encoder.layer[0].attention.self.key.inverse_scale)
+    assert query.inverse_scale is smoothed.transformer.encoder.layer[0].attention.self.key.inverse_scale or torch.equal(
+        query.inverse_scale, smoothed.transformer.encoder.layer[0].attention.self.key.inverse_scale
+    )
     assert not torch.allclose(query.linear.weight, encoder.transformer.encoder.layer[0].attention.self.query.weight)
     with torch.no_grad():
         assert torch.allclose(smoothed(packed), encoder(packed), atol=1e-4)

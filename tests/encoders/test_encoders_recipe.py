@@ -23,12 +23,15 @@ def _small_minilm(candidates: list[dict]) -> dict:
 
 def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
     candidates = [
-        {"quantize": "int8_dynamic", "smoothing_alpha": 0.8, "calibration_batches": 2,
-         "float_layers": ["encoder.layer.*.output.dense"]},
+        {
+            "quantize": "int8_dynamic",
+            "smoothing_alpha": 0.8,
+            "calibration_batches": 2,
+            "float_layers": ["encoder.layer.*.output.dense"],
+        },
         {"quantize": "none", "fuse": False, "calibration_batches": 1},  # plain float export: cheap
     ]
-    result = optiforge.run_recipe(_small_minilm(candidates), out=tmp_path / "run", progress=False,
-                                  show_table=False)
+    result = optiforge.run_recipe(_small_minilm(candidates), out=tmp_path / "run", progress=False, show_table=False)
     baseline, searched = result.report["stages"]
     assert baseline["metric"] == "cosine" and baseline["value"] == pytest.approx(1.0, abs=1e-6)
     summary = searched["search"]
@@ -56,8 +59,15 @@ def test_encoder_stages_refuse_a_model_that_is_not_an_encoder(digits, tmp_path):
     from optiforge.stages import STAGES
     from optiforge.stages.base import StageContext
 
-    ctx = StageContext(data=digits, task=None, hardware=optiforge.HardwareConfig(),
-                       train_config=optiforge.TrainConfig(), stage_dir=tmp_path, run_dir=tmp_path)
+    ctx = StageContext(
+        data=digits,
+        task=None,
+        hardware=optiforge.HardwareConfig(),
+        train_config=optiforge.TrainConfig(),
+        stage_dir=tmp_path,
+        run_dir=tmp_path,
+    )
     with pytest.raises(ModelError, match="sentence encoder"):
-        STAGES.get("encoder_runtime").apply(optiforge.build_model(optiforge.ModelConfig(name="mlp"), digits),
-                                            EncoderRuntimeConfig(), ctx)
+        STAGES.get("encoder_runtime").apply(
+            optiforge.build_model(optiforge.ModelConfig(name="mlp"), digits), EncoderRuntimeConfig(), ctx
+        )

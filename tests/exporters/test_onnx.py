@@ -25,8 +25,9 @@ from optiforge.quantization import QuantConfig, calibration_reader, quantize, qu
 def trained(digits):
     torch.manual_seed(0)
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[64, 32]), digits)
-    return optiforge.train(model, digits, optiforge.TrainConfig(epochs=3, optimizer={"lr": 0.1, "momentum": 0.9}),
-                           progress=False).model.eval()
+    return optiforge.train(
+        model, digits, optiforge.TrainConfig(epochs=3, optimizer={"lr": 0.1, "momentum": 0.9}), progress=False
+    ).model.eval()
 
 
 def _ops(path) -> set[str]:
@@ -42,10 +43,12 @@ def test_float_export_matches_pytorch_with_a_dynamic_batch(trained, digits, tmp_
 
 def test_onnx_module_is_measured_like_any_module(trained, digits, tmp_path):
     runtime = OnnxModule(export_onnx(trained, tmp_path / "m.onnx", digits.example_input(1)))
-    figures = optiforge.measure(runtime, digits, artifact=runtime.path,
-                                config=optiforge.MeasureConfig(latency_repeats=3, throughput_repeats=2))
-    expected = optiforge.measure(trained, digits, config=optiforge.MeasureConfig(latency_repeats=3,
-                                                                                 throughput_repeats=2))
+    figures = optiforge.measure(
+        runtime, digits, artifact=runtime.path, config=optiforge.MeasureConfig(latency_repeats=3, throughput_repeats=2)
+    )
+    expected = optiforge.measure(
+        trained, digits, config=optiforge.MeasureConfig(latency_repeats=3, throughput_repeats=2)
+    )
     assert figures.value == pytest.approx(expected.value)
     assert figures.size_bytes == runtime.path.stat().st_size
     assert figures.throughput_per_s > 0
@@ -109,16 +112,25 @@ def test_quantize_onnx_takes_any_input_structure_and_excludes_nodes(tmp_path):
         return {"input_ids": torch.randint(0, 50, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long)}
 
     example = batch()
-    path = export_onnx(model, tmp_path / "enc.onnx", example, dynamic_axes={
-        "input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}})
+    path = export_onnx(
+        model,
+        tmp_path / "enc.onnx",
+        example,
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+    )
     runtime = OnnxModule(path)
     assert runtime.input_names == ["input_ids", "attention_mask"]
     assert max_difference(model, runtime, example) < FLOAT_TOLERANCE
     loader = [batch() for _ in range(3)]
     reader = calibration_reader(loader, runtime.input_names)
     assert sorted(reader.get_next()) == ["attention_mask", "input_ids"]
-    out = quantize_onnx(path, tmp_path / "enc-int8.onnx", scheme="int8_static", calibration=loader,
-                        nodes_to_exclude=["/projection/Gemm"])
+    out = quantize_onnx(
+        path,
+        tmp_path / "enc-int8.onnx",
+        scheme="int8_static",
+        calibration=loader,
+        nodes_to_exclude=["/projection/Gemm"],
+    )
     graph = onnx.load(str(out)).graph
     gemm = next(node for node in graph.node if node.op_type == "Gemm")
     producers = {output: node.op_type for node in graph.node for output in node.output}
@@ -129,8 +141,12 @@ def test_quantize_onnx_takes_any_input_structure_and_excludes_nodes(tmp_path):
 
 def test_onnx_runtime_model_exports_as_its_own_file(trained, digits, tmp_path):
     calibration = make_loader(digits.train, 64)
-    quantized = quantize(trained, QuantConfig(scheme="int8_dynamic", engine="onnxruntime"), calibration=calibration,
-                         output_dir=tmp_path / "q")
+    quantized = quantize(
+        trained,
+        QuantConfig(scheme="int8_dynamic", engine="onnxruntime"),
+        calibration=calibration,
+        output_dir=tmp_path / "q",
+    )
     path = export(quantized, tmp_path / "out.onnx", "onnx", digits.example_input(1))
     assert path.read_bytes() == quantized.path.read_bytes()
 

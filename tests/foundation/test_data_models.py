@@ -90,7 +90,9 @@ def test_unknown_model_option_suggests_closest(digits):
 def test_model_checkpoint_is_loaded_weights_only(tmp_path, digits):
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[8]), digits)
     torch.save(model.state_dict(), tmp_path / "w.pt")
-    again = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[8], checkpoint=str(tmp_path / "w.pt")), digits)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    again = optiforge.build_model(
+        optiforge.ModelConfig(name="mlp", hidden=[8], checkpoint=str(tmp_path / "w.pt")), digits
+    )
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
     with pytest.raises(optiforge.ModelError, match="does not fit the model"):
         optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[9], checkpoint=str(tmp_path / "w.pt")), digits)

@@ -13,14 +13,30 @@ from pathlib import Path
 import torch
 
 HELPERS = str(Path(__file__).parents[1] / "helpers")
-ARGS = ["--set", "data.factory=factories:slow_blobs", "--set", "data.name=null", "--set", "model.hidden=[16]",
-        "--set", "train.epochs=4", "--set", "train.batch_size=32", "--no-progress"]
+ARGS = [
+    "--set",
+    "data.factory=factories:slow_blobs",
+    "--set",
+    "data.name=null",
+    "--set",
+    "model.hidden=[16]",
+    "--set",
+    "train.epochs=4",
+    "--set",
+    "train.batch_size=32",
+    "--no-progress",
+]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=HELPERS + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "optiforge.cli", "run", *ARGS, "--out", str(out), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "optiforge.cli", "run", *ARGS, "--out", str(out), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):

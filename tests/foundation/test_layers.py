@@ -39,3 +39,18 @@ def test_dependencies_point_one_way():
         if part == "training" and imported & VERBS:
             problems.append(f"{path.relative_to(SOURCE)}: the loop imports {sorted(imported & VERBS)}")
     assert not problems, "\n".join(problems)
+
+
+def test_code_passes_ruff():
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        import pytest
+
+        pytest.skip("ruff is not installed")
+    root = SOURCE.parents[1]
+    result = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -21,7 +21,12 @@ def _same(a, b, atol=0.0):
 
 
 def test_training_learns_digits(digits, small_mlp):
-    result = optiforge.train(small_mlp, digits, optiforge.TrainConfig(epochs=5, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9}), progress=False)
+    result = optiforge.train(
+        small_mlp,
+        digits,
+        optiforge.TrainConfig(epochs=5, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9}),
+        progress=False,
+    )
     assert len(result.history) == 5
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 2
     assert result.history[-1]["val_accuracy"] > 0.85
@@ -42,7 +47,9 @@ def test_gradient_accumulation_matches_the_larger_batch(digits):
     base = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[16]), digits)
     accumulated, large = copy.deepcopy(base), copy.deepcopy(base)
     # 32-sample batches × 2 accumulation steps == 64-sample batches (same order, mean losses)
-    optiforge.train(accumulated, digits, optiforge.TrainConfig(epochs=1, batch_size=32, accumulation_steps=2), progress=False)
+    optiforge.train(
+        accumulated, digits, optiforge.TrainConfig(epochs=1, batch_size=32, accumulation_steps=2), progress=False
+    )
     optiforge.train(large, digits, optiforge.TrainConfig(epochs=1, batch_size=64), progress=False)
     assert not _same(_weights(base), _weights(large))
     # the last, partial accumulation window differs in size, so compare on sizes that divide evenly
@@ -54,7 +61,9 @@ def test_gradient_accumulation_exact_on_even_split():
     torch.manual_seed(0)
     base = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[8]), data)
     accumulated, large = copy.deepcopy(base), copy.deepcopy(base)
-    optiforge.train(accumulated, data, optiforge.TrainConfig(epochs=2, batch_size=16, accumulation_steps=4), progress=False)
+    optiforge.train(
+        accumulated, data, optiforge.TrainConfig(epochs=2, batch_size=16, accumulation_steps=4), progress=False
+    )
     optiforge.train(large, data, optiforge.TrainConfig(epochs=2, batch_size=64), progress=False)
     assert _same(_weights(accumulated), _weights(large), atol=1e-5)
     assert not _same(_weights(base), _weights(large), atol=1e-3)
@@ -67,8 +76,13 @@ def test_gradient_clipping_bounds_the_norm(digits, small_mlp):
         def before_optimizer_step(self, state):
             norms.append(torch.nn.utils.get_total_norm([p.grad for p in state.model.parameters()]).item())
 
-    optiforge.train(small_mlp, digits, optiforge.TrainConfig(epochs=1, lr=1.0, grad_clip_norm=0.01),
-                    callbacks=[Norm()], progress=False)
+    optiforge.train(
+        small_mlp,
+        digits,
+        optiforge.TrainConfig(epochs=1, lr=1.0, grad_clip_norm=0.01),
+        callbacks=[Norm()],
+        progress=False,
+    )
     assert max(norms) <= 0.01 + 1e-6
 
 
@@ -85,15 +99,19 @@ def test_callback_hooks_run_in_order(digits, small_mlp):
         def __getattribute__(self, name):
             hook = object.__getattribute__(self, name)
             if name.startswith(("on_", "before_", "after_")) and callable(hook):
+
                 def wrapped(*args, **kwargs):
                     calls.append(name)
                     return hook(*args, **kwargs)
+
                 return wrapped
             return hook
 
-    optiforge.train(small_mlp, digits, optiforge.TrainConfig(epochs=1, batch_size=1024), callbacks=[Recorder()], progress=False)
+    optiforge.train(
+        small_mlp, digits, optiforge.TrainConfig(epochs=1, batch_size=1024), callbacks=[Recorder()], progress=False
+    )
     assert calls[0] == "on_train_start" and calls[-1] == "on_train_end"
-    first_step = calls[calls.index("before_backward"):calls.index("after_optimizer_step") + 1]
+    first_step = calls[calls.index("before_backward") : calls.index("after_optimizer_step") + 1]
     assert first_step == ["before_backward", "after_backward", "before_optimizer_step", "after_optimizer_step"]
     assert calls.index("on_eval") < calls.index("on_epoch_end")
 
@@ -104,8 +122,14 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, 
             return loss * float("nan") if state.epoch == 1 else loss
 
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2.*last good checkpoint kept"):
-        optiforge.train(small_mlp, digits, optiforge.TrainConfig(epochs=3), callbacks=[Explode()],
-                        checkpoint_dir=tmp_path, progress=False)
+        optiforge.train(
+            small_mlp,
+            digits,
+            optiforge.TrainConfig(epochs=3),
+            callbacks=[Explode()],
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
     saved = load_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["epoch"] == 1 and not saved["finished"]
     assert all(torch.isfinite(value).all() for value in saved["model"].values())
@@ -116,8 +140,9 @@ def test_resume_ends_with_same_weights_as_uninterrupted_run(tmp_path, digits):
         torch.manual_seed(0)
         return optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[16], dropout=0.3), digits)
 
-    config = optiforge.TrainConfig(epochs=4, lr=0.05, optimizer={"name": "sgd", "momentum": 0.9},
-                                   schedule={"name": "cosine", "warmup_epochs": 1})
+    config = optiforge.TrainConfig(
+        epochs=4, lr=0.05, optimizer={"name": "sgd", "momentum": 0.9}, schedule={"name": "cosine", "warmup_epochs": 1}
+    )
     straight = fresh()
     optiforge.train(straight, digits, config, progress=False)
 
@@ -128,7 +153,9 @@ def test_resume_ends_with_same_weights_as_uninterrupted_run(tmp_path, digits):
 
     interrupted = fresh()
     with pytest.raises(KeyboardInterrupt):
-        optiforge.train(interrupted, digits, config, callbacks=[StopAfterTwo()], checkpoint_dir=tmp_path, progress=False)
+        optiforge.train(
+            interrupted, digits, config, callbacks=[StopAfterTwo()], checkpoint_dir=tmp_path, progress=False
+        )
     torch.manual_seed(123)  # the resumed process starts with other RNG state
     resumed = fresh()
     result = optiforge.train(resumed, digits, config, checkpoint_dir=tmp_path, resume=True, progress=False)
@@ -169,9 +196,14 @@ def test_bf16_autocast_trains_on_cpu(digits, small_mlp):
             dtypes.add(outputs.dtype)
             return loss
 
-    result = optiforge.train(small_mlp, digits, optiforge.TrainConfig(epochs=3, optimizer={"momentum": 0.9}),
-                             hardware=optiforge.HardwareConfig(device="cpu", precision="bf16"),
-                             callbacks=[Dtype()], progress=False)
+    result = optiforge.train(
+        small_mlp,
+        digits,
+        optiforge.TrainConfig(epochs=3, optimizer={"momentum": 0.9}),
+        hardware=optiforge.HardwareConfig(device="cpu", precision="bf16"),
+        callbacks=[Dtype()],
+        progress=False,
+    )
     assert dtypes == {torch.bfloat16}
     assert result.history[-1]["val_accuracy"] > 0.8
     assert all(p.dtype == torch.float32 for p in small_mlp.parameters())  # master weights stay fp32

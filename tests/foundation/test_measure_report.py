@@ -16,8 +16,9 @@ def test_measure_counts_reads_file_size_and_times(tmp_path, digits, small_mlp):
     torch.save(small_mlp.state_dict(), path)
     with torch.no_grad():
         small_mlp[1].weight[:5] = 0
-    figures = optiforge.measure(small_mlp, digits, artifact=path,
-                                config=optiforge.MeasureConfig(latency_repeats=5, throughput_repeats=2))
+    figures = optiforge.measure(
+        small_mlp, digits, artifact=path, config=optiforge.MeasureConfig(latency_repeats=5, throughput_repeats=2)
+    )
     assert figures.params == 64 * 32 + 32 + 32 * 10 + 10
     assert figures.nonzero_params == figures.params - 5 * 64
     assert figures.size_bytes == path.stat().st_size

@@ -30,8 +30,18 @@ def _loss_after_steps(model, optimizer, steps=30):
 
 @pytest.mark.parametrize(
     ("name", "lr"),
-    [("gd", 0.5), ("sgd", 0.5), ("adam", 0.01), ("adamw", 0.01), ("rmsprop", 0.01), ("adagrad", 0.1),
-     ("adafactor", 0.01), ("muon", 0.02), ("NAdam", 0.01), ("radam", 0.1)],
+    [
+        ("gd", 0.5),
+        ("sgd", 0.5),
+        ("adam", 0.01),
+        ("adamw", 0.01),
+        ("rmsprop", 0.01),
+        ("adagrad", 0.1),
+        ("adafactor", 0.01),
+        ("muon", 0.02),
+        ("NAdam", 0.01),
+        ("radam", 0.1),
+    ],
 )
 def test_every_named_optimizer_reduces_the_loss(name, lr):
     torch.manual_seed(0)
@@ -43,7 +53,9 @@ def test_every_named_optimizer_reduces_the_loss(name, lr):
 
 def test_sgd_options_reach_torch():
     model = nn.Linear(4, 2)
-    optimizer = build_optimizer(model, OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4))
+    optimizer = build_optimizer(
+        model, OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    )
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, torch.optim.SGD)
     assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 1e-4)
@@ -87,7 +99,7 @@ def _lrs(config: ScheduleConfig, epochs=10, steps_per_epoch=10, lr=1.0):
 def test_linear_warmup_then_cosine_to_min_lr():
     rates = _lrs(ScheduleConfig(name="cosine", warmup_epochs=2, min_lr=0.01))
     warmup = rates[:21]
-    assert warmup[0] < 0.01 and all(b > a for a, b in zip(warmup, warmup[1:]))
+    assert warmup[0] < 0.01 and all(b > a for a, b in zip(warmup, warmup[1:], strict=False))
     assert math.isclose(rates[20], 1.0, rel_tol=1e-6)
     assert math.isclose(rates[-1], 0.01, rel_tol=1e-3)
 
@@ -123,6 +135,11 @@ def test_full_batch_gradient_descent_uses_one_step_per_epoch(digits, small_mlp):
         def after_optimizer_step(self, state):
             seen.append(state.step)
 
-    optiforge.train(small_mlp, digits, optiforge.TrainConfig(optimizer={"name": "gd", "lr": 0.5}, epochs=3),
-                    callbacks=[Count()], progress=False)
+    optiforge.train(
+        small_mlp,
+        digits,
+        optiforge.TrainConfig(optimizer={"name": "gd", "lr": 0.5}, epochs=3),
+        callbacks=[Count()],
+        progress=False,
+    )
     assert seen == [1, 2, 3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 import optiforge
 from optiforge.errors import RecipeError
@@ -84,7 +85,7 @@ def test_stage_field_error_has_full_path():
 def test_configs_are_frozen_and_python_api_shares_schema():
     config = optiforge.TrainConfig(epochs=2, lr=0.3)
     assert config.optimizer.lr == 0.3
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.epochs = 5  # frozen
     recipe = load_recipe({"train": config.model_dump()})
     assert recipe.train == config

@@ -15,8 +15,15 @@ from optiforge.hardware.onnx_runtime import bench_onnx, installed_providers, res
 def onnx_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "model.onnx"
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
-    torch.onnx.export(model, (torch.randn(1, 16),), str(path), input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 16),),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
     return path
 
 
@@ -40,16 +47,22 @@ def test_bench_times_the_model_on_the_cpu_provider(onnx_file):
 def test_bench_fills_integer_inputs_and_free_dimensions(tmp_path):
     path = tmp_path / "tokens.onnx"
     ids, mask = torch.ones(1, 5, dtype=torch.long), torch.ones(1, 5, dtype=torch.long)
-    torch.onnx.export(TokenModel().eval(), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                      dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                    "attention_mask": {0: "batch", 1: "sequence"}}, dynamo=False)
+    torch.onnx.export(
+        TokenModel().eval(),
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+        dynamo=False,
+    )
     result = bench_onnx(path, "CPUExecutionProvider", batch=2, free_dimension=7, repeats=2, warmup=0)
     assert result.p50_ms > 0
 
 
 def test_cli_prints_json_for_each_provider(onnx_file, capsys):
-    status = main(["bench", str(onnx_file), "--provider", "cpu", "--provider", "CPUExecutionProvider",
-                   "--repeats", "3", "--json"])
+    status = main(
+        ["bench", str(onnx_file), "--provider", "cpu", "--provider", "CPUExecutionProvider", "--repeats", "3", "--json"]
+    )
     assert status == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["provider"] for row in rows] == ["CPUExecutionProvider", "CPUExecutionProvider"]
@@ -63,8 +76,9 @@ def test_unknown_provider_is_refused_with_the_installed_ones_listed(onnx_file, c
     for provider in installed_providers():
         assert provider in error
     with pytest.raises(ConfigError):
-        resolve_provider("TensorrtExecutionProvider") if "TensorrtExecutionProvider" not in installed_providers() \
-            else resolve_provider("npu")
+        resolve_provider(
+            "TensorrtExecutionProvider"
+        ) if "TensorrtExecutionProvider" not in installed_providers() else resolve_provider("npu")
 
 
 def test_missing_file_is_a_one_line_error(tmp_path, capsys):

@@ -64,8 +64,9 @@ def test_training_in_bf16_learns(digits):
     torch.manual_seed(0)
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32]), digits)
     config = optiforge.TrainConfig(epochs=2, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
-    result = optiforge.train(model, digits, config, hardware=HardwareConfig(device="cpu", precision="bf16"),
-                             progress=False)
+    result = optiforge.train(
+        model, digits, config, hardware=HardwareConfig(device="cpu", precision="bf16"), progress=False
+    )
     assert result.history[-1]["val_accuracy"] > 0.5
     assert all(parameter.dtype == torch.float32 for parameter in result.model.parameters())  # fp32 master weights
 

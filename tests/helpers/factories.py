@@ -14,7 +14,9 @@ def blobs(n: int = 256, features: int = 10, classes: int = 3):
     centers = torch.randn(classes, features, generator=generator) * 3
     labels = torch.arange(n) % classes
     inputs = centers[labels] + torch.randn(n, features, generator=generator)
-    return TensorDataset(inputs[: n * 3 // 4], labels[: n * 3 // 4]), TensorDataset(inputs[n * 3 // 4 :], labels[n * 3 // 4 :])
+    return TensorDataset(inputs[: n * 3 // 4], labels[: n * 3 // 4]), TensorDataset(
+        inputs[n * 3 // 4 :], labels[n * 3 // 4 :]
+    )
 
 
 class SlowDataset(Dataset):

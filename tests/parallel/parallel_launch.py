@@ -27,11 +27,19 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_in_session(command: list[str], timeout: float, env: dict[str, str] | None = None,
-                   cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_in_session(
+    command: list[str], timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run ``command`` in its own session; on timeout kill that whole session, so no worker outlives the test."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=env or worker_env(), cwd=cwd, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env or worker_env(),
+        cwd=cwd,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -44,12 +52,25 @@ def run_in_session(command: list[str], timeout: float, env: dict[str, str] | Non
     return subprocess.CompletedProcess(command, process.returncode, output, None)
 
 
-def torchrun(script: str, *arguments: str, nproc: int = 2, timeout: float = 120,
-             **env: str) -> subprocess.CompletedProcess:
+def torchrun(
+    script: str, *arguments: str, nproc: int = 2, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --nproc-per-node N script args`` on a free port."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
-               str(HERE / script), *arguments]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(nproc),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{free_port()}",
+        str(HERE / script),
+        *arguments,
+    ]
     return run_in_session(command, timeout, worker_env(**env))
 
 

@@ -70,6 +70,7 @@ class SelfAttention(nn.Module):
 
         import torch.nn.functional as F
 
-        mixed = F.scaled_dot_product_attention(heads(self.q_proj(tokens)), heads(self.k_proj(tokens)),
-                                               heads(self.v_proj(tokens)))
+        mixed = F.scaled_dot_product_attention(
+            heads(self.q_proj(tokens)), heads(self.k_proj(tokens)), heads(self.v_proj(tokens))
+        )
         return self.out_proj(mixed.transpose(1, 2).reshape(batch, time, -1))

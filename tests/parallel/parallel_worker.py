@@ -42,8 +42,12 @@ def tiny_model() -> nn.Module:
 
 
 def train_config(epochs: int = 2) -> optiforge.TrainConfig:
-    return optiforge.TrainConfig(epochs=epochs, batch_size=GLOBAL_BATCH, seed=3,
-                                 optimizer=optiforge.OptimizerConfig(name="sgd", lr=0.2, momentum=0.9))
+    return optiforge.TrainConfig(
+        epochs=epochs,
+        batch_size=GLOBAL_BATCH,
+        seed=3,
+        optimizer=optiforge.OptimizerConfig(name="sgd", lr=0.2, momentum=0.9),
+    )
 
 
 def trained(strategy) -> dict:

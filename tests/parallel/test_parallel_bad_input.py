@@ -44,12 +44,35 @@ DIGITS = ["--set", "data.name=digits"]  # the pipeline recipe's MNIST-1D takes s
         (["hybrid", "--nproc", "3"], "parallel.mesh: [2, 2] needs 4 processes, but 3 were started"),
         (["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.split_points=['0']"], "leave a stage empty"),
         (["pipeline", "--nproc", "8", *DIGITS], "too few for 8 stages"),
-        (["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.split_points=['9']"],
-         "no top-level module named ['9']"),
-        (["pipeline", "--nproc", "2", *DIGITS, "--set", "model.factory=parallel_models:residual",
-          "--set", "model.name=null"], "cuts an nn.Sequential model"),
-        (["tensor", "--nproc", "2", "--set", "model.factory=parallel_models:linear_only", "--set", "model.name=null"],
-         "no Linear → activation → Linear pair"),
+        (
+            ["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.split_points=['9']"],
+            "no top-level module named ['9']",
+        ),
+        (
+            [
+                "pipeline",
+                "--nproc",
+                "2",
+                *DIGITS,
+                "--set",
+                "model.factory=parallel_models:residual",
+                "--set",
+                "model.name=null",
+            ],
+            "cuts an nn.Sequential model",
+        ),
+        (
+            [
+                "tensor",
+                "--nproc",
+                "2",
+                "--set",
+                "model.factory=parallel_models:linear_only",
+                "--set",
+                "model.name=null",
+            ],
+            "no Linear → activation → Linear pair",
+        ),
         (["tensor", "--nproc", "3"], "not divisible by 3 tensor-parallel processes"),
         (["ddp", "--nproc", "3"], "train.batch_size: 64 is the global batch and must split evenly over 3"),
         (["quickstart", "--nproc", "2"], "parallel.strategy is 'none'"),
@@ -75,8 +98,9 @@ def test_taken_port_is_refused_before_launch(capsys):
 def test_automatic_split_balances_parameters_and_keeps_activations_with_their_layer():
     import torch.nn as nn
 
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
-                          nn.Linear(128, 10))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
     # parameters: 16,640 | 32,896 | 1,290 -> the big middle layer shares a stage with the small head
     assert split_model(model, 2) == [["0", "1", "2"], ["3", "4", "5"]]
     assert split_model(model, 3) == [["0", "1", "2"], ["3", "4"], ["5"]]
@@ -88,8 +112,9 @@ def test_automatic_split_balances_parameters_and_keeps_activations_with_their_la
 def test_tensor_plan_pairs_linear_layers_across_activations():
     import torch.nn as nn
 
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, 128),
-                          nn.ReLU(), nn.Linear(128, 10))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
     assert linear_pairs(model) == {"1": "colwise", "4": "rowwise"}
     with pytest.raises(ModelError):
         from optiforge.parallel.tensor import tensor_plan
@@ -111,5 +136,11 @@ def test_pipeline_refuses_a_technique_that_adds_a_loss_term(digits, small_mlp):
             return loss * 2
 
     with pytest.raises(TrainingError, match="adds a loss term"):
-        optiforge.train(small_mlp, digits, optiforge.TrainConfig(epochs=1), strategy=ScheduleDriven(),
-                        callbacks=[ExtraLoss()], progress=False)
+        optiforge.train(
+            small_mlp,
+            digits,
+            optiforge.TrainConfig(epochs=1),
+            strategy=ScheduleDriven(),
+            callbacks=[ExtraLoss()],
+            progress=False,
+        )

@@ -75,8 +75,7 @@ def test_tensor_parallel_attention_block_splits_heads_and_matches_the_whole_bloc
     from parallel_models import SelfAttention
 
     attention = results["attention"]
-    assert attention["plan"] == {"q_proj": "colwise", "k_proj": "colwise", "v_proj": "colwise",
-                                 "out_proj": "rowwise"}
+    assert attention["plan"] == {"q_proj": "colwise", "k_proj": "colwise", "v_proj": "colwise", "out_proj": "rowwise"}
     torch.manual_seed(0)
     block = SelfAttention()
     tokens = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(2))
@@ -97,4 +96,5 @@ def test_hybrid_meshes_on_four_processes_train_the_one_process_weights(tmp_path,
     for inner in ("shard", "tensor", "pipeline"):
         assert _largest_difference(results[inner]["weights"], reference) < WEIGHT_TOLERANCE, inner
         assert results[inner]["history"][-1]["train_loss"] == pytest.approx(
-            single_process.history[-1]["train_loss"], rel=1e-5)
+            single_process.history[-1]["train_loss"], rel=1e-5
+        )

@@ -12,14 +12,23 @@ pytestmark = pytest.mark.distributed
 def test_killed_rank_is_restarted_and_the_run_finishes_with_a_full_report(tmp_path):
     marker = tmp_path / "killed.txt"
     recipe = tmp_path / "faulty.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "faulty",
-        "data": {"name": "digits"},
-        # digits: 20 steps of 32 samples per process per epoch, so step 30 is in the middle of epoch 2
-        "model": {"factory": "parallel_models:dying_mlp", "hidden": [32], "die_at_step": 30, "marker": str(marker)},
-        "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}},
-        "parallel": {"strategy": "ddp", "max_restarts": 1},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "faulty",
+                "data": {"name": "digits"},
+                # digits: 20 steps of 32 samples per process per epoch, so step 30 is in the middle of epoch 2
+                "model": {
+                    "factory": "parallel_models:dying_mlp",
+                    "hidden": [32],
+                    "die_at_step": 30,
+                    "marker": str(marker),
+                },
+                "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}},
+                "parallel": {"strategy": "ddp", "max_restarts": 1},
+            }
+        )
+    )
     out = tmp_path / "run"
     finished = optiforge_cli("-v", "run", str(recipe), "--nproc", "2", "--out", str(out), "--no-progress", timeout=240)
     assert finished.returncode == 0, finished.stdout[-4000:]

@@ -87,9 +87,9 @@ model = optiforge.build_model(recipe.model, data)
 strategy = FullyShardedDataParallel(recipe.parallel)
 strategy.wrap(model, torch.device("cpu"))
 optimizer = torch.optim.AdamW(model.parameters())
-load_sharded(model, optimizer, {{"sharded": "sharded-2"}}, Path("{tmp_path / 'train'}"))
+load_sharded(model, optimizer, {{"sharded": "sharded-2"}}, Path("{tmp_path / "train"}"))
 assert optimizer.state, "optimizer state was not restored"
-torch.save(strategy.unwrap(model).state_dict(), "{tmp_path / 'resharded.pt'}")
+torch.save(strategy.unwrap(model).state_dict(), "{tmp_path / "resharded.pt"}")
 """
     finished = run_in_session([sys.executable, "-c", script], 120, worker_env())
     assert finished.returncode == 0, finished.stdout[-4000:]

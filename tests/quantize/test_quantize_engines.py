@@ -18,8 +18,9 @@ from optiforge.quantization import QuantConfig, quantize
 def cnn(digits_image):
     torch.manual_seed(0)
     model = optiforge.build_model(optiforge.ModelConfig(name="cnn2d", channels=[8, 16], hidden=32), digits_image)
-    return optiforge.train(model, digits_image, optiforge.TrainConfig(epochs=2, optimizer={"lr": 0.1, "momentum": 0.9}),
-                           progress=False).model.eval()
+    return optiforge.train(
+        model, digits_image, optiforge.TrainConfig(epochs=2, optimizer={"lr": 0.1, "momentum": 0.9}), progress=False
+    ).model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,13 @@ def _op_types(module: OnnxModule) -> set[str]:
 
 def test_onnxruntime_static_writes_a_qdq_graph_with_int8_weights(cnn, loaders, tmp_path):
     calibration, validation = loaders
-    quantized = quantize(cnn, QuantConfig(scheme="int8_static", engine="onnxruntime"), calibration=calibration,
-                         validation=validation, output_dir=tmp_path)
+    quantized = quantize(
+        cnn,
+        QuantConfig(scheme="int8_static", engine="onnxruntime"),
+        calibration=calibration,
+        validation=validation,
+        output_dir=tmp_path,
+    )
     assert isinstance(quantized, OnnxModule)
     assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(quantized)
     graph = onnx.load(str(quantized.path)).graph
@@ -52,8 +58,9 @@ def test_onnxruntime_static_writes_a_qdq_graph_with_int8_weights(cnn, loaders, t
 
 def test_onnxruntime_dynamic_uses_integer_ops(cnn, loaders, tmp_path):
     calibration, _ = loaders
-    quantized = quantize(cnn, QuantConfig(scheme="int8_dynamic", engine="onnxruntime"), calibration=calibration,
-                         output_dir=tmp_path)
+    quantized = quantize(
+        cnn, QuantConfig(scheme="int8_dynamic", engine="onnxruntime"), calibration=calibration, output_dir=tmp_path
+    )
     assert {"ConvInteger", "MatMulInteger"} & _op_types(quantized)
     x = next(iter(calibration))[0]
     cosine = torch.nn.functional.cosine_similarity(quantized(x), cnn(x).detach()).mean().item()
@@ -62,8 +69,13 @@ def test_onnxruntime_dynamic_uses_integer_ops(cnn, loaders, tmp_path):
 
 def test_auto_measures_every_installed_engine_and_says_why(cnn, loaders, tmp_path):
     calibration, validation = loaders
-    quantized = quantize(cnn, QuantConfig(scheme="int8_static", engine="auto"), calibration=calibration,
-                         validation=validation, output_dir=tmp_path)
+    quantized = quantize(
+        cnn,
+        QuantConfig(scheme="int8_static", engine="auto"),
+        calibration=calibration,
+        validation=validation,
+        output_dir=tmp_path,
+    )
     summary = quantized.optiforge_quantization
     measured = {row["engine"]: row for row in summary["candidates"]}
     assert set(measured) == {"torch", "onnxruntime"}
@@ -118,8 +130,9 @@ def test_onnxruntime_names_layers_it_left_float(cnn, loaders, tmp_path):
     from optiforge.quantization import onnx_runtime
 
     path = optiforge.export(cnn, tmp_path / "f.onnx", "onnx", next(iter(calibration))[0][:1])
-    out = onnx_runtime.quantize_onnx(path, tmp_path / "q.onnx", scheme="int8_static", calibration=calibration,
-                                     op_types=["Conv"])
+    out = onnx_runtime.quantize_onnx(
+        path, tmp_path / "q.onnx", scheme="int8_static", calibration=calibration, op_types=["Conv"]
+    )
     assert onnx_runtime.unquantized_layers(out, ["0", "3", "7", "9"]) == ["7", "9"]
 
 
@@ -138,15 +151,24 @@ class TinyEncoder(torch.nn.Module):
         return self.output(torch.relu(self.hidden(pooled)))
 
 
-@pytest.mark.parametrize("scheme, engines", [("int8_dynamic", {"torch", "torchao", "onnxruntime"}),
-                                             ("int8_static", {"torch", "onnxruntime"})])
+@pytest.mark.parametrize(
+    "scheme, engines",
+    [("int8_dynamic", {"torch", "torchao", "onnxruntime"}), ("int8_static", {"torch", "onnxruntime"})],
+)
 def test_encoder_with_named_int64_inputs_is_quantized_by_every_engine(tmp_path, scheme, engines):
     torch.manual_seed(0)
     encoder = TinyEncoder().eval()
-    loader = [{"input_ids": torch.randint(0, 100, (8, 12)), "attention_mask": torch.ones(8, 12, dtype=torch.long)}
-              for _ in range(4)]
-    quantized = quantize(encoder, QuantConfig(scheme=scheme, engine="auto", min_fidelity=0.99),
-                         calibration=loader, validation=loader, output_dir=tmp_path)
+    loader = [
+        {"input_ids": torch.randint(0, 100, (8, 12)), "attention_mask": torch.ones(8, 12, dtype=torch.long)}
+        for _ in range(4)
+    ]
+    quantized = quantize(
+        encoder,
+        QuantConfig(scheme=scheme, engine="auto", min_fidelity=0.99),
+        calibration=loader,
+        validation=loader,
+        output_dir=tmp_path,
+    )
     summary = quantized.optiforge_quantization
     assert {row["engine"] for row in summary["candidates"]} == engines
     assert all(row["error"] is None for row in summary["candidates"])

@@ -58,8 +58,12 @@ def test_qat_without_a_training_function(model):
 
 def test_observer_onnxruntime_lacks(model, tmp_path):
     with pytest.raises(ConfigError, match="observer: 'mse' is not offered by ONNX Runtime"):
-        quantize(model, QuantConfig(scheme="int8_static", engine="onnxruntime", observer="mse"),
-                 calibration=[torch.randn(4, 1, 8)], output_dir=tmp_path)
+        quantize(
+            model,
+            QuantConfig(scheme="int8_static", engine="onnxruntime", observer="mse"),
+            calibration=[torch.randn(4, 1, 8)],
+            output_dir=tmp_path,
+        )
 
 
 def test_unknown_excluded_layer(model):
@@ -97,8 +101,11 @@ def test_auto_without_any_data_to_measure_on(model):
 
 def test_metric_target_needs_labels(model):
     with pytest.raises(ConfigError, match="max_metric_drop needs validation batches with labels"):
-        quantize(model, QuantConfig(scheme="int8_dynamic", engine="torch", max_metric_drop=0.01),
-                 validation=[torch.randn(4, 1, 8)])
+        quantize(
+            model,
+            QuantConfig(scheme="int8_dynamic", engine="torch", max_metric_drop=0.01),
+            validation=[torch.randn(4, 1, 8)],
+        )
 
 
 def test_the_callers_model_keeps_its_mode(model):

@@ -44,8 +44,14 @@ def test_quantize_recipe_reports_engine_size_and_exports_int8_onnx(tmp_path):
 
 
 def test_qat_stage_fine_tunes_with_the_training_engine(tmp_path):
-    overrides = [*FAST, "train.epochs=1", "stages.0.quantize.scheme=qat_int8", "stages.0.quantize.qat_epochs=1",
-                 "stages.0.quantize.max_metric_drop=0.05", "export=[onnx]"]
+    overrides = [
+        *FAST,
+        "train.epochs=1",
+        "stages.0.quantize.scheme=qat_int8",
+        "stages.0.quantize.qat_epochs=1",
+        "stages.0.quantize.max_metric_drop=0.05",
+        "export=[onnx]",
+    ]
     result = optiforge.run_recipe("quantize", overrides, out=tmp_path, progress=False, show_table=False)
     row = _rows(result.report)["quantize"]
     assert row["engine"] == "torch"
@@ -56,9 +62,16 @@ def test_qat_stage_fine_tunes_with_the_training_engine(tmp_path):
 
 @pytest.mark.parametrize("scheme", [pytest.param("qat_int8", marks=pytest.mark.slow), "int4_weight_only"])
 def test_quantize_cnn_recipe_other_schemes(tmp_path, scheme):
-    overrides = [*FAST, "train.epochs=1", "model.channels=[8, 16, 32]", "stages.0.quantize.scheme=" + scheme,
-                 "stages.0.quantize.engine=auto", "stages.0.quantize.qat_epochs=1",
-                 "stages.0.quantize.max_metric_drop=null", "stages.0.quantize.observer=minmax"]
+    overrides = [
+        *FAST,
+        "train.epochs=1",
+        "model.channels=[8, 16, 32]",
+        "stages.0.quantize.scheme=" + scheme,
+        "stages.0.quantize.engine=auto",
+        "stages.0.quantize.qat_epochs=1",
+        "stages.0.quantize.max_metric_drop=null",
+        "stages.0.quantize.observer=minmax",
+    ]
     result = optiforge.run_recipe("quantize-cnn", overrides, out=tmp_path, progress=False, show_table=False)
     row = _rows(result.report)["quantize"]
     assert row["scheme"] == scheme

@@ -16,8 +16,9 @@ from optiforge.quantization.artifact import pack_int4, unpack_int4
 def trained(digits):
     torch.manual_seed(0)
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[128, 64]), digits)
-    return optiforge.train(model, digits, optiforge.TrainConfig(epochs=3, optimizer={"lr": 0.1, "momentum": 0.9}),
-                           progress=False).model.eval()
+    return optiforge.train(
+        model, digits, optiforge.TrainConfig(epochs=3, optimizer={"lr": 0.1, "momentum": 0.9}), progress=False
+    ).model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +137,13 @@ def test_qat_inserts_fake_quantization_trains_it_and_converts(trained, loaders, 
             optimizer.step()
         return prepared
 
-    quantized = quantize(trained, QuantConfig(scheme="qat_int8", qat_epochs=2), calibration=calibration,
-                         validation=validation, finetune=finetune)
+    quantized = quantize(
+        trained,
+        QuantConfig(scheme="qat_int8", qat_epochs=2),
+        calibration=calibration,
+        validation=validation,
+        finetune=finetune,
+    )
     assert seen["fake_quant"] >= 4 and seen["epochs"] == 2
     kinds = {type(module).__name__ for module in quantized.modules()}
     assert not any("FakeQuantize" in kind for kind in kinds)

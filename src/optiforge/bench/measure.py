@@ -98,7 +98,11 @@ def measure(
     else:
         device = device or torch.device("cpu")
         params = nonzero = 0
-    metrics = task.evaluate(model, make_loader(data.test, 512), device) if isinstance(model, nn.Module) else _evaluate_callable(model, data, task)
+    metrics = (
+        task.evaluate(model, make_loader(data.test, 512), device)
+        if isinstance(model, nn.Module)
+        else _evaluate_callable(model, data, task)
+    )
     single = data.example_input(1).to(device)
     batch = data.example_input(config.throughput_batch).to(device)
     latency = _timed(lambda: model(single), config.latency_repeats, config.warmup, device)

@@ -65,8 +65,15 @@ def plot_tradeoff(rows: list[dict], path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def plot_series(series: dict[str, tuple[list[float], list[float]]], path: Path, xlabel: str, ylabel: str,
-                title: str, xscale: str = "linear", marker: float | None = None) -> Path:
+def plot_series(
+    series: dict[str, tuple[list[float], list[float]]],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    xscale: str = "linear",
+    marker: float | None = None,
+) -> Path:
     """A general line plot (used by the LR finder and sensitivity analyses)."""
     plt = _figure()
     figure, axis = plt.subplots(figsize=(6.5, 4))

@@ -14,8 +14,17 @@ from rich.table import Table
 from optiforge.training.checkpoint import atomic_write_text
 
 CONTRACT_KEYS = (
-    "stage", "metric", "value", "params", "nonzero_params", "size_bytes",
-    "latency_ms", "throughput_per_s", "peak_memory_bytes", "seconds", "artifact",
+    "stage",
+    "metric",
+    "value",
+    "params",
+    "nonzero_params",
+    "size_bytes",
+    "latency_ms",
+    "throughput_per_s",
+    "peak_memory_bytes",
+    "seconds",
+    "artifact",
 )
 
 
@@ -48,18 +57,20 @@ def _rows(report: dict) -> list[list[str]]:
     for row in report["stages"]:
         value = row.get("value")
         ratio = f"{first_size / row['size_bytes']:.1f}×" if first_size and row.get("size_bytes") else "-"
-        rows.append([
-            row["stage"],
-            f"{row['metric']} {value:.4f}" if value is not None else "-",
-            f"{row['params']:,}",
-            f"{row['nonzero_params']:,}",
-            human_bytes(row.get("size_bytes")),
-            ratio,
-            f"{row['latency_ms']['p50']:.3f}",
-            f"{row['throughput_per_s']:,.0f}",
-            human_bytes(row.get("peak_memory_bytes")),
-            f"{row['seconds']:.1f}",
-        ])
+        rows.append(
+            [
+                row["stage"],
+                f"{row['metric']} {value:.4f}" if value is not None else "-",
+                f"{row['params']:,}",
+                f"{row['nonzero_params']:,}",
+                human_bytes(row.get("size_bytes")),
+                ratio,
+                f"{row['latency_ms']['p50']:.3f}",
+                f"{row['throughput_per_s']:,.0f}",
+                human_bytes(row.get("peak_memory_bytes")),
+                f"{row['seconds']:.1f}",
+            ]
+        )
     return rows
 
 
@@ -89,7 +100,8 @@ def markdown(report: dict) -> str:
             lines += ["", f"**{row['stage']}**: " + ", ".join(f"{key} = {value}" for key, value in extra.items())]
     if report.get("exports"):
         lines += ["", "## Exports", ""] + [
-            f"- {item['format']}: `{item['artifact']}` ({human_bytes(item['size_bytes'])})" for item in report["exports"]
+            f"- {item['format']}: `{item['artifact']}` ({human_bytes(item['size_bytes'])})"
+            for item in report["exports"]
         ]
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{Path(plot).stem}]({plot})" for plot in report["plots"]]

@@ -10,12 +10,21 @@ from optiforge.cli import command
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an .onnx file (e.g. runs/<name>/export/model.onnx)")
-    parser.add_argument("--provider", action="append", default=None, metavar="NAME",
-                        help="execution provider, full name or short (cpu, cuda, tensorrt, openvino, coreml, "
-                             "directml, qnn); repeat to compare several (default: cpu)")
+    parser.add_argument(
+        "--provider",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="execution provider, full name or short (cpu, cuda, tensorrt, openvino, coreml, "
+        "directml, qnn); repeat to compare several (default: cpu)",
+    )
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    parser.add_argument("--free-dimension", type=int, default=16,
-                        help="size for other dynamic dimensions, e.g. sequence length (default 16)")
+    parser.add_argument(
+        "--free-dimension",
+        type=int,
+        default=16,
+        help="size for other dynamic dimensions, e.g. sequence length (default 16)",
+    )
     parser.add_argument("--repeats", type=int, default=50, help="timed calls (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ONNX Runtime's)")
@@ -23,8 +32,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the installed providers and exit")
 
 
-@command("bench", "run an exported ONNX model on ONNX Runtime execution providers and report latency",
-         _bench_arguments)
+@command("bench", "run an exported ONNX model on ONNX Runtime execution providers and report latency", _bench_arguments)
 def bench_command(args: argparse.Namespace) -> int:
     from optiforge.errors import ConfigError
     from optiforge.hardware.onnx_runtime import bench_onnx, installed_providers
@@ -37,8 +45,15 @@ def bench_command(args: argparse.Namespace) -> int:
         if value < 1:
             raise ConfigError(f"{name}: {value}; give 1 or more")
     results = [
-        bench_onnx(args.model, provider, batch=args.batch, free_dimension=args.free_dimension,
-                   repeats=args.repeats, warmup=max(args.warmup, 0), threads=args.threads)
+        bench_onnx(
+            args.model,
+            provider,
+            batch=args.batch,
+            free_dimension=args.free_dimension,
+            repeats=args.repeats,
+            warmup=max(args.warmup, 0),
+            threads=args.threads,
+        )
         for provider in (args.provider or ["cpu"])
     ]
     if args.json:

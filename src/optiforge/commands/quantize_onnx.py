@@ -15,8 +15,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-batches", type=int, default=8)
     parser.add_argument("--observer", choices=["minmax", "moving_average", "percentile"], default="minmax")
     parser.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
-    parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
-                        help="ONNX node name kept float (repeatable)")
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="NODE", help="ONNX node name kept float (repeatable)"
+    )
 
 
 @command("quantize-onnx", "quantize an ONNX model to int8 with ONNX Runtime", _arguments)
@@ -37,9 +38,16 @@ def quantize_onnx_command(args: argparse.Namespace) -> int:
         from optiforge.data.loaders import make_loader
 
         calibration = make_loader(build_data(DataConfig(name=args.data)).train, 64, shuffle=True)
-    path = quantize_onnx(args.source, args.destination, scheme=args.scheme, calibration=calibration,
-                         calibration_batches=args.calibration_batches, observer=args.observer,
-                         per_channel=not args.per_tensor, nodes_to_exclude=args.exclude)
+    path = quantize_onnx(
+        args.source,
+        args.destination,
+        scheme=args.scheme,
+        calibration=calibration,
+        calibration_batches=args.calibration_batches,
+        observer=args.observer,
+        per_channel=not args.per_tensor,
+        nodes_to_exclude=args.exclude,
+    )
     before, after = Path(args.source).stat().st_size, path.stat().st_size
     print(f"wrote {path} ({after / 1000:.1f} KB, {before / after:.2f}x smaller than {args.source})")
     return 0

@@ -10,13 +10,24 @@ from optiforge.cli import command
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", nargs="?", default="compress", help="a recipe file or built-in recipe name")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a recipe field (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a recipe field (repeatable)",
+    )
     parser.add_argument("--ratios", default=None, help="comma-separated ratios to try, e.g. 0.25,0.5,0.75,0.9")
-    parser.add_argument("--target", type=float, default=None,
-                        help="share of weights to remove (default: the recipe's first prune stage's sparsity)")
-    parser.add_argument("--out", default=None, help="folder for sensitivity.json and .png "
-                                                    "(default: runs/<recipe>-sensitivity)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="share of weights to remove (default: the recipe's first prune stage's sparsity)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="folder for sensitivity.json and .png (default: runs/<recipe>-sensitivity)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress output")
 
 

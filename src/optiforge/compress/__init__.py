@@ -20,7 +20,20 @@ from optiforge.compress.pruning import prune
 from optiforge.compress.sharing import share
 
 __all__ = [
-    "FactorizeConfig", "GradualConfig", "LayerSelection", "PackedFileError", "PruneConfig", "ShareConfig",
-    "StructuredConfig", "applied", "describe_packed", "factorize", "load_packed", "prune", "read_packed_tensors",
-    "share", "weight_sparsity", "write_packed",
+    "FactorizeConfig",
+    "GradualConfig",
+    "LayerSelection",
+    "PackedFileError",
+    "PruneConfig",
+    "ShareConfig",
+    "StructuredConfig",
+    "applied",
+    "describe_packed",
+    "factorize",
+    "load_packed",
+    "prune",
+    "read_packed_tensors",
+    "share",
+    "weight_sparsity",
+    "write_packed",
 ]

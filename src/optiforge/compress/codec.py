@@ -13,11 +13,27 @@ import torch
 import zstandard
 
 # float dtypes → integer dtypes of the same width, to compare values bit for bit
-_BITS_OF = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16,
-            torch.float64: torch.int64}
-DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in (
-    torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int16,
-    torch.int8, torch.uint8, torch.bool)}
+_BITS_OF = {
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float64: torch.int64,
+}
+DTYPES = {
+    str(dtype).removeprefix("torch."): dtype
+    for dtype in (
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.float64,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    )
+}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -115,7 +131,7 @@ def unpack_indices(data: bytes, bits: int, count: int) -> np.ndarray:
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     matrix = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits].reshape(count, bits)
-    weights = (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
     return (matrix.astype(np.int64) * weights[None, :]).sum(axis=1)
 
 

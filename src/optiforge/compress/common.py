@@ -21,8 +21,9 @@ Finetune = Callable[[nn.Module, int, Sequence[Callback], str], nn.Module]
 LOG_ATTRIBUTE = "optiforge_compression"
 
 
-def make_finetune(data: TaskData | None, train_config: TrainConfig | None, finetune: Finetune | None,
-                  epochs: int, verb: str) -> Finetune | None:
+def make_finetune(
+    data: TaskData | None, train_config: TrainConfig | None, finetune: Finetune | None, epochs: int, verb: str
+) -> Finetune | None:
     """The fine-tuning function a verb uses: the caller's, or the training engine on ``data``."""
     if finetune is not None:
         return finetune
@@ -35,8 +36,14 @@ def make_finetune(data: TaskData | None, train_config: TrainConfig | None, finet
     def run(model: nn.Module, epochs: int, callbacks: Sequence[Callback], name: str) -> nn.Module:
         from optiforge.training.loop import train
 
-        return train(model, data, settings.model_copy(update={"epochs": epochs}), callbacks=callbacks,
-                     progress=False, description=name).model
+        return train(
+            model,
+            data,
+            settings.model_copy(update={"epochs": epochs}),
+            callbacks=callbacks,
+            progress=False,
+            description=name,
+        ).model
 
     return run
 

@@ -107,8 +107,9 @@ class PruneConfig(Config):
         if self.schedule == "gradual" and self.finetune_epochs < 1:
             raise ValueError("schedule 'gradual' prunes during fine-tuning: set finetune_epochs >= 1")
         if self.schedule == "gradual" and self.method == "structured":
-            raise ValueError("schedule 'gradual' is for method 'magnitude'; structured pruning uses "
-                             "structured.iterative_steps")
+            raise ValueError(
+                "schedule 'gradual' is for method 'magnitude'; structured pruning uses structured.iterative_steps"
+            )
         return self
 
 

@@ -53,8 +53,16 @@ def factorize_layer(layer: nn.Module, config: FactorizeConfig) -> nn.Module | No
         first.weight.data.copy_(right)
     else:
         conv = _CONV[layer.weight.dim() - 2]
-        first = conv(layer.in_channels, rank, layer.kernel_size, stride=layer.stride, padding=layer.padding,
-                     dilation=layer.dilation, bias=False, padding_mode=layer.padding_mode)
+        first = conv(
+            layer.in_channels,
+            rank,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            bias=False,
+            padding_mode=layer.padding_mode,
+        )
         second = conv(rank, out_size, 1, bias=bias)
         first.weight.data.copy_(right.view(rank, *layer.weight.shape[1:]))
     second.weight.data.copy_(left.view(second.weight.shape))

@@ -39,13 +39,14 @@ def magnitude_masks(
         offset = 0
         for name in names:
             size = weights[name].numel()
-            masks[name] = keep[offset:offset + size].view_as(weights[name])
+            masks[name] = keep[offset : offset + size].view_as(weights[name])
             offset += size
     return masks
 
 
-def sparsity_groups(names: list[str], sparsity: float, scope: str,
-                    layer_sparsity: dict[str, float]) -> list[tuple[list[str], float]]:
+def sparsity_groups(
+    names: list[str], sparsity: float, scope: str, layer_sparsity: dict[str, float]
+) -> list[tuple[list[str], float]]:
     """Ranking groups: listed layers alone at their own value, the rest global or per layer."""
     groups = [([name], layer_sparsity[name]) for name in names if name in layer_sparsity]
     rest = [name for name in names if name not in layer_sparsity]
@@ -65,9 +66,13 @@ class MaskCallback(Callback):
     so weight decay or a moment left from earlier cannot revive them.
     """
 
-    def __init__(self, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor],
-                 groups: list[tuple[list[str], float]] | None = None,
-                 gradual: GradualConfig | None = None) -> None:
+    def __init__(
+        self,
+        layers: dict[str, nn.Module],
+        masks: dict[str, torch.Tensor],
+        groups: list[tuple[list[str], float]] | None = None,
+        gradual: GradualConfig | None = None,
+    ) -> None:
         self.layers = layers
         self.masks = masks
         self.groups = groups
@@ -89,8 +94,9 @@ class MaskCallback(Callback):
     def after_optimizer_step(self, state: TrainState) -> None:
         if self.gradual is not None and self.groups is not None and state.step in self.updates:
             weights = {name: layer.weight for name, layer in self.layers.items()}
-            groups = [(names, cubic_sparsity(state.step, self.total_steps, goal, self.gradual))
-                      for names, goal in self.groups]
+            groups = [
+                (names, cubic_sparsity(state.step, self.total_steps, goal, self.gradual)) for names, goal in self.groups
+            ]
             self.masks = magnitude_masks(weights, groups, previous=self.masks)
         self.apply(state)
 

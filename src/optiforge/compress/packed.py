@@ -110,8 +110,12 @@ def _encode_tensor(name: str, tensor: torch.Tensor, streams: _Streams) -> dict:
         flat = flat[keep]
     _encode_values(flat, streams, record)
     sparse, shared = "positions" in record, "codebook" in record
-    record["encoding"] = {(False, False): "dense", (True, False): "sparse",
-                          (False, True): "shared", (True, True): "sparse_shared"}[(sparse, shared)]
+    record["encoding"] = {
+        (False, False): "dense",
+        (True, False): "sparse",
+        (False, True): "shared",
+        (True, True): "sparse_shared",
+    }[(sparse, shared)]
     return record
 
 
@@ -122,7 +126,7 @@ def _decode_tensor(record: dict, sections: dict[str, bytes]) -> torch.Tensor:
 
     def part(section: str, key: str) -> bytes:
         start, length = record[key]
-        return sections[section][start:start + length]
+        return sections[section][start : start + length]
 
     keep = None
     stored = count
@@ -151,10 +155,21 @@ def _decode_tensor(record: dict, sections: dict[str, bytes]) -> torch.Tensor:
 
 
 # empty hook containers that nn.Module.__setstate__ re-creates (two more are re-created by _restore_hooks)
-_REBUILT = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
-            "_forward_hooks_always_called", "_state_dict_hooks", "_state_dict_pre_hooks",
-            "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks", "_non_persistent_buffers_set",
-            "_is_full_backward_hook", "_backward_pre_hooks", "_forward_hooks", "_backward_hooks")
+_REBUILT = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+    "_non_persistent_buffers_set",
+    "_is_full_backward_hook",
+    "_backward_pre_hooks",
+    "_forward_hooks",
+    "_backward_hooks",
+)
 
 
 def _skeleton(model: nn.Module) -> bytes:
@@ -162,8 +177,10 @@ def _skeleton(model: nn.Module) -> bytes:
     memo = {id(tensor): None for tensor in list(model.parameters()) + list(model.buffers())}
     hooks = [name for name, module in model.named_modules() if module._forward_hooks or module._forward_pre_hooks]
     if hooks:
-        raise ModelError(f"packed format: layer '{hooks[0] or type(model).__name__}' has forward hooks, which "
-                         "cannot be stored; remove them (e.g. torch.nn.utils.prune.remove) first")
+        raise ModelError(
+            f"packed format: layer '{hooks[0] or type(model).__name__}' has forward hooks, which "
+            "cannot be stored; remove them (e.g. torch.nn.utils.prune.remove) first"
+        )
     skeleton = copy.deepcopy(model, memo).eval()  # the mode is not part of what is stored: files stay reproducible
     skeleton.__dict__.pop(LOG_ATTRIBUTE, None)  # kept in the header as JSON
     for module in skeleton.modules():
@@ -207,9 +224,14 @@ def write_packed(model: nn.Module, path: str | Path) -> Path:
             record["frozen"] = True
         records.append(record)
         seen[id(tensor)] = record
-    header = {"format": "optiforge-packed", "version": VERSION, "torch": torch.__version__,
-              "model": type(model).__name__, "compression": getattr(model, LOG_ATTRIBUTE, []),
-              "tensors": records}
+    header = {
+        "format": "optiforge-packed",
+        "version": VERSION,
+        "torch": torch.__version__,
+        "model": type(model).__name__,
+        "compression": getattr(model, LOG_ATTRIBUTE, []),
+        "tensors": records,
+    }
     raw = [json.dumps(header, separators=(",", ":")).encode(), _skeleton(model)]
     raw += [bytes(streams.parts[name]) for name in SECTIONS[2:]]
     compressor = zstandard.ZstdCompressor(level=_LEVEL)
@@ -234,11 +256,11 @@ def _read_sections(path: Path) -> tuple[dict, dict[str, bytes]]:
     if hashlib.blake2b(body, digest_size=8).digest() != content[8:16]:
         raise PackedFileError(f"'{path}' is corrupted (checksum mismatch); refusing to load it")
     (count,) = struct.unpack("<I", body[:4])
-    lengths = struct.unpack(f"<{count}I", body[4:4 + 4 * count])
+    lengths = struct.unpack(f"<{count}I", body[4 : 4 + 4 * count])
     offset, sections = 4 + 4 * count, {}
     decompressor = zstandard.ZstdDecompressor()
     for name, length in zip(SECTIONS, lengths, strict=True):
-        sections[name] = decompressor.decompress(body[offset:offset + length])
+        sections[name] = decompressor.decompress(body[offset : offset + length])
         offset += length
     return json.loads(sections["header"]), sections
 
@@ -265,8 +287,15 @@ class _ModuleUnpickler(pickle.Unpickler):
     """Only rebuilds classes from torch.nn, optiforge and plain containers: no arbitrary code."""
 
     _ALLOWED_MODULES = ("torch.nn.modules.", "optiforge.")
-    _ALLOWED = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-                ("torch", "Size"), ("builtins", "slice"), ("torch", "float32"), ("torch", "device")}
+    _ALLOWED = {
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("torch", "Size"),
+        ("builtins", "slice"),
+        ("torch", "float32"),
+        ("torch", "device"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED or module.startswith(self._ALLOWED_MODULES):
@@ -303,8 +332,9 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
         except PackedFileError:
             raise
         except Exception as error:
-            raise PackedFileError(f"'{path}': the stored architecture cannot be rebuilt "
-                                  f"({type(error).__name__}: {error})") from None
+            raise PackedFileError(
+                f"'{path}': the stored architecture cannot be rebuilt ({type(error).__name__}: {error})"
+            ) from None
         for record in header["tensors"]:
             tensor = _decode_tensor(record, sections)
             if record["kind"] == "param":  # one Parameter for all its names keeps tied weights tied
@@ -315,15 +345,17 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
         if header.get("compression"):
             setattr(model, LOG_ATTRIBUTE, header["compression"])
         return model.eval()
-    tensors = {name: tensor for record in header["tensors"]
-               for tensor in [_decode_tensor(record, sections)]
-               for name in [record["name"], *record.get("aliases", [])]}
+    tensors = {
+        name: tensor
+        for record in header["tensors"]
+        for tensor in [_decode_tensor(record, sections)]
+        for name in [record["name"], *record.get("aliases", [])]
+    }
     current = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     missing = sorted(set(current) - set(tensors))
     if missing or any(tensors[name].shape != current[name].shape for name in current):
         wrong = missing[0] if missing else next(n for n in current if tensors[n].shape != current[n].shape)
-        raise PackedFileError(f"'{path}' does not fit the model given: tensor '{wrong}' is missing or of "
-                              "another shape")
+        raise PackedFileError(f"'{path}' does not fit the model given: tensor '{wrong}' is missing or of another shape")
     with torch.no_grad():
         for name, tensor in current.items():
             tensor.copy_(tensors[name])

@@ -74,9 +74,16 @@ def analyze(
     selection = config.layers.model_copy(update={"keep_last": True}) if structured else config.layers
     layers = list(select_layers(model, selection, ROOT_TYPES if structured else WEIGHTED_TYPES))
     params_before, nonzero_before = count_parameters(model)
-    base = config.model_copy(update={"sparsity": 0.0, "scope": "layer", "schedule": "oneshot",
-                                     "finetune_epochs": 0, "layer_sparsity": None,
-                                     "structured": config.structured.model_copy(update={"iterative_steps": 1})})
+    base = config.model_copy(
+        update={
+            "sparsity": 0.0,
+            "scope": "layer",
+            "schedule": "oneshot",
+            "finetune_epochs": 0,
+            "layer_sparsity": None,
+            "structured": config.structured.model_copy(update={"iterative_steps": 1}),
+        }
+    )
     baseline = task.evaluate(model, loader, device)[task.primary_metric]
     curves: dict[str, list[float]] = {}
     removed: dict[str, list[int]] = {}
@@ -122,12 +129,15 @@ def allocate(sensitivity: Sensitivity, target: float) -> dict[str, float]:
                     best = candidate
         if best is None:
             reachable = sum(removed(name) for name in level) / max(sensitivity.total, 1)
-            raise ConfigError(f"sensitivity: target {target} cannot be met with ratios up to "
-                              f"{max(sensitivity.ratios)} (at most {reachable:.3f}); add higher --ratios")
+            raise ConfigError(
+                f"sensitivity: target {target} cannot be met with ratios up to "
+                f"{max(sensitivity.ratios)} (at most {reachable:.3f}); add higher --ratios"
+            )
         level[best[2]] = best[3]
     sensitivity.target = target
-    sensitivity.layer_sparsity = {name: (0.0 if index < 0 else sensitivity.ratios[index])
-                                  for name, index in level.items()}
+    sensitivity.layer_sparsity = {
+        name: (0.0 if index < 0 else sensitivity.ratios[index]) for name, index in level.items()
+    }
     return sensitivity.layer_sparsity
 
 

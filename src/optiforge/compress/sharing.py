@@ -125,8 +125,9 @@ def share(
         tensors[f"{name}.weight"] = layer.weight
         if config.include_bias and getattr(layer, "bias", None) is not None:
             tensors[f"{name}.bias"] = layer.bias
-    indices = {name: cluster_tensor(tensor, config.clusters, config.init, config.seed)
-               for name, tensor in tensors.items()}
+    indices = {
+        name: cluster_tensor(tensor, config.clusters, config.init, config.seed) for name, tensor in tensors.items()
+    }
     callback = ShareCallback(tensors, indices, config.clusters)
     if config.finetune_epochs > 0 and finetune is not None:
         model = finetune(model, config.finetune_epochs, [callback], "finetune")

@@ -22,9 +22,23 @@ from optiforge.training.tasks import task_for
 
 ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # leaf layers whose parameters Torch-Pruning knows how to slice
-_SLICEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-              nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.PReLU, nn.MultiheadAttention, nn.LSTM,
-              nn.InstanceNorm1d, nn.InstanceNorm2d)
+_SLICEABLE = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.Embedding,
+    nn.PReLU,
+    nn.MultiheadAttention,
+    nn.LSTM,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+)
 
 
 def _torch_pruning() -> Any:
@@ -52,8 +66,12 @@ def _fix_attention_sizes(model: nn.Module) -> None:
     for module in model.modules():
         query = getattr(module, "query", None)
         head_size = getattr(module, "attention_head_size", None)
-        if isinstance(getattr(module, "num_attention_heads", None), int) and isinstance(query, nn.Linear) \
-                and isinstance(head_size, int) and head_size > 0:
+        if (
+            isinstance(getattr(module, "num_attention_heads", None), int)
+            and isinstance(query, nn.Linear)
+            and isinstance(head_size, int)
+            and head_size > 0
+        ):
             module.num_attention_heads = query.out_features // head_size
             module.all_head_size = query.out_features
 
@@ -104,8 +122,11 @@ def _taylor_gradients(model: nn.Module, data: TaskData | None, batches: int) -> 
 def _check_runs(model: nn.Module, example_inputs: Any) -> None:
     """Run the pruned model once; a failure names the layer it happened in."""
     current: list[str] = []
-    hooks = [module.register_forward_pre_hook(lambda _m, _i, name=name: current.append(name))
-             for name, module in model.named_modules() if name]
+    hooks = [
+        module.register_forward_pre_hook(lambda _m, _i, name=name: current.append(name))
+        for name, module in model.named_modules()
+        if name
+    ]
     try:
         with torch.no_grad():
             if isinstance(example_inputs, dict):
@@ -116,15 +137,22 @@ def _check_runs(model: nn.Module, example_inputs: Any) -> None:
                 model(example_inputs)
     except Exception as error:
         where = current[-1] if current else type(model).__name__
-        raise ModelError(f"structured pruning broke layer '{where}' ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0]}); exclude it with layers.exclude") from None
+        raise ModelError(
+            f"structured pruning broke layer '{where}' ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}); exclude it with layers.exclude"
+        ) from None
     finally:
         for hook in hooks:
             hook.remove()
 
 
-def prune_structured(model: nn.Module, config: PruneConfig, finetune: Finetune | None,
-                     data: TaskData | None = None, example_inputs: Any = None) -> nn.Module:
+def prune_structured(
+    model: nn.Module,
+    config: PruneConfig,
+    finetune: Finetune | None,
+    data: TaskData | None = None,
+    example_inputs: Any = None,
+) -> nn.Module:
     """Remove the least important channels/neurons (and heads), then fine-tune."""
     tp = _torch_pruning()
     if example_inputs is None:
@@ -139,13 +167,15 @@ def prune_structured(model: nn.Module, config: PruneConfig, finetune: Finetune |
     selection = config.layers.model_copy(update={"keep_last": True})  # the classifier's outputs are the classes
     layers = select_layers(model, selection, ROOT_TYPES)
     heads = attention_heads(model)
-    ignored = [module for module in model.modules() if isinstance(module, ROOT_TYPES)
-               and module not in layers.values()]
+    ignored = [module for module in model.modules() if isinstance(module, ROOT_TYPES) and module not in layers.values()]
     if heads:
         # the residual stream of an encoder keeps its width: only heads and feed-forward neurons shrink
         width = next(iter(heads)).in_features
-        ignored += [module for module in layers.values()
-                    if isinstance(module, nn.Linear) and module.out_features == width and module not in heads]
+        ignored += [
+            module
+            for module in layers.values()
+            if isinstance(module, nn.Linear) and module.out_features == width and module not in heads
+        ]
     layer_sparsity = read_layer_values(config.layer_sparsity, "layer_sparsity")
     check_names(model, list(layer_sparsity), "layer_sparsity")
     named = dict(model.named_modules())
@@ -154,11 +184,18 @@ def prune_structured(model: nn.Module, config: PruneConfig, finetune: Finetune |
     steps = config.structured.iterative_steps
     try:
         pruner = tp.pruner.MetaPruner(
-            model, example_inputs, importance=_importance(config, tp),
-            global_pruning=config.scope == "global", pruning_ratio=config.sparsity,
-            pruning_ratio_dict=ratio_dict or None, iterative_steps=steps, ignored_layers=ignored,
-            round_to=config.structured.round_to, num_heads=heads,
-            prune_num_heads=bool(heads) and config.structured.prune_heads, prune_head_dims=False,
+            model,
+            example_inputs,
+            importance=_importance(config, tp),
+            global_pruning=config.scope == "global",
+            pruning_ratio=config.sparsity,
+            pruning_ratio_dict=ratio_dict or None,
+            iterative_steps=steps,
+            ignored_layers=ignored,
+            round_to=config.structured.round_to,
+            num_heads=heads,
+            prune_num_heads=bool(heads) and config.structured.prune_heads,
+            prune_head_dims=False,
             head_pruning_ratio=head_sparsity if heads and config.structured.prune_heads else 0.0,
             output_transform=_output_tensor,
         )
@@ -167,10 +204,13 @@ def prune_structured(model: nn.Module, config: PruneConfig, finetune: Finetune |
     except Exception as error:
         layer = _unsupported_layer(model)
         hint = f"layer {layer} is not supported" if layer else f"{type(error).__name__}: {str(error).splitlines()[0]}"
-        raise ModelError(f"structured pruning cannot follow the dependencies of {type(model).__name__}: {hint}; "
-                         "exclude it with layers.exclude or use method 'magnitude'") from None
-    epochs_per_step = [config.finetune_epochs // steps + (1 if index < config.finetune_epochs % steps else 0)
-                       for index in range(steps)]
+        raise ModelError(
+            f"structured pruning cannot follow the dependencies of {type(model).__name__}: {hint}; "
+            "exclude it with layers.exclude or use method 'magnitude'"
+        ) from None
+    epochs_per_step = [
+        config.finetune_epochs // steps + (1 if index < config.finetune_epochs % steps else 0) for index in range(steps)
+    ]
     for step in range(steps):
         if config.structured.importance == "taylor":
             _taylor_gradients(model, data, config.structured.taylor_batches)

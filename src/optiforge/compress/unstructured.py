@@ -18,8 +18,10 @@ def prune_unstructured(model: nn.Module, config: PruneConfig, finetune: Finetune
     check_names(model, list(layer_sparsity), "layer_sparsity")
     unknown = [name for name in layer_sparsity if name not in layers]
     if unknown:
-        raise ConfigError(f"layer_sparsity: '{unknown[0]}' is not a prunable layer left after the exclusions; "
-                          f"prunable: {', '.join(layers)}")
+        raise ConfigError(
+            f"layer_sparsity: '{unknown[0]}' is not a prunable layer left after the exclusions; "
+            f"prunable: {', '.join(layers)}"
+        )
     names = list(layers)
     groups = sparsity_groups(names, config.sparsity, config.scope, layer_sparsity)
     weights = {name: layer.weight for name, layer in layers.items()}

@@ -49,9 +49,7 @@ class TaskData:
 def _classification_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple:
     from sklearn.model_selection import train_test_split
 
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
     return _tensors(x_train, y_train), _tensors(x_test, y_test)
 
 

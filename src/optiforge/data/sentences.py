@@ -80,15 +80,15 @@ def split_sentences(sentences: list[str], eval_size: int, val_size: int, seed: i
         raise DataError(f"data: {count} sentences are too few; give at least 3 (better a few hundred)")
     eval_size = min(eval_size, max(1, count // 3))
     val_size = min(val_size, max(1, (count - eval_size) // 4))
-    evaluation, validation = order[:eval_size], order[eval_size:eval_size + val_size]
-    return order[eval_size + val_size:], validation, evaluation
+    evaluation, validation = order[:eval_size], order[eval_size : eval_size + val_size]
+    return order[eval_size + val_size :], validation, evaluation
 
 
 @torch.no_grad()
 def reference_embeddings(encoder: torch.nn.Module, packed: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """The float model's embeddings, batched (each batch trimmed to its longest sentence)."""
     encoder.eval()
-    return torch.cat([encoder(packed[start:start + batch_size]) for start in range(0, packed.shape[0], batch_size)])
+    return torch.cat([encoder(packed[start : start + batch_size]) for start in range(0, packed.shape[0], batch_size)])
 
 
 @DATASETS.register("sentences")
@@ -143,7 +143,11 @@ def sentences(
         num_classes=reference.embedding_dim,
         task="embedding",
         name="sentences" if not text_file else Path(text_file).name,
-        info={"sentences": {"train": len(train_texts), "val": len(val_texts), "test": len(eval_texts)},
-              "truncated": truncated, "max_length": max_length or limit, "model_folder": str(folder),
-              "texts": {"train": train_texts, "val": val_texts, "test": eval_texts}},
+        info={
+            "sentences": {"train": len(train_texts), "val": len(val_texts), "test": len(eval_texts)},
+            "truncated": truncated,
+            "max_length": max_length or limit,
+            "model_folder": str(folder),
+            "texts": {"train": train_texts, "val": val_texts, "test": eval_texts},
+        },
     )

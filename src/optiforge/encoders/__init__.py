@@ -9,6 +9,13 @@ from optiforge.encoders.model import load_sentence_encoder
 from optiforge.encoders.module import SentenceEncoder, mean_pool, pack, unpack
 
 __all__ = [
-    "EmbeddingTask", "SentenceEncoder", "fidelity", "load_sentence_encoder", "mean_cosine", "mean_pool",
-    "neighbour_overlap", "pack", "unpack",
+    "EmbeddingTask",
+    "SentenceEncoder",
+    "fidelity",
+    "load_sentence_encoder",
+    "mean_cosine",
+    "mean_pool",
+    "neighbour_overlap",
+    "pack",
+    "unpack",
 ]

@@ -66,8 +66,9 @@ class SentenceEncoder(nn.Module):
     1.0
     """
 
-    def __init__(self, transformer: nn.Module, max_length: int, normalize: bool = True,
-                 folder: str | Path | None = None) -> None:
+    def __init__(
+        self, transformer: nn.Module, max_length: int, normalize: bool = True, folder: str | Path | None = None
+    ) -> None:
         super().__init__()
         self.transformer = transformer
         self.max_length = max_length

@@ -7,7 +7,6 @@ so any ONNX runtime produces finished embeddings without optiforge.
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiforge.errors import ModelError
-
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "sentence_embedding"
-OPSET = 17
 DYNAMIC_AXES = {
     "input_ids": {0: "batch", 1: "sequence"},
     "attention_mask": {0: "batch", 1: "sequence"},
@@ -76,27 +72,16 @@ def eager_attention(encoder: nn.Module):
 
 
 def export_sentence_encoder(encoder: nn.Module, path: str | Path, example: Any = None) -> Path:
-    """Write ``encoder`` (a :class:`SentenceEncoder`) as a float ONNX graph."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = encoder.training
-    encoder.eval()
-    temporary = path.with_name(path.name + ".partial")
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), eager_attention(encoder):
-            warnings.simplefilter("ignore")  # the tracer warns about every shape computation
-            torch.onnx.export(
-                _TwoInputs(encoder), example_inputs(example), str(temporary), dynamo=False,
-                opset_version=OPSET, input_names=INPUT_NAMES, output_names=[OUTPUT_NAME],
-                dynamic_axes=DYNAMIC_AXES,
-            )
-    except Exception as error:
-        temporary.unlink(missing_ok=True)
-        raise ModelError(
-            f"onnx export: the sentence encoder cannot be traced ({type(error).__name__}: "
-            f"{str(error).splitlines()[0]})"
-        ) from None
-    finally:
-        encoder.train(was_training)
-    temporary.replace(path)  # rename is atomic on one file system
-    return path
+    """Write ``encoder`` (a :class:`SentenceEncoder`) as a float ONNX graph with the two named inputs."""
+    from optiforge.exporters.onnx import export_onnx
+
+    wrapper = _TwoInputs(encoder).train(encoder.training)  # export_onnx restores the wrapper's mode afterwards
+    with torch.no_grad(), eager_attention(encoder):
+        return export_onnx(
+            wrapper,
+            path,
+            example_inputs(example),
+            input_names=INPUT_NAMES,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=DYNAMIC_AXES,
+        )

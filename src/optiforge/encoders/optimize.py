@@ -70,8 +70,11 @@ def nodes_for_layers(onnx_path: str | Path, float_layers: Sequence[str]) -> list
     found: list[str] = []
     for layer in float_layers:
         pattern = _pattern(layer)
-        matches = [node.name for node in graph.node
-                   if node.op_type in ("MatMul", "Gemm", "Attention") and pattern.search(node.name + "/")]
+        matches = [
+            node.name
+            for node in graph.node
+            if node.op_type in ("MatMul", "Gemm", "Attention") and pattern.search(node.name + "/")
+        ]
         if not matches:
             raise ConfigError(f"float_layers: no matrix product in the graph comes from '{layer}'")
         found += matches
@@ -82,8 +85,9 @@ def fuse_transformer(source: Path, destination: Path, num_heads: int, hidden_siz
     """ONNX Runtime's BERT fusions; returns how many of each fused operator were made."""
     from onnxruntime.transformers import optimizer
 
-    optimized = optimizer.optimize_model(str(source), model_type="bert", num_heads=num_heads,
-                                         hidden_size=hidden_size, opt_level=0)
+    optimized = optimizer.optimize_model(
+        str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+    )
     optimized.save_model_to_file(str(destination))
     return {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
 
@@ -95,8 +99,9 @@ def _reader(batches: list[torch.Tensor]):
 
     class PackedReader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = [dict(zip(("input_ids", "attention_mask"), (t.numpy() for t in unpack(b)), strict=True))
-                          for b in batches]
+            self.feeds = [
+                dict(zip(("input_ids", "attention_mask"), (t.numpy() for t in unpack(b)), strict=True)) for b in batches
+            ]
             self.rewind()
 
         def get_next(self) -> dict | None:
@@ -108,8 +113,9 @@ def _reader(batches: list[torch.Tensor]):
     return PackedReader()
 
 
-def quantize_graph(source: Path, destination: Path, config: EncoderRuntimeConfig,
-                   calibration: list[torch.Tensor], excluded: list[str]) -> None:
+def quantize_graph(
+    source: Path, destination: Path, config: EncoderRuntimeConfig, calibration: list[torch.Tensor], excluded: list[str]
+) -> None:
     """Dynamic or static int8 with ONNX Runtime's quantizer (fused contrib ops included)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -125,9 +131,16 @@ def quantize_graph(source: Path, destination: Path, config: EncoderRuntimeConfig
         if config.quantize == "int8_dynamic":
             quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8, **common)
         else:
-            quantize_static(str(source), str(destination), _reader(calibration), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, **common)
+            quantize_static(
+                str(source),
+                str(destination),
+                _reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                **common,
+            )
     finally:
         root.setLevel(level)
 
@@ -171,16 +184,18 @@ def optimize_encoder(
             from optiforge.encoders.smoothing import smooth_linears
 
             # the pooled output is not an input of any Linear, so every layer of the transformer qualifies
-            model = smooth_linears(encoder, calibration, alpha=config.smoothing_alpha,
-                                   select=lambda name, module: _smoothed(name, config))
+            model = smooth_linears(
+                encoder, calibration, alpha=config.smoothing_alpha, select=lambda name, module: _smoothed(name, config)
+            )
         current = export_sentence_encoder(model, work / "float.onnx", calibration[0] if calibration else None)
         if config.fuse:
             transformer_config = getattr(getattr(encoder, "transformer", None), "config", None)
             if transformer_config is None:
                 raise ModelError("encoder runtime: fuse needs a transformers model with a config")
             fused = work / "fused.onnx"
-            info["fused"] = fuse_transformer(current, fused, transformer_config.num_attention_heads,
-                                             transformer_config.hidden_size)
+            info["fused"] = fuse_transformer(
+                current, fused, transformer_config.num_attention_heads, transformer_config.hidden_size
+            )
             current = fused
         if config.quantize != "none":
             excluded = nodes_for_layers(current, config.float_layers) if config.float_layers else []

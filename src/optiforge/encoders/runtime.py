@@ -10,37 +10,17 @@ import torch
 from torch import nn
 
 from optiforge.encoders.module import unpack
-from optiforge.errors import DependencyError, ModelError
-
-
-def session_options(threads: int | None = None, spinning: bool = False):
-    """Session options matched to PyTorch's thread count, so timings compare fairly.
-
-    ``spinning``: ONNX Runtime's worker threads busy-wait for work by default.
-    On a CPU shared with other processes that burns the time slices the other
-    worker needs; measured here on 2 shared cores, turning it off made the
-    same int8 graph 1.3x faster. On an idle, dedicated machine spinning may
-    win a little.
-    """
-    try:
-        import onnxruntime
-    except ImportError:
-        raise DependencyError("onnxruntime is not installed; pip install onnxruntime") from None
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return options
+from optiforge.errors import ModelError
+from optiforge.exporters.onnx import session_options
 
 
 def open_session(path: str | Path, threads: int | None = None, spinning: bool = False):
     import onnxruntime
 
     try:
-        return onnxruntime.InferenceSession(str(path), session_options(threads, spinning),
-                                            providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(
+            str(path), session_options(threads, spinning), providers=["CPUExecutionProvider"]
+        )
     except Exception as error:
         raise ModelError(f"onnx: ONNX Runtime cannot load '{path}': {str(error).splitlines()[0]}") from None
 
@@ -53,8 +33,9 @@ class OnnxSentenceEncoder(nn.Module):
     ``(batch, hidden)`` embeddings as a float tensor.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, info: dict | None = None,
-                 spinning: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, threads: int | None = None, info: dict | None = None, spinning: bool = False
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.threads = threads
@@ -77,8 +58,10 @@ class OnnxSentenceEncoder(nn.Module):
     def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             inputs, attention_mask = unpack(inputs)
-        feeds = {"input_ids": inputs.detach().cpu().long().numpy(),
-                 "attention_mask": attention_mask.detach().cpu().long().numpy()}
+        feeds = {
+            "input_ids": inputs.detach().cpu().long().numpy(),
+            "attention_mask": attention_mask.detach().cpu().long().numpy(),
+        }
         (embeddings,) = self._session.run(["sentence_embedding"], feeds)
         return torch.from_numpy(embeddings)
 

@@ -49,7 +49,7 @@ def batches_from(dataset: Dataset, batch_size: int) -> tuple[list[torch.Tensor],
     """Packed batches (each trimmed to its longest sentence) and the reference embeddings."""
     inputs = torch.stack([dataset[index][0] for index in range(len(dataset))])
     targets = torch.stack([dataset[index][1] for index in range(len(dataset))])
-    batches = [pack(*unpack(inputs[start:start + batch_size])) for start in range(0, len(inputs), batch_size)]
+    batches = [pack(*unpack(inputs[start : start + batch_size])) for start in range(0, len(inputs), batch_size)]
     return batches, targets
 
 
@@ -70,8 +70,9 @@ def interleaved_speedup(reference: nn.Module, candidate: nn.Module, batches: lis
     return reference_seconds / candidate_seconds
 
 
-def search_runtime(encoder: nn.Module, config, calibration: list[torch.Tensor], validation: Dataset,
-                   folder: Path) -> SearchResult:
+def search_runtime(
+    encoder: nn.Module, config, calibration: list[torch.Tensor], validation: Dataset, folder: Path
+) -> SearchResult:
     """Build and measure ``config.candidates``; keep the fastest meeting the floors (else the most faithful)."""
     from optiforge.encoders.optimize import optimize_encoder
 
@@ -89,12 +90,21 @@ def search_runtime(encoder: nn.Module, config, calibration: list[torch.Tensor], 
         scores = fidelity(embeddings, reference)
         speedup = interleaved_speedup(encoder, model, batches, config.timing_rounds)
         measured = Candidate(
-            config=candidate_config.model_dump(exclude_unset=True), cosine=scores["cosine"],
-            neighbours_kept=scores["neighbours_kept"], speedup=speedup, size_bytes=model.path.stat().st_size,
+            config=candidate_config.model_dump(exclude_unset=True),
+            cosine=scores["cosine"],
+            neighbours_kept=scores["neighbours_kept"],
+            speedup=speedup,
+            size_bytes=model.path.stat().st_size,
             meets=scores["cosine"] >= config.min_cosine and scores["neighbours_kept"] >= config.min_neighbours_kept,
         )
-        log.info("encoder_search: candidate %d %s: cosine %.4f, neighbours %.3f, %.2fx", index,
-                 measured.config, measured.cosine, measured.neighbours_kept, measured.speedup)
+        log.info(
+            "encoder_search: candidate %d %s: cosine %.4f, neighbours %.3f, %.2fx",
+            index,
+            measured.config,
+            measured.cosine,
+            measured.neighbours_kept,
+            measured.speedup,
+        )
         candidates.append(measured)
         paths.append(model.path)
         del model
@@ -102,16 +112,20 @@ def search_runtime(encoder: nn.Module, config, calibration: list[torch.Tensor], 
     if faithful:
         chosen = max(faithful, key=lambda index: candidates[index].speedup)
     else:
-        log.warning("encoder_search: no candidate meets cosine >= %s and neighbours >= %s; keeping the most faithful",
-                    config.min_cosine, config.min_neighbours_kept)
+        log.warning(
+            "encoder_search: no candidate meets cosine >= %s and neighbours >= %s; keeping the most faithful",
+            config.min_cosine,
+            config.min_neighbours_kept,
+        )
         chosen = max(range(len(candidates)), key=lambda index: candidates[index].cosine)
     for index, path in enumerate(paths):  # float candidates are ~90 MB each; keep the chosen one only
         if index != chosen:
             path.unlink(missing_ok=True)
     final = folder / "encoder.onnx"
     paths[chosen].replace(final)
-    (folder / "search.json").write_text(json.dumps({"chosen": chosen, "candidates": [vars(c) for c in candidates]},
-                                                   indent=2) + "\n")
+    (folder / "search.json").write_text(
+        json.dumps({"chosen": chosen, "candidates": [vars(c) for c in candidates]}, indent=2) + "\n"
+    )
     plot_search(candidates, chosen, folder / "search_tradeoff.png", config.min_cosine)
     from optiforge.encoders.runtime import OnnxSentenceEncoder
 

@@ -35,8 +35,12 @@ class SmoothedLinear(nn.Module):
 
 
 @torch.no_grad()
-def input_statistics(model: nn.Module, batches: Iterable, run: Callable[[nn.Module, object], object],
-                     select: Callable[[str, nn.Linear], bool]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+def input_statistics(
+    model: nn.Module,
+    batches: Iterable,
+    run: Callable[[nn.Module, object], object],
+    select: Callable[[str, nn.Linear], bool],
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Per-channel max |input| of every selected Linear, and which input tensor each one reads.
 
     Layers reading the same tensor get the same group id (the tensor's identity
@@ -55,10 +59,14 @@ def input_statistics(model: nn.Module, batches: Iterable, run: Callable[[nn.Modu
             if first_batch[0]:
                 groups[name] = id(inputs[0])
                 alive.append(inputs[0])
+
         return record
 
-    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) and select(name, module)]
+    handles = [
+        module.register_forward_hook(hook(name))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and select(name, module)
+    ]
     was_training = model.training
     model.eval()
     try:

@@ -34,14 +34,18 @@ def tokenize(tokenizer, sentences: Sequence[str], max_length: int, where: str = 
     full_lengths = [len(ids) for ids in tokenizer(list(sentences), add_special_tokens=True)["input_ids"]]
     truncated = sum(length > max_length for length in full_lengths)
     if truncated:
-        log.warning("%s: %d of %d sentences are longer than the model's %d tokens and were truncated",
-                    where, truncated, len(sentences), max_length)
-    encoded = tokenizer(list(sentences), padding="longest", truncation=True, max_length=max_length,
-                        return_tensors="pt")
+        log.warning(
+            "%s: %d of %d sentences are longer than the model's %d tokens and were truncated",
+            where,
+            truncated,
+            len(sentences),
+            max_length,
+        )
+    encoded = tokenizer(list(sentences), padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
     packed = pack(encoded["input_ids"], encoded["attention_mask"])
     return Tokenized(packed=packed, truncated=truncated, longest_tokens=min(max(full_lengths), max_length))
 
 
 def batches_of(packed: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Consecutive batches of a packed tensor (the last may be smaller)."""
-    return [packed[start:start + batch_size] for start in range(0, packed.shape[0], batch_size)]
+    return [packed[start : start + batch_size] for start in range(0, packed.shape[0], batch_size)]

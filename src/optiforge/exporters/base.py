@@ -31,8 +31,9 @@ def export_state_dict(model: nn.Module, path: Path, example_input: torch.Tensor)
     return atomic_save(model.state_dict(), path)
 
 
-def export(model: nn.Module, path: str | Path, format: str = "state_dict",
-           example_input: torch.Tensor | None = None) -> Path:
+def export(
+    model: nn.Module, path: str | Path, format: str = "state_dict", example_input: torch.Tensor | None = None
+) -> Path:
     """Write ``model`` in ``format``; ``example_input`` is needed by tracing formats."""
     function, _suffix = EXPORTERS.get(format, field="export")
     return function(model, Path(path), example_input)

@@ -33,8 +33,13 @@ PROVIDER_ALIASES = {
 }
 
 _NUMPY_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
 
@@ -70,8 +75,9 @@ def resolve_provider(name: str) -> str:
     available = installed_providers()
     if full not in available:
         aliases = {value: key for key, value in PROVIDER_ALIASES.items()}
-        listed = ", ".join(f"{provider} ({aliases[provider]})" if provider in aliases else provider
-                           for provider in available)
+        listed = ", ".join(
+            f"{provider} ({aliases[provider]})" if provider in aliases else provider for provider in available
+        )
         raise ConfigError(
             f"--provider: '{name}' is not an installed ONNX Runtime execution provider; installed: {listed}. "
             "Other providers come with their own onnxruntime build (e.g. onnxruntime-gpu, onnxruntime-openvino)"
@@ -143,8 +149,12 @@ def bench_onnx(
     ordered = sorted(times)
     p50 = statistics.median(ordered)
     return ProviderLatency(
-        model=str(path), provider=full, batch=batch, p50_ms=p50,
+        model=str(path),
+        provider=full,
+        batch=batch,
+        p50_ms=p50,
         p95_ms=ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))],
-        mean_ms=statistics.fmean(ordered), throughput_per_s=batch * 1000.0 / p50 if p50 > 0 else float("inf"),
+        mean_ms=statistics.fmean(ordered),
+        throughput_per_s=batch * 1000.0 / p50 if p50 > 0 else float("inf"),
         repeats=repeats,
     )

@@ -157,6 +157,8 @@ def build_model(config: ModelConfig, data: TaskData, where: str = "model") -> nn
         try:
             model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         except RuntimeError as error:
-            raise ModelError(f"{where}.checkpoint: '{path}' does not fit the model: {str(error).splitlines()[0]}") from None
+            raise ModelError(
+                f"{where}.checkpoint: '{path}' does not fit the model: {str(error).splitlines()[0]}"
+            ) from None
     check_fits(model, data, where)
     return model

@@ -32,8 +32,11 @@ class DataParallel(Distributed):
     name = "ddp"
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
+        device_ids = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else None
+        )
         return _DataParallelModule(model, device_ids=device_ids)
 
     def unwrap(self, model: nn.Module) -> nn.Module:

@@ -61,8 +61,14 @@ class Distributed(Strategy):
         # with batch b see, together, exactly the batches one process with batch N*b sees.
         # drop_last: every process gets the same number of samples, none repeated (at most N-1 left
         # out per epoch, a different few each epoch).
-        return DistributedSampler(dataset, num_replicas=self.data_world, rank=self.data_rank, shuffle=True,
-                                  seed=seed * 100_003, drop_last=True)
+        return DistributedSampler(
+            dataset,
+            num_replicas=self.data_world,
+            rank=self.data_rank,
+            shuffle=True,
+            seed=seed * 100_003,
+            drop_last=True,
+        )
 
     def eval_sampler(self, dataset: Dataset) -> Sampler | None:
         if self.data_world == 1:
@@ -76,7 +82,6 @@ class Distributed(Strategy):
         gathered: list[list[str] | None] = [None] * self.world_size
         dist.all_gather_object(gathered, sorted(sums))
         keys = sorted({key for names in gathered for key in (names or [])})
-        values = torch.tensor([float(sums.get(key, 0.0)) for key in keys], dtype=torch.float64,
-                              device=device_type())
+        values = torch.tensor([float(sums.get(key, 0.0)) for key in keys], dtype=torch.float64, device=device_type())
         dist.all_reduce(values, group=self.data_group)
         return dict(zip(keys, values.tolist(), strict=True))

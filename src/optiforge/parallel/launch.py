@@ -69,8 +69,13 @@ def _hybrid(config: ParallelConfig) -> Strategy:
     return HybridSharded(config)
 
 
-for _name, _factory in (("ddp", _ddp), ("fsdp", _fsdp), ("pipeline", _pipeline), ("tensor", _tensor),
-                        ("hybrid", _hybrid)):
+for _name, _factory in (
+    ("ddp", _ddp),
+    ("fsdp", _fsdp),
+    ("pipeline", _pipeline),
+    ("tensor", _tensor),
+    ("hybrid", _hybrid),
+):
     STRATEGIES.add(_name, _factory)
 
 
@@ -151,8 +156,18 @@ def launcher_arguments(args: argparse.Namespace, port: int, max_restarts: int) -
     if args.no_progress:
         worker.append("--no-progress")
     return [
-        "--nnodes", "1", "--nproc-per-node", str(args.nproc), "--max-restarts", str(max_restarts),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--monitor-interval", "0.5",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(args.nproc),
+        "--max-restarts",
+        str(max_restarts),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--monitor-interval",
+        "0.5",
         *worker,
     ]
 
@@ -167,8 +182,10 @@ def launch(args: argparse.Namespace, recipe) -> int:  # noqa: ANN001 - the Recip
     check_fits(recipe, args.nproc)
     port = recipe.parallel.port
     if port is not None and not port_is_free(port):
-        raise ConfigError(f"parallel.port: port {port} is already in use on this machine; choose another or "
-                          "leave it unset to take a free one")
+        raise ConfigError(
+            f"parallel.port: port {port} is already in use on this machine; choose another or "
+            "leave it unset to take a free one"
+        )
     port = port or free_port()
     # One thread per worker unless told otherwise: N workers must not oversubscribe the cores.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))

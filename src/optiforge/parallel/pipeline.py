@@ -96,7 +96,7 @@ def split_model(model: nn.Module, stages: int, split_points: list[str] = ()) -> 
         # A stage begins at a module with parameters; parameter-free ones (activations) stay with the module before.
         starts = [0] + [weighted[group] for group in _balanced_starts(sizes, stages)[1:]]
     bounds = [*starts, len(names)]
-    return [names[bounds[index]:bounds[index + 1]] for index in range(stages)]
+    return [names[bounds[index] : bounds[index + 1]] for index in range(stages)]
 
 
 class WholeBatches(Sampler[int]):
@@ -210,8 +210,11 @@ class Pipeline(Distributed):
         else:
             self._schedule.step()
         # The schedule divides gradients by the number of microbatches: the mean of equal slices' mean losses.
-        loss = (torch.stack(losses).mean().detach().float() * loss_divisor if losses
-                else torch.zeros((), dtype=torch.float32, device=inputs.device))
+        loss = (
+            torch.stack(losses).mean().detach().float() * loss_divisor
+            if losses
+            else torch.zeros((), dtype=torch.float32, device=inputs.device)
+        )
         if loss.device.type != ("cuda" if dist.get_backend() == "nccl" else "cpu"):
             loss = loss.cpu()
         dist.broadcast(loss, src=self.stage_ranks[last], group=self.pipe_group)
@@ -241,8 +244,13 @@ class Pipeline(Distributed):
         # Each process built the optimizer over the whole model but stepped only its stage: the optimizer
         # states are disjoint by parameter index, and their union is a one-process optimizer state.
         owned = {id(parameter) for parameter in self._stage_module.parameters()}
-        indices = {index for index, parameter in enumerate(
-            parameter for group in optimizer.param_groups for parameter in group["params"]) if id(parameter) in owned}
+        indices = {
+            index
+            for index, parameter in enumerate(
+                parameter for group in optimizer.param_groups for parameter in group["params"]
+            )
+            if id(parameter) in owned
+        }
         local = optimizer.state_dict()
         mine = {index: value for index, value in local["state"].items() if index in indices}
         parts: list[dict | None] = [None] * self.stages

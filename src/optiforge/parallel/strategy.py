@@ -89,7 +89,11 @@ class Strategy:
         return self.unwrap(model).state_dict(), optimizer.state_dict()
 
     def load_checkpoint_state(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, model_state: Any, optimizer_state: Any,
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        model_state: Any,
+        optimizer_state: Any,
         folder: Path,
     ) -> None:
         """Restore what :meth:`checkpoint_state` returned (read back from the checkpoint file)."""

@@ -13,6 +13,14 @@ from optiforge.quantization.onnx_runtime import calibration_reader, quantize_onn
 from optiforge.quantization.schemes import SUPPORT
 
 __all__ = [
-    "ENGINES", "OBSERVERS", "SCHEMES", "SUPPORT", "QuantConfig", "calibration_reader", "load_quantized_state",
-    "quantize", "quantize_onnx", "save_quantized",
+    "ENGINES",
+    "OBSERVERS",
+    "SCHEMES",
+    "SUPPORT",
+    "QuantConfig",
+    "calibration_reader",
+    "load_quantized_state",
+    "quantize",
+    "quantize_onnx",
+    "save_quantized",
 ]

@@ -68,9 +68,14 @@ class Attempt:
     error: str | None = None
 
     def summary(self) -> dict:
-        return {"engine": self.engine, "throughput_per_s": self.throughput_per_s, "target_met": self.target_met,
-                "float_layers": self.float_layers, "error": self.error,
-                **({"fidelity": self.fidelity.as_dict()} if self.fidelity else {})}
+        return {
+            "engine": self.engine,
+            "throughput_per_s": self.throughput_per_s,
+            "target_met": self.target_met,
+            "float_layers": self.float_layers,
+            "error": self.error,
+            **({"fidelity": self.fidelity.as_dict()} if self.fidelity else {}),
+        }
 
 
 def _build_torch(job: Job, float_layers: list[str]) -> tuple[nn.Module, list[str]]:
@@ -83,8 +88,10 @@ def _build_torch(job: Job, float_layers: list[str]) -> tuple[nn.Module, list[str
         model = torch_engine.static(job.model, job.config, job.batches, float_layers)
     else:  # qat_int8
         if job.finetune is None:
-            raise ConfigError("quantize: scheme 'qat_int8' needs finetune=callable(model, epochs) -> model "
-                              "(the recipe stage trains with the recipe's settings)")
+            raise ConfigError(
+                "quantize: scheme 'qat_int8' needs finetune=callable(model, epochs) -> model "
+                "(the recipe stage trains with the recipe's settings)"
+            )
         prepared = torch_engine.prepare_qat(job.model, job.config, job.example, float_layers)
         trained = job.finetune(prepared, job.config.qat_epochs)
         model = torch_engine.convert_qat(trained)
@@ -104,15 +111,18 @@ def _build_onnxruntime(job: Job, float_layers: list[str]) -> tuple[nn.Module, li
     from optiforge.quantization.onnx_runtime import quantize_with_onnxruntime
 
     if job.example is None:
-        raise ConfigError("quantize: engine 'onnxruntime' exports the model and needs an example batch; "
-                          "pass calibration=loader")
+        raise ConfigError(
+            "quantize: engine 'onnxruntime' exports the model and needs an example batch; pass calibration=loader"
+        )
     batches = job.batches if job.config.scheme == "int8_static" else None
     layers = torch_engine.quantizable_layers(job.model)
     return quantize_with_onnxruntime(job.model, job.config, batches, job.example, float_layers, job.folder, layers)
 
 
 BUILDERS: dict[str, Callable[[Job, list[str]], tuple[nn.Module, list[str]]]] = {
-    "torch": _build_torch, "torchao": _build_torchao, "onnxruntime": _build_onnxruntime,
+    "torch": _build_torch,
+    "torchao": _build_torchao,
+    "onnxruntime": _build_onnxruntime,
 }
 
 
@@ -143,8 +153,12 @@ def _attempt(job: Job, engine: str, evaluation: list, reference: list) -> Attemp
     model, unsupported = build(engine_job, list(config.exclude))
     attempt = Attempt(engine, model, list(config.exclude), unsupported)
     if unsupported:
-        log.warning("quantize (%s, %s): layers left in float because the engine cannot quantize them: %s",
-                    config.scheme, engine, ", ".join(unsupported))
+        log.warning(
+            "quantize (%s, %s): layers left in float because the engine cannot quantize them: %s",
+            config.scheme,
+            engine,
+            ", ".join(unsupported),
+        )
     if evaluation:
         evaluate = functools.partial(compare, batches=evaluation, reference=reference)
         attempt.fidelity = evaluate(model)
@@ -152,26 +166,37 @@ def _attempt(job: Job, engine: str, evaluation: list, reference: list) -> Attemp
         if not config.has_target and config.engine == "auto":
             target = (None, AUTO_MIN_FIDELITY)
         attempt.target_met = attempt.fidelity.meets(*target)
-        layers = [name for name in torch_engine.quantizable_layers(job.model)
-                  if name not in config.exclude and name not in unsupported]
+        layers = [
+            name
+            for name in torch_engine.quantizable_layers(job.model)
+            if name not in config.exclude and name not in unsupported
+        ]
         searchable = config.scheme not in ("fp16", "bf16", "qat_int8")  # casts are whole-model; QAT would retrain
         wants_search = searchable and config.has_target and not attempt.target_met
         if (config.sensitivity or wants_search) and layers and searchable:
+
             def build_with(float_layers: list[str]) -> nn.Module:
                 return build(engine_job, float_layers)[0]
 
             attempt.sensitivity = layer_sensitivity(build_with, evaluate, layers, list(config.exclude))
-            write_sensitivity(attempt.sensitivity, sub_folder,
-                              f"int8 sensitivity per layer ({config.scheme}, {engine})")
+            write_sensitivity(
+                attempt.sensitivity, sub_folder, f"int8 sensitivity per layer ({config.scheme}, {engine})"
+            )
             if wants_search:
                 ranked = [row["layer"] for row in attempt.sensitivity]
                 model, float_layers, fidelity, met = mixed_precision(
-                    build_with, evaluate, ranked, list(config.exclude), *target)
+                    build_with, evaluate, ranked, list(config.exclude), *target
+                )
                 attempt.model, attempt.float_layers, attempt.fidelity, attempt.target_met = (
-                    model, float_layers, fidelity, met)
+                    model,
+                    float_layers,
+                    fidelity,
+                    met,
+                )
                 if not met:
-                    log.warning("quantize (%s): the target was not met even with %d layers in float",
-                                engine, len(float_layers))
+                    log.warning(
+                        "quantize (%s): the target was not met even with %d layers in float", engine, len(float_layers)
+                    )
     return attempt
 
 
@@ -200,13 +225,18 @@ def _target_text(config: QuantConfig) -> str:
 def _choose(attempts: list[Attempt], target: str) -> tuple[Attempt, str]:
     working = [attempt for attempt in attempts if attempt.error is None]
     if not working:
-        raise OptiforgeError("quantize: no engine could quantize the model: "
-                             + "; ".join(f"{attempt.engine}: {attempt.error}" for attempt in attempts))
+        raise OptiforgeError(
+            "quantize: no engine could quantize the model: "
+            + "; ".join(f"{attempt.engine}: {attempt.error}" for attempt in attempts)
+        )
     meeting = [attempt for attempt in working if attempt.target_met]
     pool = meeting or working
     best = max(pool, key=lambda attempt: attempt.throughput_per_s or 0.0)
-    others = ", ".join(f"{attempt.engine} {attempt.throughput_per_s:.0f}/s" for attempt in working
-                       if attempt is not best and attempt.throughput_per_s)
+    others = ", ".join(
+        f"{attempt.engine} {attempt.throughput_per_s:.0f}/s"
+        for attempt in working
+        if attempt is not best and attempt.throughput_per_s
+    )
     if meeting:
         reason = f"fastest meeting the target ({target}): {best.throughput_per_s:.0f} samples/s at batch 256"
     else:
@@ -253,8 +283,9 @@ def quantize(
     for name in config.exclude:
         if name not in names:
             layers = ", ".join(torch_engine.quantizable_layers(model))
-            raise ConfigError(f"quantize.exclude: the model has no module '{name}'{closest(name, list(names))}; "
-                              f"layers: {layers}")
+            raise ConfigError(
+                f"quantize.exclude: the model has no module '{name}'{closest(name, list(names))}; layers: {layers}"
+            )
     batches: list[Any] = []
     if calibration is not None or config.scheme in NEEDS_CALIBRATION:
         batches = take_batches(calibration, config.calibration_batches)
@@ -279,11 +310,15 @@ def quantize(
         engines = [config.engine]
     reference = float_outputs(model, evaluation) if evaluation else []
     if len(engines) > 1 and example is None:
-        raise ConfigError("quantize.engine: 'auto' measures every engine on real inputs; pass calibration=loader "
-                          f"(or validation=loader), or name an engine: {', '.join(engines)}")
+        raise ConfigError(
+            "quantize.engine: 'auto' measures every engine on real inputs; pass calibration=loader "
+            f"(or validation=loader), or name an engine: {', '.join(engines)}"
+        )
     if config.max_metric_drop is not None and evaluation and labels_of(evaluation[0]) is None:
-        raise ConfigError("quantize.max_metric_drop needs validation batches with labels ((inputs, targets) pairs); "
-                          "for unlabelled data use min_fidelity (output cosine)")
+        raise ConfigError(
+            "quantize.max_metric_drop needs validation batches with labels ((inputs, targets) pairs); "
+            "for unlabelled data use min_fidelity (output cosine)"
+        )
     attempts: list[Attempt] = []
     for engine in engines:
         started = time.perf_counter()
@@ -301,8 +336,11 @@ def quantize(
     else:
         asked = config.engine != "auto"
         chosen = attempts[0]
-        reason = (f"engine '{config.engine}' was asked for" if asked
-                  else f"the only installed engine for {config.scheme} on this toolkit")
+        reason = (
+            f"engine '{config.engine}' was asked for"
+            if asked
+            else f"the only installed engine for {config.scheme} on this toolkit"
+        )
     model.train(was_training)
     return _finish(chosen, reason, attempts, job)
 

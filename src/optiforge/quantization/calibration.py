@@ -24,8 +24,9 @@ def model_inputs(batch: Any) -> Any:
         return batch
     if isinstance(batch, (tuple, list)) and batch:
         return batch[0]
-    raise DataError(f"calibration: a batch must be a tensor, a mapping or an (inputs, targets) pair, "
-                    f"got {type(batch).__name__}")
+    raise DataError(
+        f"calibration: a batch must be a tensor, a mapping or an (inputs, targets) pair, got {type(batch).__name__}"
+    )
 
 
 def call(model: Any, inputs: Any) -> Any:
@@ -38,8 +39,10 @@ def call(model: Any, inputs: Any) -> Any:
 def take_batches(loader: Iterable | None, batches: int, field: str = "calibration") -> list[Any]:
     """The first ``batches`` model inputs of ``loader``; a clear error when it has none."""
     if loader is None:
-        raise ConfigError(f"quantize: '{field}' is required for this scheme: pass a loader of model inputs "
-                          "(calibration=loader in Python; the stage uses the training split)")
+        raise ConfigError(
+            f"quantize: '{field}' is required for this scheme: pass a loader of model inputs "
+            "(calibration=loader in Python; the stage uses the training split)"
+        )
     taken = []
     for batch in loader:
         taken.append(model_inputs(batch))
@@ -59,8 +62,10 @@ def check_fits(model: torch.nn.Module, inputs: Any, field: str = "calibration") 
             call(model, inputs)
     except Exception as error:
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise DataError(f"quantize: the {field} batches (inputs {shape}) do not fit the model "
-                        f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        raise DataError(
+            f"quantize: the {field} batches (inputs {shape}) do not fit the model "
+            f"({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from None
     finally:
         model.train(was_training)
 

@@ -29,8 +29,11 @@ class QuantConfig(Config):
 
     scheme: Scheme = "int8_static"
     engine: Engine = "auto"
-    observer: Observer = Field("minmax", description="static/QAT activation ranges: minmax, moving_average, "
-                                                     "percentile (99.99th), mse (histogram, least squared error)")
+    observer: Observer = Field(
+        "minmax",
+        description="static/QAT activation ranges: minmax, moving_average, "
+        "percentile (99.99th), mse (histogram, least squared error)",
+    )
     calibration_batches: int = Field(8, ge=1, description="batches of the calibration loader observed")
     per_channel: bool = Field(True, description="one weight scale per output channel")
     group_size: int = Field(32, ge=8, description="int4_weight_only: weights sharing one scale")

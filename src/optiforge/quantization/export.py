@@ -35,8 +35,9 @@ class FixedFakeQuantize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
-            return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis,
-                                                          self.quant_min, self.quant_max)
+            return torch.fake_quantize_per_channel_affine(
+                x, self.scale, self.zero_point, self.axis, self.quant_min, self.quant_max
+            )
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.quant_min, self.quant_max)
 
 
@@ -72,10 +73,16 @@ def onnx_export_for(
         try:
             excluded = nodes_of_modules(float_path, float_layers) if float_layers else []
             batches = job.batches if scheme == "int8_static" else None
-            return quantize_onnx(float_path, path, scheme=scheme, calibration=batches,
-                                 calibration_batches=job.config.calibration_batches,
-                                 observer=job.config.observer if job.config.observer != "mse" else "minmax",
-                                 per_channel=job.config.per_channel, nodes_to_exclude=excluded)
+            return quantize_onnx(
+                float_path,
+                path,
+                scheme=scheme,
+                calibration=batches,
+                calibration_batches=job.config.calibration_batches,
+                observer=job.config.observer if job.config.observer != "mse" else "minmax",
+                per_channel=job.config.per_channel,
+                nodes_to_exclude=excluded,
+            )
         finally:
             float_path.unlink(missing_ok=True)
 

@@ -40,13 +40,15 @@ def feeds_from_batch(batch: Any, input_names: Sequence[str]) -> dict:
     if isinstance(inputs, Mapping):
         missing = [name for name in input_names if name not in inputs]
         if missing:
-            raise ConfigError(f"quantize: calibration batches lack the model inputs {missing}; "
-                              f"they have {sorted(inputs)}")
+            raise ConfigError(
+                f"quantize: calibration batches lack the model inputs {missing}; they have {sorted(inputs)}"
+            )
         return {name: _numpy(inputs[name]) for name in input_names}
     if isinstance(inputs, torch.Tensor):
         if len(input_names) != 1:
-            raise ConfigError(f"quantize: the ONNX model takes {list(input_names)}, "
-                              "calibration batches give one tensor")
+            raise ConfigError(
+                f"quantize: the ONNX model takes {list(input_names)}, calibration batches give one tensor"
+            )
         return {input_names[0]: _numpy(inputs)}
     raise ConfigError(f"quantize: cannot feed a calibration batch of type {type(inputs).__name__} to ONNX Runtime")
 
@@ -82,8 +84,10 @@ def _calibration_method(observer: str):
         return CalibrationMethod.MinMax, {"CalibMovingAverage": observer == "moving_average"}
     if observer == "percentile":
         return CalibrationMethod.Percentile, {"CalibPercentile": PERCENTILE}
-    raise ConfigError(f"quantize.observer: '{observer}' is not offered by ONNX Runtime's calibrator; "
-                      "use minmax, moving_average or percentile with engine: onnxruntime")
+    raise ConfigError(
+        f"quantize.observer: '{observer}' is not offered by ONNX Runtime's calibrator; "
+        "use minmax, moving_average or percentile with engine: onnxruntime"
+    )
 
 
 def input_names_of(path: str | Path) -> list[str]:
@@ -129,17 +133,28 @@ def quantize_onnx(
             log.info("onnx pre-processing skipped (%s)", error)
             shutil.copyfile(source, prepared)
         output = work / "quantized.onnx"
-        common = {"per_channel": per_channel, "nodes_to_exclude": list(nodes_to_exclude),
-                  "op_types_to_quantize": list(op_types) if op_types else None}
+        common = {
+            "per_channel": per_channel,
+            "nodes_to_exclude": list(nodes_to_exclude),
+            "op_types_to_quantize": list(op_types) if op_types else None,
+        }
         if scheme == "int8_static":
             if calibration is None:
                 raise ConfigError("quantize: scheme 'int8_static' needs a calibration loader")
             method, extra = _calibration_method(observer)
             reader = calibration_reader(calibration, input_names_of(prepared), calibration_batches)
             with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
-                quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=method, extra_options=extra, **common)
+                quantize_static(
+                    str(prepared),
+                    str(output),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=method,
+                    extra_options=extra,
+                    **common,
+                )
         elif scheme == "int8_dynamic":
             quantize_dynamic(str(prepared), str(output), weight_type=QuantType.QInt8, **common)
         else:
@@ -210,9 +225,14 @@ def quantize_with_onnxruntime(
         raise ModelError(f"quantize.exclude: no ONNX node comes from the layers {float_layers}")
     stem = "-".join([config.scheme, *(["mixed"] if float_layers else [])])
     quantized = quantize_onnx(
-        float_path, folder / f"{stem}.onnx", scheme=config.scheme, calibration=batches,
-        calibration_batches=config.calibration_batches, observer=config.observer,
-        per_channel=config.per_channel, nodes_to_exclude=excluded,
+        float_path,
+        folder / f"{stem}.onnx",
+        scheme=config.scheme,
+        calibration=batches,
+        calibration_batches=config.calibration_batches,
+        observer=config.observer,
+        per_channel=config.per_channel,
+        nodes_to_exclude=excluded,
     )
     wanted = [name for name in layers if name not in float_layers]
     return OnnxModule(quantized), unquantized_layers(quantized, wanted)

@@ -35,8 +35,12 @@ def layer_sensitivity(build: Build, evaluate: Evaluate, layers: list[str], exclu
 
 
 def mixed_precision(
-    build: Build, evaluate: Evaluate, ranked: list[str], excluded: list[str],
-    max_metric_drop: float | None, min_fidelity: float | None,
+    build: Build,
+    evaluate: Evaluate,
+    ranked: list[str],
+    excluded: list[str],
+    max_metric_drop: float | None,
+    min_fidelity: float | None,
 ) -> tuple[Any, list[str], Fidelity, bool]:
     """Keep the first k of ``ranked`` float for the smallest k that meets the target.
 

@@ -145,10 +145,13 @@ class CastModel(nn.Module):
         self.dtype = dtype
 
     def forward(self, *inputs: Any, **named: Any) -> Any:
-        cast = [value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point() else value
-                for value in inputs]
-        named = {key: value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point() else value
-                 for key, value in named.items()}
+        cast = [
+            value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point() else value for value in inputs
+        ]
+        named = {
+            key: value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point() else value
+            for key, value in named.items()
+        }
         outputs = self.model(*cast, **named)
         return outputs.float() if torch.is_tensor(outputs) else outputs
 

@@ -39,9 +39,7 @@ def _torchao_config(config: QuantConfig):
     raise AssertionError(config.scheme)
 
 
-def quantize_torchao(
-    model: nn.Module, config: QuantConfig, float_layers: list[str]
-) -> tuple[nn.Module, list[str]]:
+def quantize_torchao(model: nn.Module, config: QuantConfig, float_layers: list[str]) -> tuple[nn.Module, list[str]]:
     """Quantize the Linear layers not in ``float_layers``; returns the model and the layers left float."""
     from torchao.quantization import quantize_
 

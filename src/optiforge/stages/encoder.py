@@ -29,26 +29,28 @@ def _calibration(ctx: StageContext, batches: int, batch_size: int = 32) -> list:
     if not inputs:
         raise ModelError("encoder stage: the training split has no sentences to calibrate with")
     stacked = torch.stack(inputs)
-    return [pack(*unpack(stacked[start:start + batch_size])) for start in range(0, stacked.shape[0], batch_size)]
+    return [pack(*unpack(stacked[start : start + batch_size])) for start in range(0, stacked.shape[0], batch_size)]
 
 
 def _encoder_of(model: nn.Module, stage: str) -> nn.Module:
     from optiforge.encoders.module import SentenceEncoder
 
     if not isinstance(model, SentenceEncoder):
-        raise ModelError(f"{stage}: needs a PyTorch sentence encoder (model: {{name: minilm}}), "
-                         f"got {type(model).__name__}; put this stage before any stage that leaves PyTorch")
+        raise ModelError(
+            f"{stage}: needs a PyTorch sentence encoder (model: {{name: minilm}}), "
+            f"got {type(model).__name__}; put this stage before any stage that leaves PyTorch"
+        )
     return model
 
 
-@register_stage("encoder_runtime", EncoderRuntimeConfig,
-                "sentence encoder → fused (smoothed, int8) ONNX Runtime graph")
+@register_stage("encoder_runtime", EncoderRuntimeConfig, "sentence encoder → fused (smoothed, int8) ONNX Runtime graph")
 def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
     from optiforge.encoders.optimize import optimize_encoder
 
     encoder = _encoder_of(model, "encoder_runtime")
-    fast = optimize_encoder(encoder, config, _calibration(ctx, config.calibration_batches),
-                            path=ctx.stage_dir / "encoder.onnx")
+    fast = optimize_encoder(
+        encoder, config, _calibration(ctx, config.calibration_batches), path=ctx.stage_dir / "encoder.onnx"
+    )
     return StageOutput(fast, artifact=fast.path, info={"runtime": fast.info})
 
 
@@ -62,8 +64,11 @@ class EncoderSearchConfig(Config):
     timing_rounds: int = Field(3, ge=1, description="rounds over the validation batches, interleaved")
 
 
-@register_stage("encoder_search", EncoderSearchConfig,
-                "measure runtime configurations side by side, keep the fastest faithful one, plot the trade-off")
+@register_stage(
+    "encoder_search",
+    EncoderSearchConfig,
+    "measure runtime configurations side by side, keep the fastest faithful one, plot the trade-off",
+)
 def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageContext) -> StageOutput:
     from optiforge.encoders.search import search_runtime
 

@@ -15,8 +15,12 @@ from optiforge.quantization.config import QuantConfig
 from optiforge.stages.base import StageContext, StageOutput, register_stage
 
 
-@register_stage("quantize", QuantConfig, "int8 dynamic/static, weight-only int8/int4, fp16/bf16 or QAT, "
-                                         "engine chosen by measurement, optional mixed precision")
+@register_stage(
+    "quantize",
+    QuantConfig,
+    "int8 dynamic/static, weight-only int8/int4, fp16/bf16 or QAT, "
+    "engine chosen by measurement, optional mixed precision",
+)
 def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> StageOutput:
     from optiforge.exporters.onnx import OnnxModule
     from optiforge.quantization import quantize, save_quantized
@@ -33,18 +37,22 @@ def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> 
         history.extend(result.history)
         return result.model.cpu()
 
-    quantized = quantize(model, config, calibration=calibration, validation=validation, finetune=finetune,
-                         output_dir=ctx.stage_dir)
+    quantized = quantize(
+        model, config, calibration=calibration, validation=validation, finetune=finetune, output_dir=ctx.stage_dir
+    )
     summary = quantized.optiforge_quantization
     if isinstance(quantized, OnnxModule):
         artifact = quantized.path
     else:
         artifact = save_quantized(quantized, ctx.stage_dir / f"model-{config.scheme}.pt")
     fidelity = summary.get("fidelity", {})
+
     def candidate(row: dict) -> dict:
         measured = row.get("fidelity", {})
         return {key: row.get(key) for key in ("engine", "throughput_per_s", "target_met", "error")} | {
-            "cosine": measured.get("cosine"), "metric_drop": measured.get("metric_drop")}
+            "cosine": measured.get("cosine"),
+            "metric_drop": measured.get("metric_drop"),
+        }
 
     info = {
         "scheme": config.scheme,

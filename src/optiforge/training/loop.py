@@ -171,8 +171,9 @@ def train(
                     # A pipeline schedule interleaves forward and backward over microbatches.
                     for callback in callbacks:
                         callback.before_backward(state)
-                    loss = strategy.forward_backward(forward_model, inputs, targets, task.loss,
-                                                     config.accumulation_steps)
+                    loss = strategy.forward_backward(
+                        forward_model, inputs, targets, task.loss, config.accumulation_steps
+                    )
                 else:
                     with precision.autocast():
                         outputs = forward_model(inputs)
@@ -210,8 +211,11 @@ def train(
                 bar.update(step_bar, advance=1, info=f"loss {loss_value:.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
 
             totals = strategy.reduce_sums({"loss": loss_sum, "batches": float(batches)})  # over all data shares
-            record = {"epoch": state.epoch + 1, "train_loss": totals["loss"] / max(totals["batches"], 1),
-                      "lr": optimizer.param_groups[0]["lr"]}
+            record = {
+                "epoch": state.epoch + 1,
+                "train_loss": totals["loss"] / max(totals["batches"], 1),
+                "lr": optimizer.param_groups[0]["lr"],
+            }
             if val_loader is not None:
                 metrics = task.evaluate(forward_model, val_loader, device, precision.autocast, strategy.reduce_sums)
                 record.update({f"val_{key}": value for key, value in metrics.items()})
@@ -228,13 +232,20 @@ def train(
                 else:
                     epochs_without_improvement += 1
                     if epochs_without_improvement >= config.early_stopping.patience:
-                        log.info("%s: early stop after epoch %d (best val %s %.4f)",
-                                 description, state.epoch, task.primary_metric, best_metric)
+                        log.info(
+                            "%s: early stop after epoch %d (best val %s %.4f)",
+                            description,
+                            state.epoch,
+                            task.primary_metric,
+                            best_metric,
+                        )
                         state.stop = True
             for callback in callbacks:
                 callback.on_epoch_end(state)
             save_checkpoint(finished=state.epoch >= config.epochs or state.stop)
-            shown = f"loss {record['train_loss']:.4f}" + (f" val {task.primary_metric} {metric:.4f}" if metric is not None else "")
+            shown = f"loss {record['train_loss']:.4f}" + (
+                f" val {task.primary_metric} {metric:.4f}" if metric is not None else ""
+            )
             bar.update(epoch_bar, advance=1, info=shown)
             log.debug("%s epoch %d: %s", description, state.epoch, record)
 
@@ -243,6 +254,8 @@ def train(
         trained.load_state_dict(best_weights)
     for callback in callbacks:
         callback.on_train_end(state)
-    stopped = bool(state.stop) or bool(best_metric is not None and epochs_without_improvement >= (
-        config.early_stopping.patience if config.early_stopping else math.inf))
+    stopped = bool(state.stop) or bool(
+        best_metric is not None
+        and epochs_without_improvement >= (config.early_stopping.patience if config.early_stopping else math.inf)
+    )
     return TrainResult(trained, state.history, state.epoch, stopped, time.perf_counter() - started)

@@ -96,19 +96,26 @@ def lr_find(
     if plot is not None:
         from optiforge.bench.plots import plot_series
 
-        plot_path = plot_series({"smoothed loss": (rates, losses)}, Path(plot), "learning rate", "loss",
-                                "learning-rate range test", xscale="log", marker=suggested)
+        plot_path = plot_series(
+            {"smoothed loss": (rates, losses)},
+            Path(plot),
+            "learning rate",
+            "loss",
+            "learning-rate range test",
+            xscale="log",
+            marker=suggested,
+        )
     return LRFindResult(rates, losses, suggested, plot_path)
 
 
 def _steepest_descent(rates: list[float], losses: list[float]) -> float:
     """The rate where the loss falls fastest against log(rate), before divergence."""
-    finite = [(r, l) for r, l in zip(rates, losses) if math.isfinite(l)]
+    finite = [(rate, loss) for rate, loss in zip(rates, losses, strict=True) if math.isfinite(loss)]
     if len(finite) < 3:
         return rates[0]
     end = min(range(len(finite)), key=lambda i: finite[i][1])
     window = finite[: max(end + 1, 3)]
     log_rates = torch.tensor([math.log(r) for r, _ in window])
-    values = torch.tensor([l for _, l in window])
+    values = torch.tensor([loss for _, loss in window])
     slopes = (values[2:] - values[:-2]) / (log_rates[2:] - log_rates[:-2])
     return float(window[int(torch.argmin(slopes)) + 1][0])

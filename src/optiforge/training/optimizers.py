@@ -111,8 +111,14 @@ def _muon(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
             (matrices if is_hidden_matrix else others).append(parameter)
     if not matrices:
         raise ConfigError("train.optimizer.name: 'muon' needs at least one hidden nn.Linear weight matrix")
-    muon = torch.optim.Muon(matrices, lr=config.lr, weight_decay=config.weight_decay,
-                            momentum=config.momentum or 0.95, nesterov=True, adjust_lr_fn="match_rms_adamw")
+    muon = torch.optim.Muon(
+        matrices,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum or 0.95,
+        nesterov=True,
+        adjust_lr_fn="match_rms_adamw",
+    )
     adamw = torch.optim.AdamW(others, lr=config.lr, weight_decay=config.weight_decay) if others else None
     return MuonWithAdamW(muon, adamw)
 
