@@ -207,3 +207,12 @@ def test_bf16_autocast_trains_on_cpu(digits, small_mlp):
     assert dtypes == {torch.bfloat16}
     assert result.history[-1]["val_accuracy"] > 0.8
     assert all(p.dtype == torch.float32 for p in small_mlp.parameters())  # master weights stay fp32
+
+
+def test_data_workers_load_batches_in_worker_processes():
+    data = optiforge.build_data(optiforge.DataConfig(factory="factories:worker_only_blobs", workers=2))
+    assert data.workers == 2
+    model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[8]), data)
+    data.train.strict = True  # from here on, a read in this process fails
+    result = optiforge.train(model, data, optiforge.TrainConfig(epochs=1), progress=False)
+    assert result.epochs_run == 1  # every training batch came from a worker process

@@ -48,3 +48,24 @@ def broken():
 
 def tiny_model(input_shape, num_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), num_classes))
+
+
+class WorkerOnlyDataset(Dataset):
+    """Refuses to be read in the main process: proves the loader used worker processes."""
+
+    def __init__(self, inner: Dataset) -> None:
+        self.inner = inner
+        self.strict = False  # set once the data has been inspected
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        if self.strict and torch.utils.data.get_worker_info() is None:
+            raise RuntimeError("read in the main process")
+        return self.inner[index]
+
+
+def worker_only_blobs():
+    train, test = blobs(n=256)
+    return WorkerOnlyDataset(train), test, test

@@ -38,6 +38,7 @@ class TaskData:
     task: str = "classification"
     name: str = "data"
     info: dict = field(default_factory=dict)
+    workers: int = 0  # DataLoader worker processes for training
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """A batch of real test inputs (repeated if the split is smaller)."""
@@ -153,4 +154,5 @@ def build_data(config: DataConfig) -> TaskData:
         input_shape=tuple(sample_input.shape),
         num_classes=num_classes,
         name=name,
+        workers=config.workers,
     )

@@ -95,7 +95,9 @@ def train(
 
     batch_size = len(data.train) if is_full_batch(config.optimizer) else strategy.per_process_batch(config.batch_size)
     sampler = strategy.train_sampler(data.train, config.seed)
-    train_loader = make_loader(data.train, batch_size, shuffle=True, seed=config.seed, sampler=sampler)
+    train_loader = make_loader(
+        data.train, batch_size, shuffle=True, seed=config.seed, sampler=sampler, workers=data.workers
+    )
     val_loader = make_loader(data.val, 512, sampler=strategy.eval_sampler(data.val)) if len(data.val) else None
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
 
