@@ -25,9 +25,10 @@ def command(name: str, help_text: str, arguments: Callable[[argparse.ArgumentPar
     return add
 
 
-def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+def recipe_arguments(parser: argparse.ArgumentParser, default: str = "quickstart") -> None:
+    """The RECIPE argument and ``--set`` overrides, shared by every command that reads a recipe."""
     parser.add_argument(
-        "recipe", nargs="?", default="quickstart", help="a recipe file or a built-in recipe name (default: quickstart)"
+        "recipe", nargs="?", default=default, help=f"a recipe file or a built-in recipe name (default: {default})"
     )
     parser.add_argument(
         "--set",
@@ -40,7 +41,7 @@ def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    _recipe_arguments(parser)
+    recipe_arguments(parser)
     parser.add_argument("--out", help="run folder (default: runs/<recipe name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -75,7 +76,7 @@ def recipes_command(args: argparse.Namespace) -> int:
 
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
-    _recipe_arguments(parser)
+    recipe_arguments(parser)
     parser.add_argument("--show", action="store_true", help="print the full recipe with defaults filled in")
 
 
@@ -116,7 +117,7 @@ def copy_command(args: argparse.Namespace) -> int:
 
 
 def _lr_find_arguments(parser: argparse.ArgumentParser) -> None:
-    _recipe_arguments(parser)
+    recipe_arguments(parser)
     parser.add_argument("--steps", type=int, default=100, help="mini-batches to try (default 100)")
     parser.add_argument("--start-lr", type=float, default=1e-5)
     parser.add_argument("--end-lr", type=float, default=10.0)

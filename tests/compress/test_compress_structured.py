@@ -142,17 +142,10 @@ def test_an_architecture_the_graph_cannot_handle_names_the_layer():
 
 
 def _tiny_bert():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=16,
-    )
-    torch.manual_seed(0)
-    return transformers.BertModel(config, add_pooling_layer=False).eval()
+    pytest.importorskip("transformers")
+    import factories
+
+    return factories.tiny_bert(pooling=False)
 
 
 def test_bert_heads_and_feed_forward_neurons_are_removed_hidden_width_kept():

@@ -13,13 +13,7 @@ from optiforge.training.loop import train
 FAST = TrainConfig(optimizer={"name": "adamw", "lr": 0.01}, batch_size=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small train fastest on one thread; the caller's setting is given back."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ShiftedClasses(nn.Module):

@@ -10,13 +10,7 @@ import optiforge
 QUICK_MEASURE = ["measure.latency_repeats=3", "measure.throughput_repeats=1", "measure.warmup=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small train fastest on one thread; the caller's setting is given back."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_distill_recipe_reports_teacher_and_student_side_by_side(tmp_path):

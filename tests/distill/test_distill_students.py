@@ -8,14 +8,7 @@ import optiforge
 from optiforge import ConfigError, ModelConfig, ModelError
 from optiforge.distillation import students
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small train fastest on one thread; the caller's setting is given back."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(model):
@@ -70,19 +63,10 @@ def test_shrink_refuses_what_it_cannot_rebuild():
 
 
 def _tiny_bert():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    return transformers.BertModel(config).eval()
+    pytest.importorskip("transformers")
+    import factories
+
+    return factories.tiny_bert(layers=4, hidden=16, heads=2, intermediate=32, vocab=50, dropout=0.0)
 
 
 class MeanPooledEncoder(nn.Module):

@@ -46,6 +46,24 @@ def broken():
     raise ValueError("the data server is down")
 
 
+def tiny_bert(layers=2, hidden=32, heads=4, intermediate=64, vocab=100, dropout=0.1, pooling=True):
+    """A randomly initialised BERT small enough for unit tests (needs transformers)."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=16,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    torch.manual_seed(0)
+    return transformers.BertModel(config, add_pooling_layer=pooling).eval()
+
+
 def tiny_model(input_shape, num_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), num_classes))
 

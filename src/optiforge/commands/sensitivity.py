@@ -5,19 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from optiforge.cli import command
+from optiforge.cli import command, recipe_arguments
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", nargs="?", default="compress", help="a recipe file or built-in recipe name")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a recipe field (repeatable)",
-    )
+    recipe_arguments(parser, default="compress")
     parser.add_argument("--ratios", default=None, help="comma-separated ratios to try, e.g. 0.25,0.5,0.75,0.9")
     parser.add_argument(
         "--target",
