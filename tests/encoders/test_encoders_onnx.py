@@ -21,6 +21,13 @@ def float_onnx(encoder, packed, tmp_path_factory):
     return export_sentence_encoder(encoder, tmp_path_factory.mktemp("onnx") / "minilm.onnx", packed)
 
 
+@pytest.fixture(scope="module")
+def unpadded_onnx(encoder, packed, tmp_path_factory):
+    from optiforge.encoders.unpadded import remove_padding
+
+    return export_sentence_encoder(remove_padding(encoder), tmp_path_factory.mktemp("onnx") / "unpadded.onnx", packed)
+
+
 def test_exported_graph_has_the_public_interface(float_onnx):
     import onnx
 
@@ -33,10 +40,12 @@ def test_exported_graph_has_the_public_interface(float_onnx):
         assert dims == ["batch", "sequence"]
 
 
-def test_export_runs_in_plain_onnxruntime_without_optiforge(float_onnx, encoder, tokenizer):
+@pytest.mark.parametrize("graph", ["float_onnx", "unpadded_onnx"])
+def test_export_runs_in_plain_onnxruntime_without_optiforge(graph, request, encoder, tokenizer):
     # other batch size and sequence length than the traced example: the axes are really dynamic
     from optiforge.encoders.text import tokenize
 
+    float_onnx = request.getfixturevalue(graph)
     texts = [
         "Integers have unlimited precision.",
         "A class is a user-defined type.",

@@ -25,6 +25,7 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
     candidates = [
         {
             "quantize": "int8_dynamic",
+            "remove_padding": True,
             "smoothing_alpha": 0.8,
             "calibration_batches": 2,
             "float_layers": ["encoder.layer.*.output.dense"],

@@ -1,4 +1,4 @@
-"""The ONNX Runtime path for sentence encoders: export → fuse → smooth → int8.
+"""The ONNX Runtime path for sentence encoders: smooth → remove padding → export → fuse → int8.
 
 :func:`optimize_encoder` is the verb: it takes a :class:`SentenceEncoder`
 and returns an :class:`OnnxSentenceEncoder` whose file is a finished ONNX
@@ -13,6 +13,8 @@ sentence encoder. Each step is a field of :class:`EncoderRuntimeConfig`:
 * ``float_layers``: module-name patterns kept in float32 (``*`` is one name
   segment), e.g. ``encoder.layer.*.output.dense`` for the feed-forward
   output projections, the usual most sensitive matrices;
+* ``remove_padding``: compute on real tokens only (:mod:`.unpadded`), exact;
+  query/key/value become one ``qkv`` matrix per layer;
 * ``smoothing_layers``: which layers to smooth (default all). Smoothing the
   query/key/value inputs puts a ``Mul`` inside the attention pattern, which
   then no longer fuses; smoothing only the feed-forward layers keeps the fusion.
@@ -41,6 +43,7 @@ log = logging.getLogger("optiforge")
 class EncoderRuntimeConfig(Config):
     """How a sentence encoder is turned into a fast ONNX Runtime graph."""
 
+    remove_padding: bool = Field(False, description="compute on real tokens only (BERT-like encoders; exact)")
     fuse: bool = Field(True, description="ONNX Runtime transformer fusions (Attention, SkipLayerNorm, ...)")
     quantize: Literal["none", "int8_dynamic", "int8_static"] = "int8_dynamic"
     per_channel: bool = True
@@ -123,6 +126,8 @@ def quantize_graph(
     # fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference;
     # their outputs are float32, which is what this tells the quantizer
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    # the quantizer first splits a Gemm (a Linear on 2-D tokens) into MatMul + Add named '<gemm>_MatMul'
+    excluded = [*excluded, *(name + "_MatMul" for name in excluded)]
     common = {"per_channel": config.per_channel, "nodes_to_exclude": excluded, "extra_options": extra}
     root = logging.getLogger()
     level = root.level
@@ -187,6 +192,10 @@ def optimize_encoder(
             model = smooth_linears(
                 encoder, calibration, alpha=config.smoothing_alpha, select=lambda name, module: _smoothed(name, config)
             )
+        if config.remove_padding:
+            from optiforge.encoders.unpadded import remove_padding
+
+            model = remove_padding(model)
         current = export_sentence_encoder(model, work / "float.onnx", calibration[0] if calibration else None)
         if config.fuse:
             transformer_config = getattr(getattr(encoder, "transformer", None), "config", None)
