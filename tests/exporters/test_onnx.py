@@ -52,6 +52,8 @@ def test_onnx_module_is_measured_like_any_module(trained, digits, tmp_path):
     assert figures.value == pytest.approx(expected.value)
     assert figures.size_bytes == runtime.path.stat().st_size
     assert figures.throughput_per_s > 0
+    assert expected.peak_memory_bytes > 0
+    assert figures.peak_memory_bytes is None  # ONNX Runtime's memory is not PyTorch's to count
 
 
 def test_int8_model_from_pytorch_exports_an_int8_graph_that_agrees(trained, digits, tmp_path):

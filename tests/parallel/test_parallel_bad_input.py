@@ -5,6 +5,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 from optiforge.cli import main
 from optiforge.config import ParallelConfig
@@ -83,6 +84,27 @@ def test_recipe_that_does_not_fit_the_processes_is_refused_before_launch(capsys,
     assert status == 2
     assert error.startswith("optiforge: error:") and message in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_more_processes_than_gpus_is_refused_before_launch(capsys, monkeypatch):
+    # NCCL gives every process a GPU of its own; on one GPU a second process would fail at its first CUDA call
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    status, error = _run(capsys, "ddp", "--nproc", "2")
+    assert status == 2
+    assert "each process takes a GPU of its own, and this one has 1; use --nproc 1 or fewer" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_a_cpu_recipe_needs_no_gpu_per_process():
+    from optiforge.parallel.launch import check_gpus
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: True)
+        patch.setattr(torch.cuda, "device_count", lambda: 1)
+        check_gpus(2, "cpu")  # its workers run with the GPUs hidden, over Gloo
+        with pytest.raises(ConfigError, match="a GPU of its own"):
+            check_gpus(2, "auto")
 
 
 def test_taken_port_is_refused_before_launch(capsys):

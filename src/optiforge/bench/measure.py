@@ -120,9 +120,14 @@ def measure(
             "p95": _p95(latency) * 1000,
         },
         throughput_per_s=config.throughput_batch / statistics.median(batch_times),
-        peak_memory_bytes=peak_forward_bytes(lambda: model(batch), device),
+        peak_memory_bytes=None if _memory_outside_torch(model) else peak_forward_bytes(lambda: model(batch), device),
         metrics=metrics,
     )
+
+
+def _memory_outside_torch(model: object) -> bool:
+    """Models run by another runtime (ONNX Runtime) say so: their working memory is not PyTorch's to count."""
+    return bool(getattr(model, "memory_outside_torch", False))
 
 
 def _evaluate_callable(model: Callable, data: TaskData, task: Task) -> dict[str, float]:

@@ -95,59 +95,30 @@ def fuse_transformer(source: Path, destination: Path, num_heads: int, hidden_siz
     return {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
 
 
-def _reader(batches: list[torch.Tensor]):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    from optiforge.encoders.module import unpack
-
-    class PackedReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = [
-                dict(zip(("input_ids", "attention_mask"), (t.numpy() for t in unpack(b)), strict=True)) for b in batches
-            ]
-            self.rewind()
-
-        def get_next(self) -> dict | None:
-            return next(self._iterator, None)
-
-        def rewind(self) -> None:
-            self._iterator = iter(self.feeds)
-
-    return PackedReader()
-
-
 def quantize_graph(
     source: Path, destination: Path, config: EncoderRuntimeConfig, calibration: list[torch.Tensor], excluded: list[str]
 ) -> None:
     """Dynamic or static int8 with ONNX Runtime's quantizer (fused contrib ops included)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    # fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference;
-    # their outputs are float32, which is what this tells the quantizer
-    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-    # the quantizer first splits a Gemm (a Linear on 2-D tokens) into MatMul + Add named '<gemm>_MatMul'
-    excluded = [*excluded, *(name + "_MatMul" for name in excluded)]
-    common = {"per_channel": config.per_channel, "nodes_to_exclude": excluded, "extra_options": extra}
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer warns on the root logger that fused graphs skip pre-processing
-    try:
-        if config.quantize == "int8_dynamic":
-            quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8, **common)
-        else:
-            quantize_static(
-                str(source),
-                str(destination),
-                _reader(calibration),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                **common,
-            )
-    finally:
-        root.setLevel(level)
+    from optiforge.encoders.module import unpack
+    from optiforge.encoders.onnx_export import INPUT_NAMES
+    from optiforge.quantization.onnx_runtime import quantize_onnx
+
+    quantize_onnx(
+        source,
+        destination,
+        scheme=config.quantize,
+        calibration=[dict(zip(INPUT_NAMES, unpack(batch), strict=True)) for batch in calibration],
+        calibration_batches=None,
+        per_channel=config.per_channel,
+        nodes_to_exclude=excluded,
+        # the graph is already fused: pre-processing would rename the nodes kept in float
+        preprocess=False,
+        # fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference;
+        # their outputs are float32, which is what this tells the quantizer
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def optimize_encoder(

@@ -33,6 +33,8 @@ class OnnxSentenceEncoder(nn.Module):
     ``(batch, hidden)`` embeddings as a float tensor.
     """
 
+    memory_outside_torch = True  # ONNX Runtime allocates its own; peak_memory_bytes is not measured
+
     def __init__(
         self, path: str | Path, threads: int | None = None, info: dict | None = None, spinning: bool = False
     ) -> None:

@@ -45,6 +45,25 @@ def _as_inputs(example: Any) -> tuple[tuple, list[str]]:
     )
 
 
+def _on_model_device(model: nn.Module, example: Any) -> Any:
+    """``example``'s tensors moved to ``model``'s device.
+
+    A model trained on a GPU stays there, while examples (``data.example_input``)
+    are built on the CPU; tracing needs both on one device.
+    """
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        return example
+    device = parameter.device
+    if isinstance(example, torch.Tensor):
+        return example.to(device)
+    if isinstance(example, Mapping):
+        return {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in example.items()}
+    if isinstance(example, Sequence):
+        return tuple(value.to(device) if isinstance(value, torch.Tensor) else value for value in example)
+    return example
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -61,7 +80,7 @@ def export_onnx(
     (the mapping's keys become the graph's input names).
     """
     path = Path(path)
-    args, default_names = _as_inputs(example_input)
+    args, default_names = _as_inputs(_on_model_device(model, example_input))
     input_names = input_names or default_names
     output_names = output_names or ["output"]
     if dynamic_axes is None and dynamic_batch:
@@ -136,6 +155,8 @@ class OnnxModule(nn.Module):
     torch.Size([3, 2])
     """
 
+    memory_outside_torch = True  # ONNX Runtime allocates its own; peak_memory_bytes is not measured
+
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
         self.path = Path(path)
@@ -182,13 +203,14 @@ def _numpy(value: Any):
 
 def max_difference(model: nn.Module, runtime: nn.Module, example_input: Any) -> float:
     """Largest absolute difference between PyTorch's and ONNX Runtime's outputs."""
+    on_device = _on_model_device(model, example_input)
     with torch.no_grad():
-        if isinstance(example_input, Mapping):
-            expected = model(**example_input)
+        if isinstance(on_device, Mapping):
+            expected = model(**on_device)
         else:
-            expected = model(*_as_inputs(example_input)[0])
+            expected = model(*_as_inputs(on_device)[0])
     actual = runtime(*_as_inputs(example_input)[0])
-    return float((torch.as_tensor(actual).float() - expected.float()).abs().max())
+    return float((torch.as_tensor(actual).float() - expected.float().cpu()).abs().max())
 
 
 @register_exporter("onnx", ".onnx")

@@ -1,7 +1,7 @@
 """Strategy lookup by the recipe's ``parallel.strategy``, and ``optiforge run --nproc N``.
 
 ``--nproc N`` checks that the recipe fits N processes (mesh size, pipeline
-split, tensor plan, batch split, port), then hands over to PyTorch's elastic
+split, tensor plan, batch split, port, a GPU per process), then hands over to PyTorch's elastic
 launcher (``torch.distributed.run``), which starts the workers, restarts them
 up to ``parallel.max_restarts`` times when one dies, and stops them all when
 the run ends or fails. Restarted workers resume from the last checkpoint.
@@ -144,6 +144,25 @@ def check_fits(recipe, world_size: int) -> None:  # noqa: ANN001 - a Recipe (imp
         )
 
 
+def check_gpus(world_size: int, device: str = "auto") -> None:
+    """Raise a :class:`ConfigError` when ``world_size`` processes would share a GPU.
+
+    Each worker takes ``cuda:LOCAL_RANK``, and NCCL refuses two processes on
+    one GPU ("Duplicate GPU detected", NCCL 2.28). A recipe on ``device: cpu``
+    runs its workers with the GPUs hidden (Gloo), so it needs none.
+    """
+    import torch
+
+    from optiforge.parallel.process_group import backend_for_device
+
+    gpus = torch.cuda.device_count()
+    if device != "cpu" and backend_for_device() == "nccl" and world_size > gpus:
+        raise ConfigError(
+            f"--nproc {world_size}: on a CUDA machine each process takes a GPU of its own, and this one has {gpus}; "
+            f"use --nproc {gpus} or fewer, or --set hardware.device=cpu to run the processes on the CPU over Gloo"
+        )
+
+
 def launcher_arguments(args: argparse.Namespace, port: int, max_restarts: int) -> list[str]:
     """The ``torch.distributed.run`` command line that runs ``optiforge run`` in every worker."""
     worker = ["-m", "optiforge.cli"] + (["-v"] if getattr(args, "verbose", False) else []) + ["run", args.recipe]
@@ -186,6 +205,10 @@ def launch(args: argparse.Namespace, recipe) -> int:  # noqa: ANN001 - the Recip
             f"parallel.port: port {port} is already in use on this machine; choose another or "
             "leave it unset to take a free one"
         )
+    check_gpus(args.nproc, recipe.hardware.device)
+    if recipe.hardware.device == "cpu":
+        # workers choose NCCL and a GPU each whenever CUDA is visible; a CPU recipe hides the GPUs from them
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     port = port or free_port()
     # One thread per worker unless told otherwise: N workers must not oversubscribe the cores.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))

@@ -98,6 +98,18 @@ def input_names_of(path: str | Path) -> list[str]:
     return [item.name for item in graph.input if item.name not in initializers]
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """The quantizer warns on the root logger (e.g. that pre-processing was skipped); keep errors only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_onnx(
     source: str | Path,
     destination: str | Path,
@@ -109,11 +121,16 @@ def quantize_onnx(
     per_channel: bool = True,
     nodes_to_exclude: Sequence[str] = (),
     op_types: Sequence[str] | None = None,
+    preprocess: bool = True,
+    extra_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Quantize an ONNX file with ONNX Runtime and write ``destination``.
 
     ``calibration`` is any iterable of batches (tensor, ``(inputs, targets)``
     or mapping name → tensor); it is needed for ``int8_static``.
+    ``preprocess``: ONNX Runtime's shape inference and graph clean-up first;
+    off for graphs already optimised with contrib ops (the clean-up may rename
+    the nodes ``nodes_to_exclude`` names). ``extra_options`` go to the quantizer.
     """
     try:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -126,6 +143,8 @@ def quantize_onnx(
     try:
         prepared = work / "prepared.onnx"
         try:  # shape inference + graph clean-up, as ONNX Runtime recommends before quantizing
+            if not preprocess:
+                raise ValueError("not asked for")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
@@ -133,17 +152,20 @@ def quantize_onnx(
             log.info("onnx pre-processing skipped (%s)", error)
             shutil.copyfile(source, prepared)
         output = work / "quantized.onnx"
+        # dynamic int8 first splits a Gemm into MatMul + Add and names the MatMul '<gemm>_MatMul'
+        excluded = [*nodes_to_exclude, *(name + "_MatMul" for name in nodes_to_exclude)]
         common = {
             "per_channel": per_channel,
-            "nodes_to_exclude": list(nodes_to_exclude),
+            "nodes_to_exclude": excluded,
             "op_types_to_quantize": list(op_types) if op_types else None,
         }
+        extra_options = dict(extra_options or {})
         if scheme == "int8_static":
             if calibration is None:
                 raise ConfigError("quantize: scheme 'int8_static' needs a calibration loader")
             method, extra = _calibration_method(observer)
             reader = calibration_reader(calibration, input_names_of(prepared), calibration_batches)
-            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+            with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # calibrators print progress
                 quantize_static(
                     str(prepared),
                     str(output),
@@ -152,11 +174,14 @@ def quantize_onnx(
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=method,
-                    extra_options=extra,
+                    extra_options={**extra, **extra_options},
                     **common,
                 )
         elif scheme == "int8_dynamic":
-            quantize_dynamic(str(prepared), str(output), weight_type=QuantType.QInt8, **common)
+            with _quiet_root_logger():
+                quantize_dynamic(
+                    str(prepared), str(output), weight_type=QuantType.QInt8, extra_options=extra_options, **common
+                )
         else:
             raise ConfigError(f"quantize: ONNX Runtime's quantizer runs int8_static and int8_dynamic, not '{scheme}'")
         shutil.move(str(output), destination)
