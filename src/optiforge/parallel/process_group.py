@@ -9,6 +9,7 @@ recipe works with and without the launcher.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import socket
@@ -66,6 +67,10 @@ def init_process_group() -> tuple[int, int]:
 
 def _destroy() -> None:
     if dist.is_initialized():
+        # Wrapped models (DDP's reducer, FSDP, DTensor) still hold work on the group; freed during interpreter
+        # shutdown, after the group, they abort the process now and then ("terminate called without an
+        # active exception", torch 2.13 with Gloo). Free them first.
+        gc.collect()
         try:
             dist.destroy_process_group()
         except Exception:  # a peer may already be gone at exit; nothing left to release
