@@ -82,14 +82,6 @@ def file_size(model: nn.Module, folder: Path, name: str) -> int:
 ONNX_PEER = "ONNX Runtime dynamic int8 (per-channel)"
 
 
-def length_sorted(dataset, batch_size: int = 32) -> list[torch.Tensor]:
-    """The same sentences batched after sorting by length, as sentence-transformers' encode() does."""
-    inputs = torch.stack([dataset[index][0] for index in range(len(dataset))])  # (N, 2, longest)
-    inputs = inputs[torch.argsort(inputs[:, 1].sum(dim=1), descending=True, stable=True)]
-    # unpack trims each batch to its own longest sentence
-    return [pack(*unpack(inputs[start : start + batch_size])) for start in range(0, len(inputs), batch_size)]
-
-
 def padding_share(batches: list[torch.Tensor]) -> float:
     masks = [unpack(batch)[1] for batch in batches]
     return 1.0 - sum(int(mask.sum()) for mask in masks) / sum(mask.numel() for mask in masks)
@@ -202,7 +194,7 @@ def main() -> None:
         )
     # sentence-transformers' encode() sorts sentences by length before batching, which removes most
     # padding on its own; the same engines on such batches show what remove_padding adds there
-    sorted_batches = length_sorted(data.test)
+    sorted_batches, _ = batches_from(data.test, 32, length_sorted=True)
     compared = {name: models[name] for name in ("float32 PyTorch", ONNX_PEER, "optiforge minilm")}
     sorted_seconds = timed_rounds(compared, sorted_batches, arguments.rounds)
     print(

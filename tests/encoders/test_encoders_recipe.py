@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 import optiforge
@@ -72,3 +73,23 @@ def test_encoder_stages_refuse_a_model_that_is_not_an_encoder(digits, tmp_path):
         STAGES.get("encoder_runtime").apply(
             optiforge.build_model(optiforge.ModelConfig(name="mlp"), digits), EncoderRuntimeConfig(), ctx
         )
+
+
+def test_length_sorted_batches_keep_each_sentence_with_its_reference():
+    from torch.utils.data import TensorDataset
+
+    from optiforge.encoders import pack, unpack
+    from optiforge.encoders.search import batches_from
+
+    lengths = torch.tensor([3, 7, 1, 5, 2, 6, 4])
+    mask = (torch.arange(8)[None, :] < lengths[:, None]).long()
+    ids = mask * (1 + torch.arange(7)[:, None])  # each sentence's ids name it
+    references = torch.arange(7, dtype=torch.float32)[:, None].expand(7, 4)
+    dataset = TensorDataset(pack(ids, mask), references)
+    in_order, targets = batches_from(dataset, 3)
+    assert torch.equal(targets, references)
+    assert [int(unpack(batch)[1].shape[1]) for batch in in_order] == [7, 6, 4]  # each trimmed to its longest
+    batches, targets = batches_from(dataset, 3, length_sorted=True)
+    assert [int(unpack(batch)[1].shape[1]) for batch in batches] == [7, 4, 1]
+    names = torch.cat([unpack(batch)[0][:, 0] for batch in batches])
+    assert torch.equal(names - 1, targets[:, 0].long())  # references follow their sentences

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 SOURCE = Path(__file__).parents[2] / "src" / "optiforge"
-CORE = {"errors", "registry", "config"}
+CORE = {"errors", "registry", "config", "imports"}
 TOP = {"stages", "runner", "cli", "commands", "recipe"}
 VERBS = {"compress", "quantization", "distillation"}
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optiforge.errors import DependencyError, ModelError
+from optiforge.imports import quiet_optional_imports
 
 log = logging.getLogger("optiforge")
 
@@ -116,7 +117,8 @@ def load_transformer(folder: str | Path | None = None):
     folder = check_folder(folder)
     transformers = _transformers()
     try:
-        model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+        with quiet_optional_imports():  # the first load imports transformers' quantizers, torchao among them
+            model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:
         raise ModelError(f"model.path: cannot load the model from '{folder}': {error}") from None
     return model.eval()

@@ -62,7 +62,7 @@ class SentenceEncoder(nn.Module):
     ...         return type("Out", (), {"last_hidden_state": self.embed(input_ids)})()
     >>> encoder = SentenceEncoder(Tiny(), max_length=8)
     >>> ids, mask = torch.tensor([[1, 2, 0]]), torch.tensor([[1, 1, 0]])
-    >>> round(float(encoder(pack(ids, mask)).norm()), 4)
+    >>> round(float(encoder(pack(ids, mask)).detach().norm()), 4)
     1.0
     """
 

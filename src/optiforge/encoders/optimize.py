@@ -40,6 +40,13 @@ from optiforge.errors import ConfigError, DependencyError, ModelError
 log = logging.getLogger("optiforge")
 
 
+class SessionConfig(Config):
+    """How ONNX Runtime runs the finished graph (not part of the graph itself)."""
+
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (default: PyTorch's)")
+    spinning: bool = Field(False, description="let ONNX Runtime threads busy-wait (helps on an idle machine only)")
+
+
 class EncoderRuntimeConfig(Config):
     """How a sentence encoder is turned into a fast ONNX Runtime graph."""
 
@@ -51,8 +58,7 @@ class EncoderRuntimeConfig(Config):
     smoothing_alpha: float | None = Field(None, ge=0.0, le=1.0, description="SmoothQuant strength; none = off")
     smoothing_layers: list[str] = Field(default_factory=list, description="module-name patterns to smooth (all)")
     calibration_batches: int = Field(8, ge=1, description="training batches for smoothing/static ranges")
-    threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (default: PyTorch's)")
-    spinning: bool = Field(False, description="let ONNX Runtime threads busy-wait (helps on an idle machine only)")
+    session: SessionConfig = Field(default_factory=SessionConfig, description="how the result's session runs")
 
 
 def _pattern(layer: str) -> re.Pattern:
@@ -188,7 +194,7 @@ def optimize_encoder(
         path.with_name(path.name + ".partial").replace(path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return OnnxSentenceEncoder(path, config.threads, info=info, spinning=config.spinning)
+    return OnnxSentenceEncoder(path, config.session.threads, info=info, spinning=config.session.spinning)
 
 
 def _matches(name: str, layers: Sequence[str]) -> bool:

@@ -45,10 +45,19 @@ class SearchResult:
         return {"chosen": self.chosen, "candidates": [vars(candidate) for candidate in self.candidates]}
 
 
-def batches_from(dataset: Dataset, batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Packed batches (each trimmed to its longest sentence) and the reference embeddings."""
-    inputs = torch.stack([dataset[index][0] for index in range(len(dataset))])
+def batches_from(
+    dataset: Dataset, batch_size: int, length_sorted: bool = False
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Packed batches (each trimmed to its longest sentence) and the reference embeddings, in batch order.
+
+    ``length_sorted`` batches the sentences longest first, as sentence-transformers'
+    ``encode()`` does, so that each batch holds little padding.
+    """
+    inputs = torch.stack([dataset[index][0] for index in range(len(dataset))])  # (N, 2, longest)
     targets = torch.stack([dataset[index][1] for index in range(len(dataset))])
+    if length_sorted:
+        order = torch.argsort(inputs[:, 1].sum(dim=1), descending=True, stable=True)
+        inputs, targets = inputs[order], targets[order]
     batches = [pack(*unpack(inputs[start : start + batch_size])) for start in range(0, len(inputs), batch_size)]
     return batches, targets
 
@@ -79,7 +88,7 @@ def search_runtime(
     if len(validation) < 2:
         raise ConfigError("encoder_search: the validation split needs at least 2 sentences (data.val_size)")
     folder.mkdir(parents=True, exist_ok=True)
-    batches, reference = batches_from(validation, config.batch_size)
+    batches, reference = batches_from(validation, config.batch_size, config.length_sorted)
     encoder.eval()
     candidates: list[Candidate] = []
     paths: list[Path] = []
@@ -129,8 +138,8 @@ def search_runtime(
     plot_search(candidates, chosen, folder / "search_tradeoff.png", config.min_cosine)
     from optiforge.encoders.runtime import OnnxSentenceEncoder
 
-    settings = config.candidates[chosen]
-    model = OnnxSentenceEncoder(final, settings.threads, info={"search_choice": chosen}, spinning=settings.spinning)
+    session = config.candidates[chosen].session
+    model = OnnxSentenceEncoder(final, session.threads, info={"search_choice": chosen}, spinning=session.spinning)
     return SearchResult(model, chosen, candidates)
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from optiforge.errors import DependencyError
+from optiforge.imports import quiet_optional_imports
 from optiforge.quantization.config import QuantConfig
 from optiforge.quantization.torch_engine import quantizable_layers
 
@@ -24,7 +25,7 @@ log = logging.getLogger("optiforge")
 
 def _torchao_config(config: QuantConfig):
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_optional_imports():
             warnings.simplefilter("ignore")
             import torchao.quantization as ao
             from torchao.quantization.granularity import PerGroup, PerRow, PerTensor

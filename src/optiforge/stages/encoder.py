@@ -62,6 +62,9 @@ class EncoderSearchConfig(Config):
     min_neighbours_kept: float = Field(0.95, ge=0.0, le=1.0)
     batch_size: int = Field(32, ge=1, description="batch size the speed is measured at")
     timing_rounds: int = Field(3, ge=1, description="rounds over the validation batches, interleaved")
+    length_sorted: bool = Field(
+        False, description="judge on batches of length-sorted sentences (as sentence-transformers' encode() makes)"
+    )
 
 
 @register_stage(
