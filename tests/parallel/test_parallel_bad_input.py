@@ -166,3 +166,16 @@ def test_pipeline_refuses_a_technique_that_adds_a_loss_term(digits, small_mlp):
             callbacks=[ExtraLoss()],
             progress=False,
         )
+
+
+def test_a_worker_without_a_gpu_of_its_own_is_a_clear_error(monkeypatch):
+    from optiforge.parallel import process_group
+
+    # torchrun started directly with more processes than GPUs: the second worker would get CUDA's
+    # "invalid device ordinal" at its first call
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(process_group.dist, "is_initialized", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="local rank 1 has no GPU of its own: this machine has 1"):
+        process_group.init_process_group()

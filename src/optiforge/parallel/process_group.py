@@ -18,6 +18,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from optiforge.errors import ConfigError
+
 log = logging.getLogger("optiforge")
 
 # Long enough for a slow first step on a busy machine, short enough that a lost peer ends the run.
@@ -48,7 +50,14 @@ def init_process_group() -> tuple[int, int]:
     if not dist.is_initialized():
         backend = backend_for_device()
         if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= gpus:  # else CUDA's "invalid device ordinal" on the first call, in every worker
+                raise ConfigError(
+                    f"local rank {local_rank} has no GPU of its own: this machine has {gpus}, and NCCL gives "
+                    "each process one; start at most that many processes per machine, or hide the GPUs "
+                    "(CUDA_VISIBLE_DEVICES=) to run on the CPU over Gloo"
+                )
+            torch.cuda.set_device(local_rank)
         if launched():
             # The elastic agent keeps one store for all restarts, and a restarted worker would read the
             # dead workers' addresses from it (torch 2.13): each attempt gets keys of its own.
