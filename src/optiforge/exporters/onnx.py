@@ -135,10 +135,15 @@ def session_options(threads: int | None = None, spinning: bool = True):
     return options
 
 
-def _session(path: Path, threads: int | None):
+def open_session(path: str | Path, threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime CPU session over ``path``; a file it cannot load is a :class:`ModelError`."""
     import onnxruntime
 
-    return onnxruntime.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    options = session_options(threads, spinning)
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ModelError(f"onnx: ONNX Runtime cannot load '{path}': {str(error).splitlines()[0]}") from None
 
 
 class OnnxModule(nn.Module):
@@ -157,11 +162,12 @@ class OnnxModule(nn.Module):
 
     memory_outside_torch = True  # ONNX Runtime allocates its own; peak_memory_bytes is not measured
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
         self.threads = threads
-        self._runtime = _session(self.path, threads)
+        self.spinning = spinning
+        self._runtime = open_session(self.path, threads, spinning)
         self.input_names = [item.name for item in self._runtime.get_inputs()]
         self.output_names = [item.name for item in self._runtime.get_outputs()]
 
@@ -172,7 +178,7 @@ class OnnxModule(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._runtime = _session(self.path, self.threads)
+        self._runtime = open_session(self.path, self.threads, self.spinning)
 
     def feeds(self, *inputs: Any) -> dict:
         if len(inputs) == 1 and isinstance(inputs[0], Mapping):
