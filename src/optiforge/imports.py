@@ -14,7 +14,20 @@ NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
 @contextmanager
-def quiet_optional_imports() -> Iterator[None]:
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Keep only errors from the loggers ``names`` (``""`` is the root logger) while the block runs."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def quiet_optional_imports():
     """Keep only errors from :data:`NOISY_LOGGERS` while the block runs.
 
     >>> import logging
@@ -24,12 +37,4 @@ def quiet_optional_imports() -> Iterator[None]:
     >>> logging.getLogger("torchao").isEnabledFor(logging.WARNING)
     True
     """
-    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    return quiet_loggers(*NOISY_LOGGERS)

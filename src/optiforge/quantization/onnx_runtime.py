@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from optiforge.errors import ConfigError, DependencyError, ModelError
+from optiforge.imports import quiet_loggers
 from optiforge.quantization.calibration import PERCENTILE, model_inputs
 
 log = logging.getLogger("optiforge")
@@ -98,18 +99,6 @@ def input_names_of(path: str | Path) -> list[str]:
     return [item.name for item in graph.input if item.name not in initializers]
 
 
-@contextlib.contextmanager
-def _quiet_root_logger():
-    """The quantizer warns on the root logger (e.g. that pre-processing was skipped); keep errors only."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def quantize_onnx(
     source: str | Path,
     destination: str | Path,
@@ -141,16 +130,15 @@ def quantize_onnx(
     destination.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="optiforge-ort-"))
     try:
-        prepared = work / "prepared.onnx"
-        try:  # shape inference + graph clean-up, as ONNX Runtime recommends before quantizing
-            if not preprocess:
-                raise ValueError("not asked for")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-        except Exception as error:  # some graphs defeat symbolic shape inference; quantize them as they are
-            log.info("onnx pre-processing skipped (%s)", error)
-            shutil.copyfile(source, prepared)
+        prepared = work / "prepared.onnx" if preprocess else source
+        if preprocess:
+            try:  # shape inference + graph clean-up, as ONNX Runtime recommends before quantizing
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            except Exception as error:  # some graphs defeat symbolic shape inference; quantize them as they are
+                log.info("onnx pre-processing skipped (%s)", error)
+                shutil.copyfile(source, prepared)
         output = work / "quantized.onnx"
         # dynamic int8 first splits a Gemm into MatMul + Add and names the MatMul '<gemm>_MatMul'
         excluded = [*nodes_to_exclude, *(name + "_MatMul" for name in nodes_to_exclude)]
@@ -165,7 +153,8 @@ def quantize_onnx(
                 raise ConfigError("quantize: scheme 'int8_static' needs a calibration loader")
             method, extra = _calibration_method(observer)
             reader = calibration_reader(calibration, input_names_of(prepared), calibration_batches)
-            with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # calibrators print progress
+            # the calibrators print progress, and the quantizer warns on the root logger
+            with contextlib.redirect_stdout(io.StringIO()), quiet_loggers(""):
                 quantize_static(
                     str(prepared),
                     str(output),
@@ -178,7 +167,7 @@ def quantize_onnx(
                     **common,
                 )
         elif scheme == "int8_dynamic":
-            with _quiet_root_logger():
+            with quiet_loggers(""):
                 quantize_dynamic(
                     str(prepared), str(output), weight_type=QuantType.QInt8, extra_options=extra_options, **common
                 )
