@@ -38,8 +38,8 @@ from torch.utils.data import TensorDataset
 import optiforge
 from optiforge.hardware import Precision, compile_model
 from optiforge.models.builtin import cnn1d, mlp
+from optiforge.tasks import task_for
 from optiforge.training.optimizers import build_optimizer
-from optiforge.training.tasks import task_for
 
 CONFIGS = {
     "fp32": optiforge.HardwareConfig(device="cuda", precision="fp32"),

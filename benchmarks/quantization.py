@@ -28,8 +28,8 @@ import optiforge
 from optiforge.bench.measure import _timed
 from optiforge.data.loaders import make_loader
 from optiforge.exporters.onnx import OnnxModule, export_onnx
+from optiforge.files import atomic_save
 from optiforge.quantization import QuantConfig, quantize, save_quantized
-from optiforge.training.checkpoint import atomic_save
 
 CNN_RUNS = [
     ("int8_dynamic", "torch"),

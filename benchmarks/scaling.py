@@ -53,7 +53,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch.nn.functional as F
 
     import optiforge
-    from optiforge.parallel.launch import strategy_for
+    from optiforge.parallel.strategies import strategy_for
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

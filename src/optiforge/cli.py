@@ -53,7 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
     from optiforge.runner import run_recipe
 
     if args.nproc > 1:
-        from optiforge.parallel.launch import launch
+        from optiforge.launch import launch
         from optiforge.recipe import load_recipe
 
         return launch(args, load_recipe(args.recipe, args.overrides))
@@ -104,8 +104,8 @@ def _copy_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("copy", "copy a built-in recipe to a file to edit", _copy_arguments)
 def copy_command(args: argparse.Namespace) -> int:
+    from optiforge.files import atomic_write_text
     from optiforge.recipe import read_recipe_text
-    from optiforge.training.checkpoint import atomic_write_text
 
     text, _ = read_recipe_text(args.name)
     destination = Path(args.destination)

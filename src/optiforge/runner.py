@@ -22,14 +22,15 @@ from optiforge.bench.plots import plot_tradeoff, plot_training_curves
 from optiforge.bench.report import environment, print_table, write_report
 from optiforge.data.builtin import build_data
 from optiforge.exporters.base import EXPORTERS
+from optiforge.files import atomic_save, atomic_write_text
 from optiforge.hardware import resolve_device, set_threads
 from optiforge.models.builtin import build_model
-from optiforge.parallel.launch import strategy_for
+from optiforge.parallel.strategies import strategy_for
 from optiforge.recipe import Recipe, load_recipe, recipe_to_dict
 from optiforge.stages import STAGES, StageContext, StageOutput
-from optiforge.training.checkpoint import atomic_save, atomic_write_text, seed_everything
+from optiforge.tasks import task_for
+from optiforge.training.checkpoint import seed_everything
 from optiforge.training.loop import train
-from optiforge.training.tasks import task_for
 
 log = logging.getLogger("optiforge")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import SENTENCES
-from optiforge.data.sentences import documentation_sentences, read_sentences, split_sentences
+from optiforge.encoders.sentences import documentation_sentences, read_sentences, split_sentences
 from optiforge.encoders.text import tokenize
 from optiforge.errors import DataError
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from optiforge.encoders import fidelity, neighbour_overlap
 from optiforge.encoders.fidelity import EmbeddingTask
-from optiforge.training.tasks import task_for
+from optiforge.tasks import task_for
 
 
 def _embeddings(count: int = 40, dim: int = 16, seed: int = 0) -> torch.Tensor:

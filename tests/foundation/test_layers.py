@@ -6,8 +6,8 @@ import ast
 from pathlib import Path
 
 SOURCE = Path(__file__).parents[2] / "src" / "optiforge"
-CORE = {"errors", "registry", "config", "imports"}
-TOP = {"stages", "runner", "cli", "commands", "recipe"}
+CORE = {"errors", "registry", "config", "imports", "files", "tasks"}
+TOP = {"stages", "runner", "cli", "commands", "recipe", "launch"}
 VERBS = {"compress", "quantization", "distillation"}
 
 

@@ -97,7 +97,7 @@ def test_more_processes_than_gpus_is_refused_before_launch(capsys, monkeypatch):
 
 
 def test_a_cpu_recipe_needs_no_gpu_per_process():
-    from optiforge.parallel.launch import check_gpus
+    from optiforge.launch import check_gpus
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.cuda, "is_available", lambda: True)

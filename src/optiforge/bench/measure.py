@@ -21,7 +21,7 @@ from optiforge.config import MeasureConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.models.builtin import count_parameters
-from optiforge.training.tasks import Task, task_for
+from optiforge.tasks import Task, task_for
 
 
 @dataclass

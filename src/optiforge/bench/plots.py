@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from optiforge.training.checkpoint import atomic_write
+from optiforge.files import atomic_write
 
 
 def _figure():

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from optiforge.training.checkpoint import atomic_write_text
+from optiforge.files import atomic_write_text
 
 CONTRACT_KEYS = (
     "stage",

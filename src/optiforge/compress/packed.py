@@ -35,7 +35,8 @@ from torch import nn
 from optiforge.compress import codec
 from optiforge.compress.common import LOG_ATTRIBUTE
 from optiforge.errors import ModelError, OptiforgeError
-from optiforge.training.checkpoint import atomic_write
+from optiforge.exporters.base import register_exporter
+from optiforge.files import atomic_write
 
 MAGIC = b"OFPACK"
 VERSION = 1
@@ -360,3 +361,9 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
         for name, tensor in current.items():
             tensor.copy_(tensors[name])
     return model
+
+
+@register_exporter("packed", ".ofpk")
+def export_packed(model: nn.Module, path: Path, example_input: Any = None) -> Path:
+    """Export format ``packed``: sparse positions, shared-value indices and the other tensors, entropy-coded."""
+    return write_packed(model, path)

@@ -23,9 +23,9 @@ from optiforge.compress.structured import ROOT_TYPES
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.errors import ConfigError
+from optiforge.files import atomic_write_text
 from optiforge.models.builtin import count_parameters
-from optiforge.training.checkpoint import atomic_write_text
-from optiforge.training.tasks import Task, task_for
+from optiforge.tasks import Task, task_for
 
 DEFAULT_RATIOS = (0.1, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 

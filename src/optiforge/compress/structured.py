@@ -18,7 +18,7 @@ from optiforge.compress.select import check_names, select_layers
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.errors import ConfigError, DependencyError, ModelError
-from optiforge.training.tasks import task_for
+from optiforge.tasks import task_for
 
 ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # leaf layers whose parameters Torch-Pruning knows how to slice

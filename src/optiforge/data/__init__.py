@@ -1,6 +1,5 @@
 """Datasets: built-in ones, user factories, splits and loaders."""
 
-from optiforge.data import sentences as _sentences  # noqa: F401  registers the 'sentences' dataset
 from optiforge.data.builtin import DATASETS, TaskData, build_data
 from optiforge.data.loaders import make_loader
 

@@ -14,8 +14,8 @@ from optiforge.distillation.config import DistillConfig
 from optiforge.distillation.hints import FeatureRecorder, find_layer, make_adapter
 from optiforge.distillation.teachers import TeacherSource, resolve_teacher
 from optiforge.errors import ConfigError, ModelError
+from optiforge.tasks import Task
 from optiforge.training.loop import train as train_loop
-from optiforge.training.tasks import Task
 
 # Used when the caller gives no training settings: AdamW with a one-cycle
 # schedule learned fastest in our MNIST-1D and digits runs; epochs always come

@@ -7,15 +7,18 @@ functions that need them, so importing this package stays cheap.
 from optiforge.encoders.fidelity import EmbeddingTask, fidelity, mean_cosine, neighbour_overlap
 from optiforge.encoders.model import load_sentence_encoder
 from optiforge.encoders.module import SentenceEncoder, mean_pool, pack, unpack
+from optiforge.encoders.sentences import documentation_sentences, read_sentences
 
 __all__ = [
     "EmbeddingTask",
     "SentenceEncoder",
+    "documentation_sentences",
     "fidelity",
     "load_sentence_encoder",
     "mean_cosine",
     "mean_pool",
     "neighbour_overlap",
     "pack",
+    "read_sentences",
     "unpack",
 ]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from optiforge.training.tasks import TASKS, Task
+from optiforge.tasks import TASKS, Task
 
 TOP_K = 10
 # sentence-transformers' default encode batch; int8 with dynamic activation ranges depends on

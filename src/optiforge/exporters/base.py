@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from optiforge.files import atomic_save
 from optiforge.registry import Registry
-from optiforge.training.checkpoint import atomic_save
 
 Exporter = Callable[[nn.Module, Path, torch.Tensor], Path]
 EXPORTERS: Registry[tuple[Exporter, str]] = Registry("export format")

@@ -23,7 +23,7 @@ from torch import nn
 
 from optiforge.errors import DependencyError, ModelError
 from optiforge.exporters.base import register_exporter
-from optiforge.training.checkpoint import atomic_write
+from optiforge.files import atomic_write
 
 log = logging.getLogger("optiforge")
 

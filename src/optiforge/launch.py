@@ -1,10 +1,11 @@
-"""Strategy lookup by the recipe's ``parallel.strategy``, and ``optiforge run --nproc N``.
+"""``optiforge run --nproc N``: check that a recipe fits N processes, then start them.
 
-``--nproc N`` checks that the recipe fits N processes (mesh size, pipeline
-split, tensor plan, batch split, port, a GPU per process), then hands over to PyTorch's elastic
-launcher (``torch.distributed.run``), which starts the workers, restarts them
-up to ``parallel.max_restarts`` times when one dies, and stops them all when
-the run ends or fails. Restarted workers resume from the last checkpoint.
+The checks (mesh size, pipeline split, tensor plan, batch split, port, a GPU
+per process) run in the launching process, before any worker starts; then
+PyTorch's elastic launcher (``torch.distributed.run``) starts the workers,
+restarts them up to ``parallel.max_restarts`` times when one dies, and stops
+them all when the run ends or fails. Restarted workers resume from the last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -13,87 +14,21 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
 
-from optiforge.config import ParallelConfig
+from optiforge.data.builtin import build_data
 from optiforge.errors import ConfigError
-from optiforge.parallel.strategy import SingleProcess, Strategy
-from optiforge.registry import Registry
+from optiforge.models.builtin import build_model
+from optiforge.recipe import Recipe
+from optiforge.training.optimizers import is_full_batch
 
 log = logging.getLogger("optiforge")
 
-STRATEGIES: Registry[Callable[[ParallelConfig], Strategy]] = Registry("parallel strategy")
-STRATEGIES.add("none", lambda config: SingleProcess())
 
-
-def _ddp(config: ParallelConfig) -> Strategy:
-    from optiforge.parallel.data_parallel import DataParallel
-
-    return DataParallel(config)
-
-
-def _fsdp(config: ParallelConfig) -> Strategy:
-    from optiforge.parallel.sharded import FullyShardedDataParallel
-
-    return FullyShardedDataParallel(config)
-
-
-def _pipeline(config: ParallelConfig) -> Strategy:
-    from optiforge.parallel.pipeline import Pipeline
-
-    return Pipeline(config)
-
-
-def _tensor(config: ParallelConfig) -> Strategy:
-    from optiforge.parallel.tensor import TensorParallel
-
-    return TensorParallel(config)
-
-
-def _hybrid(config: ParallelConfig) -> Strategy:
-    if config.inner == "pipeline":
-        from optiforge.parallel.pipeline import Pipeline
-        from optiforge.parallel.process_group import world_size_from_env
-        from optiforge.parallel.sharded import hybrid_mesh_shape
-
-        rows, _ = hybrid_mesh_shape(config, world_size_from_env())
-        strategy = Pipeline(config, rows=rows)
-        strategy.name = "hybrid"
-        return strategy
-    if config.inner == "tensor":
-        from optiforge.parallel.tensor import HybridTensor
-
-        return HybridTensor(config)
-    from optiforge.parallel.sharded import HybridSharded
-
-    return HybridSharded(config)
-
-
-for _name, _factory in (
-    ("ddp", _ddp),
-    ("fsdp", _fsdp),
-    ("pipeline", _pipeline),
-    ("tensor", _tensor),
-    ("hybrid", _hybrid),
-):
-    STRATEGIES.add(_name, _factory)
-
-
-def strategy_for(config: ParallelConfig) -> Strategy:
-    if config.strategy not in STRATEGIES:
-        raise ConfigError(f"parallel.strategy: '{config.strategy}' is not available in this build")
-    return STRATEGIES.get(config.strategy)(config)
-
-
-def check_fits(recipe, world_size: int) -> None:  # noqa: ANN001 - a Recipe (imported lazily)
+def check_fits(recipe: Recipe, world_size: int) -> None:
     """Raise a :class:`ConfigError` when the recipe cannot run on ``world_size`` processes.
 
     Runs in the launching process, before any worker starts.
     """
-    from optiforge.data.builtin import build_data
-    from optiforge.models.builtin import build_model
-    from optiforge.training.optimizers import is_full_batch
-
     config = recipe.parallel
     strategy = config.strategy
     if world_size < 1:
@@ -191,7 +126,7 @@ def launcher_arguments(args: argparse.Namespace, port: int, max_restarts: int) -
     ]
 
 
-def launch(args: argparse.Namespace, recipe) -> int:  # noqa: ANN001 - the Recipe the CLI loaded from args
+def launch(args: argparse.Namespace, recipe: Recipe) -> int:
     """``optiforge run RECIPE --nproc N``: check that ``recipe`` fits N processes, then start them.
 
     The workers load the recipe again from ``args`` (with its ``--set`` overrides).
