@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiforge.errors import DependencyError, ModelError
+from optiforge.errors import ConfigError, DependencyError, ModelError
 from optiforge.exporters.base import register_exporter
 from optiforge.files import atomic_write
+from optiforge.layers import matches, module_of_node
 
 log = logging.getLogger("optiforge")
 
@@ -62,6 +63,28 @@ def _on_model_device(model: nn.Module, example: Any) -> Any:
     if isinstance(example, Sequence):
         return tuple(value.to(device) if isinstance(value, torch.Tensor) else value for value in example)
     return example
+
+
+def nodes_of_layers(path: str | Path, patterns: Sequence[str], op_types: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Pattern → names of the graph's nodes (of ``op_types``, or all) exported from layers matching it.
+
+    The one map from module names to ONNX nodes (:func:`optiforge.layers.module_of_node`); a
+    pattern that reaches no node is a :class:`ConfigError`, so a layer kept in float is never
+    silently quantized.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    found: dict[str, list[str]] = {}
+    for pattern in patterns:
+        found[pattern] = [
+            node.name
+            for node in graph.node
+            if (not op_types or node.op_type in op_types) and matches(module_of_node(node.name), [pattern])
+        ]
+        if not found[pattern]:
+            raise ConfigError(f"no node of the exported graph comes from a layer matching '{pattern}'")
+    return found
 
 
 def export_onnx(
@@ -230,4 +253,4 @@ def export_onnx_format(model: nn.Module, path: Path, example_input: Any) -> Path
     return export_onnx(model, path, example_input)
 
 
-__all__ = ["FLOAT_TOLERANCE", "OnnxModule", "export_onnx", "max_difference"]
+__all__ = ["FLOAT_TOLERANCE", "OnnxModule", "export_onnx", "max_difference", "nodes_of_layers"]

@@ -16,6 +16,7 @@ from optiforge.parallel import SingleProcess, Strategy
 from optiforge.registry import Registry
 from optiforge.tasks import Task
 from optiforge.training.callbacks import Callback
+from optiforge.training.finetune import Finetune, finetuner
 from optiforge.training.loop import TrainResult, train
 
 
@@ -76,6 +77,21 @@ class StageContext:
             strategy=self.strategy,
             task=self.task,
             description=f"{self.stage_dir.name}: {name}",
+        )
+
+    @property
+    def finetuner(self) -> Finetune:
+        """The fine-tune callable of this stage: the recipe's training settings, checkpoints in the stage folder."""
+        return finetuner(
+            self.data,
+            self.train_config,
+            hardware=self.hardware,
+            checkpoint_root=self.stage_dir,
+            resume=self.resume,
+            progress=self.progress,
+            strategy=self.strategy,
+            task=self.task,
+            label=self.stage_dir.name,
         )
 
 
