@@ -9,7 +9,7 @@ field, the value and what is allowed.
 from __future__ import annotations
 
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,6 +44,8 @@ class Config(_Validated, BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # old field name → its new dotted path, so a recipe written for an earlier version is told what to write
+    renamed_fields: ClassVar[dict[str, str]] = {}
 
 
 class OpenConfig(_Validated, BaseModel):
@@ -218,12 +220,17 @@ def _model_class(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+def _class_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     cls: type[BaseModel] | None = root
     for part in loc:
         if cls is None or not isinstance(part, str) or part not in cls.model_fields:
             continue
         cls = _model_class(cls.model_fields[part].annotation)
+    return cls
+
+
+def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    cls = _class_at(root, loc)
     return sorted(cls.model_fields) if cls is not None else []
 
 
@@ -243,7 +250,10 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
     for problem in error.errors():
         loc = tuple(problem["loc"])
         path = _path(prefix, loc)
-        if problem["type"] == "extra_forbidden":
+        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1]))
+        if problem["type"] == "extra_forbidden" and renamed:
+            lines.append(f"field '{path}' is now '{_path(prefix, loc[:-1] + (renamed,))}'")
+        elif problem["type"] == "extra_forbidden":
             allowed = _fields_at(root, loc[:-1])
             lines.append(f"unknown field '{path}'{closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}")
         elif problem["type"] == "missing":
