@@ -65,6 +65,7 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
     assert exported.stat().st_size == (result.run_dir / "encoder_search" / "encoder.onnx").stat().st_size
 
 
+@pytest.mark.slow  # the same fallback runs fast on a tiny BERT in test_encoders_search.py
 def test_minilm_recipe_ships_the_float_encoder_when_no_candidate_meets_the_floors(tmp_path):
     candidates = [{"quantize": "int8_dynamic", "fuse": False, "calibration_batches": 1}]
     recipe = _small_minilm(candidates, min_cosine=0.99999999)
