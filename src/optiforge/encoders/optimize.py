@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -72,6 +72,8 @@ class SmoothingConfig(Config):
 
 class EncoderRuntimeConfig(Config):
     """How a sentence encoder is turned into a fast ONNX Runtime graph."""
+
+    renamed_fields: ClassVar[dict[str, str]] = RENAMED
 
     remove_padding: bool = Field(False, description="compute on real tokens only (BERT-like encoders; exact)")
     fuse: bool = Field(True, description="ONNX Runtime transformer fusions (Attention, SkipLayerNorm, ...)")
