@@ -48,8 +48,8 @@ def test_qat_stage_fine_tunes_with_the_training_engine(tmp_path):
         *FAST,
         "train.epochs=1",
         "stages.0.quantize.scheme=qat_int8",
-        "stages.0.quantize.qat_epochs=1",
-        "stages.0.quantize.max_metric_drop=0.05",
+        "stages.0.quantize.finetune.epochs=1",
+        "stages.0.quantize.target.max_metric_drop=0.05",
         "export=[onnx]",
     ]
     result = optiforge.run_recipe("quantize", overrides, out=tmp_path, progress=False, show_table=False)
@@ -68,9 +68,9 @@ def test_quantize_cnn_recipe_other_schemes(tmp_path, scheme):
         "model.channels=[8, 16, 32]",
         "stages.0.quantize.scheme=" + scheme,
         "stages.0.quantize.engine=auto",
-        "stages.0.quantize.qat_epochs=1",
-        "stages.0.quantize.max_metric_drop=null",
-        "stages.0.quantize.observer=minmax",
+        "stages.0.quantize.finetune.epochs=1",
+        "stages.0.quantize.target.max_metric_drop=null",
+        "stages.0.quantize.calibration.observer=minmax",
     ]
     result = optiforge.run_recipe("quantize-cnn", overrides, out=tmp_path, progress=False, show_table=False)
     row = _rows(result.report)["quantize"]
