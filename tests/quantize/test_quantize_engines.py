@@ -92,7 +92,7 @@ def test_no_engine_meeting_the_target_ships_the_float_model_and_says_so(tmp_path
     loader = [torch.randn(32, 16) for _ in range(4)]
     result = quantize_with_result(
         model,
-        QuantConfig(scheme="int8_dynamic", engine="auto", target={"min_fidelity": 0.999999}),
+        QuantConfig(scheme="int8_static", engine="auto", target={"min_fidelity": 0.999999}),
         calibration=loader,
         output_dir=tmp_path,
     )
@@ -104,7 +104,7 @@ def test_no_engine_meeting_the_target_ships_the_float_model_and_says_so(tmp_path
     assert (
         optiforge.quantize(
             model,
-            QuantConfig(scheme="int8_dynamic", engine="torch", target={"min_fidelity": 0.999999}),
+            QuantConfig(scheme="int8_static", engine="torch", target={"min_fidelity": 0.999999}),
             calibration=loader,
         )
         is model

@@ -364,7 +364,8 @@ def _quantize(
                 "quantize: no engine could quantize the model: "
                 + "; ".join(f"{attempt.engine}: {attempt.error}" for attempt in attempts)
             )
-        _measure_speeds(attempts, _timing_batch(job))
+        if any(attempt.target_met and attempt.built is not None for attempt in attempts):
+            _measure_speeds(attempts, _timing_batch(job))  # nothing to rank when the float model ships
     constrained = bool(evaluation) and (config.has_target or config.engine == "auto")
     constraint = _target_text(config) if constrained else "no target"
     selection = select(
