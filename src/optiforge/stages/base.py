@@ -26,13 +26,17 @@ class StageOutput:
 
     ``artifact`` is the file the stage's model ships as (a packed or
     quantized file); when ``None`` the runner saves the state dict.
-    ``info`` is merged into the stage's report row.
+    ``info`` is merged into the stage's report row. ``exports`` maps an
+    export format to a writer ``(path, example_input) -> path`` for this
+    stage's model, used instead of the format's exporter (an int8 model
+    whose ONNX graph is rebuilt from its float original).
     """
 
     model: nn.Module | Any
     artifact: Path | None = None
     info: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    exports: dict[str, Callable[[Path, Any], Path]] = field(default_factory=dict)
 
 
 @dataclass
