@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -72,6 +72,7 @@ class QuantConfig(Config):
     a tenth of the recipe's learning rate unless ``finetune.lr`` is set).
     """
 
+    renamed_fields: ClassVar[dict[str, str]] = RENAMED
     scheme: Scheme = "int8_static"
     engine: Engine = "auto"
     layers: LayerFilter = Field(default_factory=LayerFilter, description="which Linear/Conv layers become int8")
