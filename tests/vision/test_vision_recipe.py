@@ -1,0 +1,33 @@
+"""The built-in ``efficientnet`` recipe end to end on a few views (slow: it builds and times every int8 engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+import optiforge
+
+SMALL = [
+    "data.views=24",
+    "measure.latency_repeats=1",
+    "measure.warmup=0",
+    "measure.throughput_batch=4",
+    "measure.throughput_repeats=1",
+]
+
+
+@pytest.mark.slow
+def test_efficientnet_recipe_ships_an_onnx_graph_with_the_contract_names(tmp_path):
+    import onnxruntime
+    import torch
+
+    result = optiforge.run_recipe("efficientnet", SMALL, out=tmp_path / "run", progress=False, show_table=False)
+    baseline, quantized = result.report["stages"]
+    assert baseline["metric"] == "agreement" and baseline["value"] == 1.0
+    assert baseline["metrics"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert 0.0 <= quantized["value"] <= 1.0 and quantized["metrics"]["cosine"] > 0.9
+    exported = result.run_dir / result.report["exports"][0]["artifact"]
+    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    assert [item.name for item in session.get_inputs()] == ["pixel_values"]
+    assert [item.name for item in session.get_outputs()] == ["logits"]
+    (logits,) = session.run(["logits"], {"pixel_values": torch.zeros(2, 3, 224, 224).numpy()})
+    assert logits.shape == (2, 1000)
