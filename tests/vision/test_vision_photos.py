@@ -77,7 +77,7 @@ def test_fidelity_is_perfect_for_the_float_model_and_drops_for_a_perturbed_one(s
     assert exact["loss"] == pytest.approx(0.0, abs=1e-5)
     perturbed = copy.deepcopy(efficientnet)
     with torch.no_grad():
-        classifier = perturbed.network._fc.weight
+        classifier = perturbed.classifier.weight
         classifier.add_(torch.randn(classifier.shape, generator=torch.Generator().manual_seed(0)) * 0.2)
     measured = task.evaluate(perturbed, loader, torch.device("cpu"))
     assert measured["agreement"] < 1.0 and measured["cosine"] < 0.99 and measured["loss"] > 0.01

@@ -72,9 +72,11 @@ def _replace_same_padding(network: nn.Module) -> None:
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite: ``pixel_values`` ``(batch, 3, 224, 224)`` → ``logits`` ``(batch, 1000)``.
 
-    ``network`` is the package's ``EfficientNet`` (stem, 16 MBConv blocks, head);
-    this module adds the contract's names and a pooling head without Python-side
-    shape arithmetic, so tracing and export keep the batch dimension dynamic.
+    Built from the package's ``EfficientNet``: its stem, 16 MBConv blocks and
+    head become this module's children (``stem``, ``blocks.N``, ``head``,
+    ``classifier``), so a layer's name is also the scope of its nodes in an
+    exported graph; pooling and flattening keep no Python-side shape
+    arithmetic, so export keeps the batch dimension dynamic.
     """
 
     # names :func:`optiforge.exporters.onnx.export_onnx` gives the graph's input and output
@@ -83,13 +85,21 @@ class EfficientNetLite(nn.Module):
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
-        self.network = network
+        self.stem, self.stem_norm = network._conv_stem, network._bn0
+        self.blocks = network._blocks
+        self.head, self.head_norm = network._conv_head, network._bn1
+        self.activation = network._swish  # ReLU6 in the Lite variants
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout, self.classifier = network._dropout, network._fc
+        self.drop_connect_rate = float(network._global_params.drop_connect_rate or 0.0)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        features = self.network.extract_features(pixel_values)  # (batch, 1280, 7, 7)
-        pooled = torch.flatten(self.pool(features), 1)  # (batch, 1280)
-        return self.network._fc(self.network._dropout(pooled))
+        features = self.activation(self.stem_norm(self.stem(pixel_values)))
+        for index, block in enumerate(self.blocks):
+            # stochastic depth grows with depth, as the package does; it acts in training only
+            features = block(features, drop_connect_rate=self.drop_connect_rate * index / len(self.blocks))
+        features = self.activation(self.head_norm(self.head(features)))  # (batch, 1280, 7, 7)
+        return self.classifier(self.dropout(torch.flatten(self.pool(features), 1)))
 
 
 def weights_path() -> Path:
