@@ -92,3 +92,14 @@ def test_logit_fidelity_counts_agreement_cosine_and_kl():
     assert metrics["cosine"] == pytest.approx(0.5)  # (1 + 0) / 2
     assert metrics["loss"] > 0 and float(task.loss(reference, reference)) == pytest.approx(0.0, abs=1e-7)
     assert task.primary_metric == "agreement" and task.higher_is_better
+
+
+def test_photographs_of_a_package_that_is_not_installed_are_left_out(monkeypatch):
+    from optiforge.data import photos as photos_module
+
+    monkeypatch.setattr(photos_module, "OPTIONAL_PACKAGES", {"chelsea": "a_package_not_installed_here"})
+    found = photos_module.available_photos()
+    assert "chelsea" not in found
+    assert {"china", "flower", "grace_hopper"} <= set(found)
+    for photo in found.values():
+        assert photo.shape[0] == 3 and 0.0 <= float(photo.min()) <= float(photo.max()) <= 1.0
