@@ -102,7 +102,9 @@ def run_recipe(
         artifact = output.artifact
         if artifact is None and isinstance(output.model, nn.Module) and strategy.is_main:
             artifact = atomic_save(output.model.state_dict(), stage_dir / "model.pt")
-        figures = measure(output.model, data, artifact=artifact, config=recipe.measure, task=task)
+        figures = measure(
+            output.model, data, artifact=artifact, config=recipe.measure, task=task, hardware=recipe.hardware
+        )
         row = {"stage": name, **figures.as_dict(), "seconds": time.perf_counter() - started}
         row["artifact"] = str(Path(artifact).relative_to(run_dir)) if artifact else None
         row.update(output.info)

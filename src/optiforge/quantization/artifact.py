@@ -50,7 +50,14 @@ def _parts(tensor: torch.Tensor) -> dict | None:
 
 
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s quantized state; returns the path."""
+    """Write ``model``'s quantized state; returns the path.
+
+    A model that ships as a program (PT2E int8: a ``save_program`` method) is written as a ``torch.export``
+    program beside ``path``, with the suffix ``.pt2``.
+    """
+    save = getattr(model, "save_program", None)
+    if callable(save):
+        return save(Path(path).with_suffix(".pt2"))
     state = model.state_dict()
     if not any(_parts(value) is not None for value in state.values() if torch.is_tensor(value)):
         return atomic_save(state, path)

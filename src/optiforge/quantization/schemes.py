@@ -5,6 +5,9 @@ Measured on torch 2.13 / torchao 0.18 / onnxruntime 1.32 (x86 CPU):
 * torch (``torch.ao.quantization``, FX graph mode, x86 kernels): int8 static
   and QAT for Conv/Linear, int8 dynamic for Linear (conv layers stay float),
   fp16/bf16 casts.
+* pt2e (torchao's ``torchao.quantization.pt2e`` with ``X86InductorQuantizer``,
+  run compiled by inductor): int8 static and QAT for Conv/Linear, int8 dynamic
+  for Linear; ships as a ``torch.export`` program (``.pt2``).
 * torchao: int8 weight-only, int8 dynamic activation + int8 weight (Linear
   only; without ``torch.compile`` its CPU path is much slower than float),
   int4 weight-only with group-wise scales through ``IntxWeightOnlyConfig``
@@ -20,17 +23,17 @@ import importlib.util
 from optiforge.errors import DependencyError
 
 SUPPORT: dict[str, tuple[str, ...]] = {
-    "int8_dynamic": ("torch", "torchao", "onnxruntime"),
-    "int8_static": ("torch", "onnxruntime"),
+    "int8_dynamic": ("torch", "pt2e", "torchao", "onnxruntime"),
+    "int8_static": ("torch", "pt2e", "onnxruntime"),
     "int8_weight_only": ("torchao",),
     "int4_weight_only": ("torchao",),
     "fp16": ("torch",),
     "bf16": ("torch",),
-    "qat_int8": ("torch",),
+    "qat_int8": ("torch", "pt2e"),
 }
 
 # the Python package each engine needs
-PACKAGES = {"torch": "torch", "torchao": "torchao", "onnxruntime": "onnxruntime"}
+PACKAGES = {"torch": "torch", "pt2e": "torchao", "torchao": "torchao", "onnxruntime": "onnxruntime"}
 
 
 def engines_for(scheme: str) -> tuple[str, ...]:
