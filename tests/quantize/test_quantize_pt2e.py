@@ -138,9 +138,10 @@ def test_the_pt2_program_loads_in_a_process_with_torch_alone(cnn, calibration, m
         expected = result.model.model(inputs)
     torch.save({"inputs": inputs, "expected": expected}, tmp_path / "check.pt")
     site_packages = sysconfig.get_paths()["purelib"]
+    # -I -S: no environment, no user site, no .pth files (an editable optiforge install adds one)
     code = (
         "import sys, importlib.util\n"
-        f"sys.path[:] = [p for p in sys.path if 'site-packages' not in p] + [{site_packages!r}]\n"
+        f"sys.path.append({site_packages!r})\n"
         "assert importlib.util.find_spec('optiforge') is None\n"
         "import torch\n"
         "import torch.ao.quantization.fx._decomposed  # registers torch's quantize/dequantize ops\n"
@@ -148,7 +149,7 @@ def test_the_pt2_program_loads_in_a_process_with_torch_alone(cnn, calibration, m
         f"check = torch.load({str(tmp_path / 'check.pt')!r})\n"
         "print((program(check['inputs']) - check['expected']).abs().max().item())\n"
     )
-    finished = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+    finished = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert float(finished.stdout.strip().splitlines()[-1]) < 1e-5
 
@@ -157,7 +158,7 @@ def test_engine_auto_considers_pt2e_for_int8_and_qat():
     assert "pt2e" in candidates("int8_static")
     assert "pt2e" in candidates("int8_dynamic")
     assert "pt2e" in candidates("qat_int8")
-    with pytest.raises(ValueError, match="engine 'pt2e' cannot run scheme 'int4_weight_only'"):
+    with pytest.raises(optiforge.ConfigError, match="engine 'pt2e' cannot run scheme 'int4_weight_only'"):
         QuantConfig(scheme="int4_weight_only", engine="pt2e")
 
 

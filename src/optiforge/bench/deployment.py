@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiforge.bench import timing
 from optiforge.config import HardwareConfig
 from optiforge.exporters.onnx import OnnxModule
 from optiforge.hardware.capabilities import has_fast
@@ -134,6 +135,27 @@ class Autocast(nn.Module):
         return outputs.float() if torch.is_tensor(outputs) and outputs.is_floating_point() else outputs
 
 
+@torch.inference_mode()
+def slowdown(model: nn.Module, reduced: nn.Module, example: Any) -> float:
+    """How many times slower ``reduced`` (a bf16/fp16 form) runs than ``model`` on ``example``: a few
+    interleaved calls each, enough to tell emulated half precision (several times slower) from real units."""
+    runs = {"fp32": lambda: model(example), "reduced": lambda: reduced(example)}
+    return 1.0 / timing.speedups(timing.interleaved(runs, rounds=2, repeats=2, warmup=1), "fp32")["reduced"]
+
+
+def warn_emulated(precision: str, device: torch.device, model: nn.Module, reduced: nn.Module, example: Any) -> None:
+    """Warn, with the slowdown measured on ``model``, when ``device`` has no units for ``precision``."""
+    if has_fast(precision, device):
+        return
+    log.warning(
+        "%s on this %s is emulated (no %s units): measured %.1fx slower than fp32 on this model",
+        precision,
+        device.type,
+        precision,
+        slowdown(model, reduced, example),
+    )
+
+
 @dataclass
 class Deployed:
     """The callable to measure, its form, and the compile time (``None`` when nothing was compiled)."""
@@ -162,15 +184,8 @@ def deploy(
     running: nn.Module = model
     if autocast:
         precision = hardware.precision
-        if not has_fast(precision, device):
-            log.warning(
-                "hardware.precision: %s on this %s has no %s units: it is emulated and usually slower than fp32 "
-                "(the report's latency says by how much)",
-                precision,
-                device.type,
-                precision,
-            )
         running = Autocast(model, device, _AUTOCAST[precision])
+        warn_emulated(precision, device, model, running, examples[-1])
     if not isinstance(model, FrozenCompiled) and (hardware is None or not hardware.compile):
         return Deployed(running, Deployment("torch", precision, False, threads, autocast), None)
     result = compile_for_inference(running, examples)

@@ -31,6 +31,7 @@ from optiforge.hardware.inference_compile import FrozenCompiled
 from optiforge.layers import WEIGHTED_TYPES, weighted_layers
 from optiforge.quantization import torch_engine
 from optiforge.quantization.calibration import call, check_fits, model_inputs, take_batches
+from optiforge.quantization.casts import check_cast
 from optiforge.quantization.config import QuantConfig
 from optiforge.quantization.fidelity import Fidelity, compare, float_outputs, labels_of
 from optiforge.quantization.schemes import candidates, require
@@ -144,7 +145,9 @@ class QuantizeResult:
 def _build_torch(job: Job, float_layers: list[str]) -> Built:
     scheme = job.config.scheme
     if scheme in ("fp16", "bf16"):
-        return Built(torch_engine.cast(job.model, scheme), [])
+        cast = torch_engine.cast(job.model, scheme)
+        check_cast(job.model, cast, job.example, job.config)
+        return Built(cast, [])
     if scheme == "int8_dynamic":
         return Built(*torch_engine.dynamic(job.model, job.config, float_layers))
     trained, history = None, []
