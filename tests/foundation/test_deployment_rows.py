@@ -24,6 +24,8 @@ def test_a_report_row_says_its_deployment_form(tmp_path):
         "autocast": False,
     }
     assert row["compile_seconds"] is None
+    table = (tmp_path / "report.md").read_text()
+    assert "| form |" in table and "| torch fp32 ×1 |" in table
 
 
 def test_an_onnx_stage_reports_its_real_parameter_count(tmp_path, digits, small_mlp):

@@ -53,11 +53,6 @@ class Deployment:
     def as_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if key != "fallback" or value is not None}
 
-    def label(self) -> str:
-        """A short form for tables: ``torch compiled int8 ×2``."""
-        parts = [self.engine, "compiled" if self.compiled else "", self.precision, f"×{self.threads}"]
-        return " ".join(part for part in parts if part)
-
 
 def _tensors(model: nn.Module) -> Iterable[torch.Tensor]:
     """Every tensor a module holds: parameters, buffers and plain attributes (PT2E's folded int8 weights)."""
