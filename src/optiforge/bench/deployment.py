@@ -180,7 +180,7 @@ def deploy(
     if autocast:
         precision = hardware.precision
         running = Autocast(model, device, _AUTOCAST[precision])
-        warn_emulated(precision, device, model, running, examples[-1])
+        warn_emulated(precision, device, model, running, examples[0])
     if not isinstance(model, FrozenCompiled) and (hardware is None or not hardware.compile):
         return Deployed(running, Deployment("torch", precision, False, threads, autocast), None)
     result = compile_for_inference(running, examples)

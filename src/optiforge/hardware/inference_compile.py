@@ -23,9 +23,17 @@ from torch import nn
 log = logging.getLogger("optiforge")
 
 
-def _mark_batch_dynamic(value: Any) -> None:
-    if torch.is_tensor(value) and value.dim() > 0:
-        torch._dynamo.maybe_mark_dynamic(value, 0)
+def _batch_dynamic(value: Any) -> Any:
+    """A view of ``value`` with its batch dimension marked dynamic.
+
+    The mark sticks to the tensor object; marking a view leaves the caller's tensor unmarked (a marked
+    tensor handed later to a graph compiled per batch size would make that graph symbolic).
+    """
+    if not (torch.is_tensor(value) and value.dim() > 0):
+        return value
+    view = value.view(value.shape)
+    torch._dynamo.maybe_mark_dynamic(view, 0)
+    return view
 
 
 class FrozenCompiled(nn.Module):
@@ -49,8 +57,8 @@ class FrozenCompiled(nn.Module):
         if self.fallback is not None:
             return self.model(*inputs, **named)
         if self.dynamic_batch:
-            for value in [*inputs, *named.values()]:
-                _mark_batch_dynamic(value)
+            inputs = tuple(_batch_dynamic(value) for value in inputs)
+            named = {key: _batch_dynamic(value) for key, value in named.items()}
         try:
             with torch.no_grad(), torch._inductor.config.patch(freezing=True), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
