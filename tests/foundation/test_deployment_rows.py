@@ -51,3 +51,9 @@ def test_a_bf16_cast_is_measured_as_bf16_and_not_autocast(digits, small_mlp):
     )
     assert figures.deployment["precision"] == "bf16" and figures.deployment["autocast"] is False
     assert torch.is_tensor(cast(digits.example_input(2)))
+
+
+def test_torchao_weights_held_as_buffers_are_counted(small_mlp):
+    quantized = quantize(small_mlp, QuantConfig(scheme="int8_weight_only", engine="torchao"))
+    assert precision_of(quantized) == "int8"
+    assert artifact_parameters(quantized)[0] == count_parameters(small_mlp)[0]

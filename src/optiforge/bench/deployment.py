@@ -110,10 +110,16 @@ def artifact_parameters(model: nn.Module | Callable) -> tuple[int, int]:
     total, nonzero = count_parameters(model)
     parameters = {id(parameter) for parameter in model.parameters()}
     for tensor in _tensors(model):
-        if id(tensor) not in parameters and tensor.dtype in _INT8 and tensor.dim() > 1:
+        if id(tensor) in parameters or tensor.dim() < 2:
+            continue
+        if hasattr(tensor, "qdata"):  # a torchao quantized weight, held as a buffer: count its codes
+            values = tensor.qdata
+        elif tensor.dtype in _INT8:
             values = tensor.int_repr() if tensor.is_quantized else tensor
-            total += values.numel()
-            nonzero += int(torch.count_nonzero(values).item())
+        else:
+            continue
+        total += tensor.numel()
+        nonzero += int(torch.count_nonzero(values).item())
     return total, nonzero
 
 
