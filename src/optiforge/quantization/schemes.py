@@ -53,6 +53,11 @@ def require(engine: str) -> None:
         )
 
 
+# schemes that fine-tune: engine: auto trains with the first installed engine only, never once per engine
+TRAINED = ("qat_int8",)
+
+
 def candidates(scheme: str) -> list[str]:
     """Installed engines able to run ``scheme`` (what ``engine: auto`` measures)."""
-    return [engine for engine in engines_for(scheme) if installed(engine)]
+    found = [engine for engine in engines_for(scheme) if installed(engine)]
+    return found[:1] if scheme in TRAINED else found
