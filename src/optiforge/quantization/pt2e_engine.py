@@ -186,6 +186,7 @@ class PT2EModel(FrozenCompiled):
         args, named = self._example
         example = named or (args[0] if len(args) == 1 else args)
         program = export_program(self.model, example)
+        program.example_inputs = None  # the calibration batch is not part of the artefact
         return atomic_write(Path(path), lambda handle: torch.export.save(program, handle))
 
 
