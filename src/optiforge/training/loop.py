@@ -29,7 +29,13 @@ from optiforge.hardware import Precision, compile_model, resolve_device, set_thr
 from optiforge.parallel import SingleProcess, Strategy
 from optiforge.tasks import Task, task_for
 from optiforge.training.callbacks import Callback, TrainState
-from optiforge.training.checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
+from optiforge.training.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from optiforge.training.optimizers import build_optimizer, is_full_batch
 from optiforge.training.progress import progress_bar
 from optiforge.training.schedules import Schedule
@@ -141,7 +147,7 @@ def train(
     finished = False
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path)
-        strategy.load_checkpoint_state(model, optimizer, saved["model"], saved["optimizer"], checkpoint_path.parent)
+        restore_training_state(strategy, model, optimizer, saved, checkpoint_path)
         schedule.load_state_dict(saved["schedule"])
         precision.scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
