@@ -44,8 +44,8 @@ def read_weights(path: str | Path, what: str, error: type[OptiforgeError] = Mode
                 f"{what}: '{path}' is not a PyTorch file of tensors (torch.save of a state dict); nothing in it was run"
             ) from None
         raise error(
-            f"{what}: '{path}' holds Python objects other than tensors (it asks for {found.group(1)}); loading it "
-            "could run code from the file, so optiforge refuses it. Save a plain state dict (model.state_dict())"
+            f"{what}: '{path}' cannot be read: it holds Python objects other than tensors (it asks for "
+            f"{found.group(1)}), and loading them could run code from the file. Save a plain state dict instead"
         ) from None
     except (EOFError, zipfile.BadZipFile) as failure:
         raise error(f"{what}: '{path}' is truncated or empty ({type(failure).__name__})") from None
