@@ -122,6 +122,19 @@ def test_packed_never_calls_an_allowlisted_class(tmp_path, packed):
         load_packed(forged)
 
 
+def test_packed_refuses_a_stored_forward_hook(tmp_path):
+    import pickle
+    from collections import OrderedDict
+
+    valid = write_packed(nn.Linear(2, 2), tmp_path / "linear.ofpk")
+    skeleton = nn.Linear(2, 2)
+    skeleton._parameters = OrderedDict((name, None) for name in skeleton._parameters)
+    skeleton._forward_hooks[0] = torch.nn.functional.relu  # allowlisted, yet it would run on every forward
+    forged = _forge_packed(valid, pickle.dumps(skeleton, protocol=5), tmp_path / "hooked.ofpk")
+    with pytest.raises(PackedFileError, match="carries _forward_hooks"):
+        load_packed(forged)
+
+
 def test_packed_round_trip_of_torch_layers_needs_no_trust(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(16, 8), nn.LayerNorm(8))
@@ -164,6 +177,13 @@ def test_teacher_checkpoint_with_code_is_refused_before_training(digits, marker,
     with pytest.raises(ModelError, match="could run code"):
         resolve_teacher(str(hostile_pickle), digits)
     assert not marker.exists()
+
+
+def test_teacher_check_names_an_unknown_model_or_missing_file(digits, tmp_path):
+    with pytest.raises(optiforge.ConfigError, match="teacher.name"):
+        check_teacher({"name": "nosuchmodel"}, digits)
+    with pytest.raises(optiforge.ConfigError, match="teacher.checkpoint: no file"):
+        check_teacher({**SMALL, "checkpoint": str(tmp_path / "absent.pt")}, digits)
 
 
 def test_torchscript_teacher_file_needs_trust(digits, tmp_path):
@@ -252,6 +272,11 @@ def test_resume_from_a_checkpoint_with_missing_keys_or_foreign_content(digits, t
         _resume(digits, tmp_path)
     torch.save(saved["model"], path)  # a bare state dict is not a training checkpoint
     with pytest.raises(TrainingError, match=r"not an optiforge training checkpoint \(it lacks 'epoch'"):
+        _resume(digits, tmp_path)
+    saved["model"]["3.bias"] = torch.zeros(10)
+    saved["schedule"] = {}
+    torch.save(saved, path)
+    with pytest.raises(TrainingError, match=r"does not fit this run \(KeyError: 'step'\)"):
         _resume(digits, tmp_path)
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(TrainingError, match="checkpoint: .*checkpoint.pt"):

@@ -195,6 +195,18 @@ def _skeleton(model: nn.Module) -> bytes:
     return pickle.dumps(skeleton, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+_RUN_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _refuse_hooks(model: nn.Module, path: Path) -> None:
+    """:func:`write_packed` stores no hooks, so a stored hook was put there by hand: it would run on forward."""
+    for name, module in model.named_modules():
+        tables = [key for key in _RUN_HOOKS if vars(module).get(key)]
+        if tables:
+            where = f"'{path}': layer '{name or type(model).__name__}'"
+            raise PackedFileError(f"{where} carries {tables[0]}, which packed files never hold")
+
+
 def _restore_hooks(model: nn.Module) -> None:
     for module in model.modules():
         for key in ("_forward_hooks", "_backward_hooks"):
@@ -450,6 +462,7 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
                     raise PackedFileError(
                         f"'{path}': tensor '{name}' has no place in the stored architecture"
                     ) from error
+        _refuse_hooks(model, path)
         _restore_hooks(model)
         if header.get("compression"):
             setattr(model, LOG_ATTRIBUTE, header["compression"])

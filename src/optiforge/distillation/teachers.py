@@ -13,7 +13,7 @@ from torch import nn
 from optiforge.config import ModelConfig
 from optiforge.data.builtin import TaskData
 from optiforge.errors import ConfigError, ModelError
-from optiforge.models.builtin import build_model
+from optiforge.models.builtin import MODELS, build_model
 from optiforge.models.weights import read_weights
 from optiforge.registry import import_factory
 
@@ -72,6 +72,8 @@ def check_teacher(source: TeacherSource | None, data: TaskData, field: str = "te
             build_model(source, data, where=field)
         elif source.factory:
             import_factory(source.factory, f"{field}.factory")
+        else:
+            MODELS.get(source.name or "", field=f"{field}.name")
         return
     if isinstance(source, (str, Path)):
         path = Path(source)

@@ -8,8 +8,9 @@ and a checkpoint that does not fit the run is one TrainingError, not a traceback
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,20 @@ def restore_training_state(
         if problem is None:
             problem = f"{str(failure).splitlines()[0]}: the checkpoint is from another recipe, model or optimizer"
         raise TrainingError(f"--resume: checkpoint '{path}' does not fit this run: {problem}") from None
+
+
+@contextlib.contextmanager
+def resuming(path: Path) -> Iterator[None]:
+    """Restoring the rest of a checkpoint (schedule, scaler, RNG, callbacks): a misfit is one TrainingError."""
+    try:
+        yield
+    except OptiforgeError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as failure:
+        raise TrainingError(
+            f"--resume: checkpoint '{path}' does not fit this run ({type(failure).__name__}: "
+            f"{str(failure).splitlines()[0] if str(failure) else ''}): the checkpoint is from another recipe"
+        ) from None
 
 
 def rng_state() -> dict:

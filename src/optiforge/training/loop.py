@@ -32,6 +32,7 @@ from optiforge.training.callbacks import Callback, TrainState
 from optiforge.training.checkpoint import (
     load_checkpoint,
     restore_training_state,
+    resuming,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -148,15 +149,16 @@ def train(
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path)
         restore_training_state(strategy, model, optimizer, saved, checkpoint_path)
-        schedule.load_state_dict(saved["schedule"])
-        precision.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"])
-        state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
-        best_metric, best_weights = saved["best_metric"], saved["best_weights"]
-        epochs_without_improvement = saved["epochs_without_improvement"]
-        for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
-            callback.load_state_dict(callback_state)
-        finished = saved["finished"]
+        with resuming(checkpoint_path):
+            schedule.load_state_dict(saved["schedule"])
+            precision.scaler.load_state_dict(saved["scaler"])
+            set_rng_state(saved["rng"])
+            state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
+            best_metric, best_weights = saved["best_metric"], saved["best_weights"]
+            epochs_without_improvement = saved["epochs_without_improvement"]
+            for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
+                callback.load_state_dict(callback_state)
+            finished = saved["finished"]
         log.info("resumed %s from %s after epoch %d", description, checkpoint_path, state.epoch)
 
     for callback in callbacks:
