@@ -144,12 +144,41 @@ def test_packed_round_trip_of_torch_layers_needs_no_trust(tmp_path):
     assert torch.equal(loaded(inputs), model(inputs))
 
 
+def test_packed_rebuilds_optiforge_module_classes_without_trust(tmp_path):
+    from optiforge.encoders.smoothing import SmoothedLinear
+
+    torch.manual_seed(0)
+    model = nn.Sequential(SmoothedLinear(nn.Linear(4, 4), torch.rand(4) + 0.5), nn.GELU())
+    loaded = load_packed(write_packed(model, tmp_path / "smoothed.ofpk"))
+    assert isinstance(loaded[0], SmoothedLinear)
+    inputs = torch.randn(2, 4)
+    assert torch.equal(loaded(inputs), model(inputs))
+
+
 def test_quantized_state_with_code_is_refused(tmp_path, marker):
     path = tmp_path / "quantized.pt"
     torch.save({"format": FORMAT, "tensors": {"1.weight": Payload(marker)}}, path)
     with pytest.raises(ModelError, match=r"quantized state: .*holds Python objects other than tensors"):
         load_quantized_state(path)
     assert not marker.exists()
+
+
+class _WithExtraState(nn.Linear):
+    def get_extra_state(self):
+        return Payload("never-created")
+
+    def set_extra_state(self, state):
+        pass
+
+
+def test_quantized_state_is_saved_as_tensors_only_or_refused(tmp_path):
+    from optiforge.quantization import save_quantized
+
+    with pytest.raises(ModelError, match="'_extra_state' is a Payload"):
+        save_quantized(_WithExtraState(2, 2), tmp_path / "extra.pt")
+    assert not (tmp_path / "extra.pt").exists()
+    path = save_quantized(nn.Linear(2, 2), tmp_path / "plain.pt")
+    assert set(torch.load(path, weights_only=True)) == {"weight", "bias"}
 
 
 def test_training_checkpoint_with_code_is_refused_on_resume(digits, tmp_path, marker, hostile_pickle):
