@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Config(BaseModel):
-    """Base of all configs: frozen, unknown fields refused."""
+    """Base of all configs: frozen, unknown fields refused, no infinite or NaN numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class OpenConfig(BaseModel):
@@ -26,7 +26,7 @@ class OpenConfig(BaseModel):
     so misspelt keyword arguments are still refused by name.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -78,6 +78,13 @@ class OptimizerConfig(Config):
     betas: tuple[float, float] | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
 
+    @field_validator("betas")
+    @classmethod
+    def _betas_are_fractions(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError("each beta must be in [0, 1)")
+        return value
+
 
 class ScheduleConfig(Config):
     """A learning-rate schedule with optional linear warm-up."""
@@ -115,9 +122,12 @@ class TrainConfig(Config):
     def _lr_shorthand(cls, data: Any) -> Any:
         if isinstance(data, dict) and "lr" in data:
             data = dict(data)
-            optimizer = dict(data.get("optimizer") or {})
+            optimizer = data.get("optimizer") or {}
             if isinstance(optimizer, BaseModel):
                 optimizer = optimizer.model_dump()
+            if not isinstance(optimizer, dict):
+                return data  # the optimizer field's own validation names the problem
+            optimizer = dict(optimizer)
             optimizer["lr"] = data.pop("lr")
             data["optimizer"] = optimizer
         return data
