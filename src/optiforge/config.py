@@ -39,7 +39,7 @@ class DataConfig(OpenConfig):
     name: str | None = "digits"
     factory: str | None = Field(None, description="'package.module:function' returning datasets")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    workers: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0, le=256)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -63,7 +63,7 @@ class HardwareConfig(Config):
     device: Literal["auto", "cpu", "cuda", "mps", "xla"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
     channels_last: bool = False
 
 
@@ -155,7 +155,7 @@ class ParallelConfig(Config):
 class MeasureConfig(Config):
     """How each stage is measured."""
 
-    latency_repeats: int = Field(50, ge=1)
-    warmup: int = Field(5, ge=0)
-    throughput_batch: int = Field(256, ge=1)
-    throughput_repeats: int = Field(5, ge=1)
+    latency_repeats: int = Field(50, ge=1, le=100_000)
+    warmup: int = Field(5, ge=0, le=10_000)
+    throughput_batch: int = Field(256, ge=1, le=65_536)
+    throughput_repeats: int = Field(5, ge=1, le=10_000)
