@@ -169,6 +169,14 @@ class RecipeLoader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, OverflowError) as error:  # PyYAML's own parsers of tagged scalars
+            shown = node.value if isinstance(node, yaml.ScalarNode) else node.id
+            tag = node.tag.rpartition(":")[2]
+            self.refuse(node.start_mark, f"{shown!r:.60} is not a valid {tag} ({error})")
+
     def construct_mapping(self, node: Any, deep: bool = False) -> dict:
         if isinstance(node, yaml.MappingNode):
             seen: set = set()

@@ -144,6 +144,20 @@ def test_merge_keys_may_override_merged_values():
     assert (recipe.train.epochs, recipe.train.batch_size) == (3, 8)
 
 
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("2020-13-45", "'2020-13-45' is not a valid timestamp"),
+        ("!!int abc", "'abc' is not a valid int"),
+        ("!!bool maybe", "'maybe' is not a valid bool"),
+        ("0x_", "'0x_' is not a valid int"),
+    ],
+)
+def test_values_yaml_cannot_read_name_the_line(tmp_path, capsys, value, words):
+    line = fails(capsys, "validate", recipe_file(tmp_path, f"name: x\ndescription: {value}\n"))
+    assert "line 2" in line and words in line
+
+
 @pytest.mark.parametrize("content", ["", "# only a comment\n", "---\n"])
 def test_empty_recipe_is_refused(tmp_path, capsys, content):
     assert "empty" in fails(capsys, "validate", recipe_file(tmp_path, content))

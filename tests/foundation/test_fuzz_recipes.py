@@ -8,6 +8,7 @@ runs the CLI in-process. The counts are printed (``pytest -s`` shows them).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
 import json
@@ -28,6 +29,8 @@ from torch.utils.data import TensorDataset
 from optiforge.cli import main
 from optiforge.data.builtin import DATASETS
 from optiforge.recipe import builtin_recipes
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="the hang guard needs signal.alarm")
 
 SECONDS_PER_CASE = 10  # a case that takes longer hangs: validate takes well under a second
 SLOW_RECIPES = {"minilm"}  # downloads and builds a transformer: too slow to repeat
@@ -63,6 +66,26 @@ BAD_VALUES = [
     math.nan,
     math.inf,
     -math.inf,
+]
+
+
+RAW_VALUES = [  # YAML text placed as it is: tags, bad dates and stray syntax the writer would quote
+    "2020-13-45",
+    "!!int abc",
+    "!!float x",
+    "!!bool maybe",
+    "0x_",
+    "!!binary ===",
+    "!!python/name:os.getcwd",
+    "!!set {a, b}",
+    "!!omap [1]",
+    "*undefined",
+    "&anchor",
+    "{",
+    "]",
+    "'unclosed",
+    "? [complex, key]",
+    "{[1]: unhashable}",
 ]
 
 
@@ -131,15 +154,19 @@ def mutated_recipe(draw) -> bytes:
     name = draw(st.sampled_from(sorted(sources)))
     data = yaml.safe_load(sources[name])
     nests: list[int] = []  # deep nesting is written as text: the YAML writer recurses
+    raws: list[str] = []
     for _ in range(draw(st.integers(1, 3))):
         paths = [path for path, _ in _paths(data) if path]
         if not paths:
             break
         path = draw(st.sampled_from(paths))
         parent, key = _parent(data, path), path[-1]
-        kind = draw(st.sampled_from(["value", "value", "value", "misspell", "delete", "nest"]))
+        kind = draw(st.sampled_from(["value", "value", "value", "raw", "misspell", "delete", "nest"]))
         if kind == "value":
-            parent[key] = draw(st.sampled_from(BAD_VALUES))
+            parent[key] = copy.deepcopy(draw(st.sampled_from(BAD_VALUES)))  # later mutations must not reach the pool
+        elif kind == "raw":
+            raws.append(draw(st.sampled_from(RAW_VALUES)))
+            parent[key] = f"RAW{len(raws) - 1}"
         elif kind == "nest":
             nests.append(draw(st.sampled_from([3, 60, 1000])))
             parent[key] = f"NEST{len(nests) - 1}"
@@ -154,6 +181,8 @@ def mutated_recipe(draw) -> bytes:
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**6) if data is not None else ""
     for index, depth in enumerate(nests):
         text = text.replace(f"NEST{index}", "[" * depth + "1" + "]" * depth)
+    for index, raw_value in enumerate(raws):
+        text = text.replace(f"RAW{index}", raw_value)
     textual = draw(st.sampled_from(["none", "none", "duplicate", "alias", "bomb", "bytes", "truncate"]))
     if textual == "duplicate" and text:
         text += text.splitlines()[0] + "\n"
