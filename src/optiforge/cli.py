@@ -160,8 +160,37 @@ def report_command(args: argparse.Namespace) -> int:
     path = Path(args.run_dir) / "report.json"
     if not path.is_file():
         raise OptiforgeError(f"report: no report.json in '{args.run_dir}'")
-    print_table(json.loads(path.read_text()))
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise OptiforgeError(f"report: '{path}' cannot be read as JSON ({error})") from None
+    problem = _report_problem(report)
+    if problem:
+        raise OptiforgeError(f"report: '{path}' is not an optiforge report: {problem}")
+    print_table(report)
     return 0
+
+
+def _report_problem(report: object) -> str | None:
+    """What makes ``report`` unprintable as a run table, or None."""
+    number, maybe_number = (int, float), (int, float, type(None))
+    if not isinstance(report, dict) or not isinstance(report.get("recipe"), str):
+        return "expected a mapping with 'recipe', 'environment' and 'stages'"
+    if not isinstance(report.get("environment"), dict) or "device" not in report["environment"]:
+        return "'environment' must be a mapping with 'device'"
+    if not isinstance(report.get("stages"), list):
+        return "'stages' must be a list of rows"
+    types = {"stage": str, "metric": str, "value": maybe_number, "params": int, "nonzero_params": int}
+    types |= {"size_bytes": maybe_number, "throughput_per_s": number, "peak_memory_bytes": maybe_number}
+    for index, row in enumerate(report["stages"]):
+        if not isinstance(row, dict):
+            return f"stages[{index}] must be a mapping"
+        for key, allowed in (*types.items(), ("seconds", number)):
+            if not isinstance(row.get(key), allowed) or isinstance(row.get(key), bool):
+                return f"stages[{index}].{key} is {row.get(key)!r:.40}"
+        if not isinstance(row.get("latency_ms"), dict) or not isinstance(row["latency_ms"].get("p50"), number):
+            return f"stages[{index}].latency_ms must be a mapping with a number 'p50'"
+    return None
 
 
 def _load_plugins() -> None:
@@ -194,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][2](args)
     except OptiforgeError as error:
-        print(f"optiforge: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line even when a message quotes multi-line text
+        print(f"optiforge: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("optiforge: interrupted", file=sys.stderr)
