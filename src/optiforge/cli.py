@@ -232,4 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m optiforge.cli` (as the --nproc workers are), this file is `__main__`, while the
+    # commands/ plugins register into the module `optiforge.cli`: dispatch through that one
+    from optiforge.cli import main as package_main
+
+    sys.exit(package_main())

@@ -332,3 +332,23 @@ def test_nan_loss_before_the_first_checkpoint_says_none_was_written(tmp_path, di
         )
     assert "checkpoint.pt" not in str(error.value)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("body", ["raise SystemExit(0)", "raise RuntimeError('broken at import')"])
+def test_a_factory_module_that_fails_on_import_is_named(tmp_path, monkeypatch, capsys, body):
+    (tmp_path / "fails_on_import.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    line = fails(
+        capsys, "validate", "quickstart", "--set", "data.factory=fails_on_import:load", "--set", "data.name=null"
+    )
+    assert "importing module 'fails_on_import' raised" in line
+
+
+def test_python_m_cli_sees_the_plugin_commands():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "optiforge.cli", "quantize-onnx", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "usage: optiforge quantize-onnx" in result.stdout, result.stderr
