@@ -260,7 +260,7 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
     for problem in error.errors():
         loc = tuple(problem["loc"])
         path = _path(prefix, loc)
-        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1]))
+        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1])) if loc else None
         if problem["type"] == "extra_forbidden" and renamed:
             lines.append(f"field '{path}' is now '{_path(prefix, loc[:-1] + (renamed,))}'")
         elif problem["type"] == "extra_forbidden":
