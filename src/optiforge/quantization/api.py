@@ -245,6 +245,17 @@ def _choose(attempts: list[Attempt], target: str) -> tuple[Attempt, str]:
     return best, reason
 
 
+def check_exclude(model: nn.Module, config: QuantConfig) -> None:
+    """Refuse names in ``config.exclude`` that are not modules of ``model``."""
+    names = dict(model.named_modules())
+    for name in config.exclude:
+        if name not in names:
+            layers = ", ".join(torch_engine.quantizable_layers(model))
+            raise ConfigError(
+                f"quantize.exclude: the model has no module '{name}'{closest(name, list(names))}; layers: {layers}"
+            )
+
+
 def quantize(
     model: nn.Module,
     config: QuantConfig | None = None,
@@ -279,13 +290,7 @@ def quantize(
     if any(tensor.device.type != "cpu" for tensor in [*model.parameters(), *model.buffers()]):
         model = copy.deepcopy(model).cpu()  # int8 kernels are CPU kernels; the caller's model stays where it is
     model.eval()
-    names = dict(model.named_modules())
-    for name in config.exclude:
-        if name not in names:
-            layers = ", ".join(torch_engine.quantizable_layers(model))
-            raise ConfigError(
-                f"quantize.exclude: the model has no module '{name}'{closest(name, list(names))}; layers: {layers}"
-            )
+    check_exclude(model, config)
     batches: list[Any] = []
     if calibration is not None or config.scheme in NEEDS_CALIBRATION:
         batches = take_batches(calibration, config.calibration_batches)

@@ -16,8 +16,9 @@ from torch import nn
 
 from optiforge import encoders  # noqa: F401  registers model 'minilm' and task 'embedding'
 from optiforge.config import Config
-from optiforge.encoders.optimize import EncoderRuntimeConfig
-from optiforge.errors import ModelError
+from optiforge.data.builtin import TaskData
+from optiforge.encoders.optimize import EncoderRuntimeConfig, _matches
+from optiforge.errors import ConfigError, ModelError
 from optiforge.stages.base import StageContext, StageOutput, register_stage
 
 
@@ -43,7 +44,25 @@ def _encoder_of(model: nn.Module, stage: str) -> nn.Module:
     return model
 
 
-@register_stage("encoder_runtime", EncoderRuntimeConfig, "sentence encoder → fused (smoothed, int8) ONNX Runtime graph")
+def _check_runtime(encoder: nn.Module, config: EncoderRuntimeConfig, field: str) -> None:
+    """Each ``float_layers``/``smoothing_layers`` pattern must match a module of the encoder."""
+    names = [name for name, _ in encoder.named_modules() if name]
+    for key in ("float_layers", "smoothing_layers"):
+        for pattern in getattr(config, key):
+            if not any(_matches(name, [pattern]) for name in names):
+                raise ConfigError(f"{field}.{key}: no layer of the encoder matches '{pattern}'")
+
+
+def check_encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, data: TaskData) -> None:
+    _check_runtime(_encoder_of(model, "encoder_runtime"), config, "encoder_runtime")
+
+
+@register_stage(
+    "encoder_runtime",
+    EncoderRuntimeConfig,
+    "sentence encoder → fused (smoothed, int8) ONNX Runtime graph",
+    check=check_encoder_runtime,
+)
 def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
     from optiforge.encoders.optimize import optimize_encoder
 
@@ -67,10 +86,17 @@ class EncoderSearchConfig(Config):
     )
 
 
+def check_encoder_search(model: nn.Module, config: EncoderSearchConfig, data: TaskData) -> None:
+    encoder = _encoder_of(model, "encoder_search")
+    for index, candidate in enumerate(config.candidates):
+        _check_runtime(encoder, candidate, f"encoder_search.candidates[{index}]")
+
+
 @register_stage(
     "encoder_search",
     EncoderSearchConfig,
     "measure runtime configurations side by side, keep the fastest faithful one, plot the trade-off",
+    check=check_encoder_search,
 )
 def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageContext) -> StageOutput:
     from optiforge.encoders.search import search_runtime
