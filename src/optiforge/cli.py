@@ -213,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "TORCHELASTIC_RESTART_COUNT" in os.environ:  # a worker of torch's elastic launcher
+        from optiforge.launch import die_with_launcher
+
+        die_with_launcher()  # first: a worker whose launcher is killed from now on stops too
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
