@@ -157,3 +157,23 @@ def test_a_full_disk_during_training_names_the_file_and_marks_the_run_failed(tmp
     with pytest.raises(OptiforgeError, match="No space left on device; the disk is full; free some space"):
         run(out)
     assert status(out)["status"] == "failed" and "checkpoint.pt" in status(out)["reason"]
+
+
+def test_a_busy_folder_is_refused_before_any_worker_starts(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"status": "running"}\n')
+    (out / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    arguments = ["run", "--nproc", "2", "--set", "parallel.strategy=ddp", "--set", "model.hidden=[8]"]
+    assert main([*arguments, "--out", str(out), "--no-progress"]) == 2
+    assert f"(PID {os.getpid()} on {socket.gethostname()})" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == [LOCK_NAME, "run.json"]
+
+
+def test_a_folder_of_other_files_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(OptiforgeError, match="holds files \\(notes.txt\\) but no run.json"):
+        run(out)
+    assert [path.name for path in out.iterdir()] == ["notes.txt"]
