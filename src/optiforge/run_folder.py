@@ -34,6 +34,7 @@ _DISK_ERRORS = {
     errno.EROFS: "the file system is read-only; choose another --out",
     errno.EACCES: "no permission to write there; choose another --out",
     errno.EPERM: "no permission to write there; choose another --out",
+    errno.ENAMETOOLONG: "the path is too long; choose a shorter --out",
 }
 
 

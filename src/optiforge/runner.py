@@ -61,6 +61,10 @@ def run_recipe(
 ) -> RunResult:
     """Run a recipe (path, built-in name, mapping or Recipe) and return its report.
 
+    Everything checkable is checked before ``out`` (default ``runs/<name>``) is created. An earlier run's
+    own files there are replaced, other files are left alone (see :mod:`optiforge.run_folder`); the
+    folder is locked while the run lasts, and ``run.json`` says how the run ended.
+
     >>> import optiforge
     >>> result = optiforge.run_recipe("quickstart", ["train.epochs=1"], out="/tmp/of-doc", show_table=False,
     ...                               progress=False)
