@@ -27,9 +27,12 @@ MISTAKES = [
     (["stages=[{prune: {layer_sparsity: nowhere.json}}]"], "prune.layer_sparsity: no file 'nowhere.json'"),
     (["stages=[{share: {layers: {exclude: [typo]}}}]"], "share.layers.exclude: no layer named 'typo'"),
     (["stages=[{factorize: {energy: 0.9, layers: {exclude: [typo]}}}]"], "factorize.layers.exclude: no layer named"),
-    (["stages=[{quantize: {exclude: [typo]}}]"], "quantize.exclude: the model has no module 'typo'"),
+    (["stages=[{quantize: {layers: {exclude: [typo]}}}]"], "quantize.layers.exclude: no layer matches 'typo'"),
     # the model's layers are 0-4 (Flatten, Linear, ReLU, Dropout, Linear), the student's 0-3: '4' is gone after distill
-    ([f"stages=[{MLP_STUDENT}, {{quantize: {{exclude: ['4']}}}}]"], "quantize.exclude: the model has no module '4'"),
+    (
+        [f"stages=[{MLP_STUDENT}, {{quantize: {{layers: {{exclude: ['4']}}}}}}]"],
+        "quantize.layers.exclude: no layer matches '4'",
+    ),
     (
         ["stages=[{distill: {student: {name: mlp, hidden: [8]}, teacher: {name: mlp, checkpoint: nowhere.pt}}}]"],
         "nowhere.pt",
@@ -87,10 +90,12 @@ def _tiny_encoder() -> SentenceEncoder:
 
 def test_encoder_stages_check_their_layer_patterns_against_the_encoder():
     check = STAGES.get("encoder_runtime").check
-    check(_tiny_encoder(), EncoderRuntimeConfig(float_layers=["encoder.layer.*.output.dense"]), None)
-    with pytest.raises(ConfigError, match="encoder_runtime.float_layers: no layer of the encoder matches 'typo'"):
-        check(_tiny_encoder(), EncoderRuntimeConfig(float_layers=["typo"]), None)
+    kept = "transformer.encoder.layer.*.output.dense"
+    check(_tiny_encoder(), EncoderRuntimeConfig(layers={"exclude": [kept]}), None)
+    with pytest.raises(ConfigError, match="encoder_runtime.layers.exclude: no layer matches 'typo'"):
+        check(_tiny_encoder(), EncoderRuntimeConfig(layers={"exclude": ["typo"]}), None)
     search = STAGES.get("encoder_search")
-    config = search.config(candidates=[{}, {"smoothing_alpha": 0.5, "smoothing_layers": ["encoder.layer.*.typo"]}])
-    with pytest.raises(ConfigError, match=r"encoder_search.candidates\[1\].smoothing_layers"):
+    smoothing = {"alpha": 0.5, "layers": {"include": ["transformer.encoder.layer.*.typo"]}}
+    config = search.config(candidates=[{}, {"smoothing": smoothing}])
+    with pytest.raises(ConfigError, match=r"encoder_search.candidates\[1\].smoothing.layers.include"):
         search.check(_tiny_encoder(), config, None)

@@ -3,7 +3,8 @@
 ``encoder_runtime`` turns the current :class:`~optiforge.encoders.SentenceEncoder`
 into a fused, optionally smoothed and int8-quantized ONNX Runtime graph;
 ``encoder_search`` measures several such configurations side by side on the
-validation sentences and keeps the fastest that stays faithful enough.
+validation sentences and keeps the fastest that stays faithful enough (when
+none does, the float PyTorch encoder ships unchanged).
 Importing this module also registers the ``minilm`` model and the
 ``embedding`` task.
 """
@@ -17,8 +18,8 @@ from torch import nn
 from optiforge import encoders  # noqa: F401  registers model 'minilm' and task 'embedding'
 from optiforge.config import Config
 from optiforge.data.builtin import TaskData
-from optiforge.encoders.optimize import EncoderRuntimeConfig, _matches
-from optiforge.errors import ConfigError, ModelError
+from optiforge.encoders.optimize import EncoderRuntimeConfig
+from optiforge.errors import ModelError
 from optiforge.stages.base import StageContext, StageOutput, register_stage
 
 
@@ -45,12 +46,10 @@ def _encoder_of(model: nn.Module, stage: str) -> nn.Module:
 
 
 def _check_runtime(encoder: nn.Module, config: EncoderRuntimeConfig, field: str) -> None:
-    """Each ``float_layers``/``smoothing_layers`` pattern must match a module of the encoder."""
-    names = [name for name, _ in encoder.named_modules() if name]
-    for key in ("float_layers", "smoothing_layers"):
-        for pattern in getattr(config, key):
-            if not any(_matches(name, [pattern]) for name in names):
-                raise ConfigError(f"{field}.{key}: no layer of the encoder matches '{pattern}'")
+    """Every layer pattern and type name must match a layer of the encoder."""
+    config.layers.check(encoder, f"{field}.layers")
+    if config.smoothing is not None:
+        config.smoothing.layers.check(encoder, f"{field}.smoothing.layers")
 
 
 def check_encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, data: TaskData) -> None:
@@ -64,17 +63,17 @@ def check_encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, data: 
     check=check_encoder_runtime,
 )
 def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
-    from optiforge.encoders.optimize import optimize_encoder
+    from optiforge.encoders.optimize import optimize_encoder_with_result
 
     encoder = _encoder_of(model, "encoder_runtime")
-    fast = optimize_encoder(
+    result = optimize_encoder_with_result(
         encoder, config, _calibration(ctx, config.calibration_batches), path=ctx.stage_dir / "encoder.onnx"
     )
-    return StageOutput(fast, artifact=fast.path, info={"runtime": fast.info})
+    return StageOutput(result.model, artifact=result.model.path, info={"runtime": result.summary()})
 
 
 class EncoderSearchConfig(Config):
-    """Try runtime configurations, keep the fastest meeting the fidelity floors."""
+    """Try runtime configurations, keep the fastest meeting the fidelity floors (none: the float encoder ships)."""
 
     candidates: list[EncoderRuntimeConfig] = Field(min_length=1)
     min_cosine: float = Field(0.995, gt=0.0, le=1.0)
@@ -95,7 +94,7 @@ def check_encoder_search(model: nn.Module, config: EncoderSearchConfig, data: Ta
 @register_stage(
     "encoder_search",
     EncoderSearchConfig,
-    "measure runtime configurations side by side, keep the fastest faithful one, plot the trade-off",
+    "measure runtime configurations side by side, keep the fastest faithful one (else float), plot the trade-off",
     check=check_encoder_search,
 )
 def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageContext) -> StageOutput:
@@ -104,4 +103,4 @@ def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageCont
     encoder = _encoder_of(model, "encoder_search")
     calibration = _calibration(ctx, max(candidate.calibration_batches for candidate in config.candidates))
     result = search_runtime(encoder, config, calibration, ctx.data.val, ctx.stage_dir)
-    return StageOutput(result.model, artifact=result.model.path, info={"search": result.summary()})
+    return StageOutput(result.model, artifact=result.artifact, info={"search": result.summary()})
