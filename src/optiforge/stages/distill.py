@@ -20,7 +20,7 @@ from optiforge.distillation.api import prepare
 from optiforge.distillation.config import DistillConfig
 from optiforge.distillation.hints import find_layer
 from optiforge.distillation.students import shrink
-from optiforge.distillation.teachers import resolve_teacher
+from optiforge.distillation.teachers import check_teacher, resolve_teacher
 from optiforge.models.builtin import build_model
 from optiforge.stages.base import StageContext, StageOutput, register_stage
 
@@ -68,14 +68,12 @@ def _teacher_figures(teacher: nn.Module, from_previous: bool, ctx: StageContext)
     }
 
 
-def check_teacher(config: DistillStageConfig, data: TaskData) -> nn.Module | None:
-    """The teacher a stage names, built (and its checkpoint loaded) before the run; ``None``: the incoming model."""
-    return resolve_teacher(config.teacher, data, "distill.teacher") if config.teacher else None
-
-
 def check_distill(model: nn.Module, config: DistillStageConfig, data: TaskData) -> nn.Module:
     """Teacher, student and hint layers; the student is the model the next stage receives."""
-    teacher = check_teacher(config, data) or model
+    check_teacher(config.teacher, data, "distill.teacher")
+    teacher = model
+    if config.teacher is not None and (config.shrink is not None or config.hints):  # their layers are needed
+        teacher = resolve_teacher(config.teacher, data, "distill.teacher")
     if config.student is not None:
         student = build_model(config.student, data, where="distill.student")
     else:
