@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from optiforge.config import (
     Config,
@@ -45,6 +46,17 @@ class Recipe(Config):
     measure: MeasureConfig = MeasureConfig()
     stages: list[StageSpec] = Field(default_factory=list)
     export: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # the name is the default run folder, runs/<name>: it must stay one folder inside runs/
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", value) or value in (".", ".."):
+            raise ValueError(
+                "a recipe name names its run folder (runs/<name>): use letters, digits, '.', '_' and '-', "
+                "at most 100 characters, not '.' or '..'"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
