@@ -24,6 +24,7 @@ import json
 import pickle
 import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +200,12 @@ def _restore_hooks(model: nn.Module) -> None:
                 module.__dict__[key] = OrderedDict()
 
 
-def write_packed(model: nn.Module, path: str | Path) -> Path:
+def write_packed(model: nn.Module, path: str | Path, applied: Sequence[dict] = ()) -> Path:
     """Write ``model`` (architecture and every parameter and buffer) as a packed file.
+
+    ``applied`` lists the compression configs applied to the model, oldest
+    first (``[result.applied, ...]`` of the ``*_with_result`` verbs); the
+    header keeps them under ``compression``.
 
     >>> import torch, optiforge
     >>> from optiforge.compress import write_packed, load_packed
@@ -230,7 +235,7 @@ def write_packed(model: nn.Module, path: str | Path) -> Path:
         "version": VERSION,
         "torch": torch.__version__,
         "model": type(model).__name__,
-        "compression": getattr(model, LOG_ATTRIBUTE, []),
+        "compression": list(applied),
         "tensors": records,
     }
     raw = [json.dumps(header, separators=(",", ":")).encode(), _skeleton(model)]
