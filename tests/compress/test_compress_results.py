@@ -94,6 +94,10 @@ def test_structured_pruning_keeps_the_last_layer_by_default_and_says_so():
     single = nn.Sequential(nn.Flatten(), nn.Linear(8, 4))
     with pytest.raises(ModelError, match=r"keeps the last layer '1' \(layers\.keep_last"):
         prune(single, PruneConfig(method="structured"), example_inputs=torch.randn(2, 8))
+    with pytest.raises(ModelError, match=r"factorize keeps the last layer '1'"):
+        factorize(single, FactorizeConfig(rank_ratio=0.5))
+    with pytest.raises(ModelError, match=r"patterns and types of 'layers' leave out the rest"):
+        factorize(Net(), FactorizeConfig(rank_ratio=0.5, layers={"exclude": ["encoder.*"]}))
 
 
 def test_stage_finetune_epochs_train_that_many_epochs(tmp_path):

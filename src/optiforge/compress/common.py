@@ -12,8 +12,8 @@ from torch import nn
 
 from optiforge.config import FinetuneConfig, TrainConfig
 from optiforge.data.builtin import TaskData
-from optiforge.errors import ConfigError
-from optiforge.layers import WEIGHTED_TYPES, check_patterns, matches, weighted_layers
+from optiforge.errors import ConfigError, ModelError
+from optiforge.layers import WEIGHTED_TYPES, LayerFilter, check_patterns, matches, weighted_layers
 from optiforge.training.callbacks import Callback
 from optiforge.training.finetune import Finetune, finetuner
 
@@ -147,6 +147,21 @@ def layer_values(
             )
         result.update(dict.fromkeys(named, fraction))
     return result
+
+
+def chosen_layers(model: nn.Module, layers: LayerFilter, technique: str) -> dict[str, nn.Module]:
+    """The layers ``layers`` chooses; when only the default ``keep_last`` left none, the error says so."""
+    chosen = layers.select(model, require=False)
+    if chosen:
+        return chosen
+    candidates = list(weighted_layers(model))
+    if len(candidates) == 1 and layers == LayerFilter(keep_last=True):
+        raise ModelError(
+            f"no layer of {type(model).__name__} is left to compress: {technique} keeps the last layer "
+            f"'{candidates[0]}' (layers.keep_last: its outputs are the model's outputs), and it is the only "
+            "Linear or Conv layer"
+        )
+    return layers.select(model)  # raises, naming the setting that left nothing
 
 
 def skipped_layers(model: nn.Module, touched: Sequence[str]) -> list[str]:

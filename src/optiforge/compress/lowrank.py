@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from optiforge.compress.common import FactorizeResult, skipped_layers, trainer, weight_sparsity
+from optiforge.compress.common import FactorizeResult, chosen_layers, skipped_layers, trainer, weight_sparsity
 from optiforge.compress.config import FactorizeConfig
 from optiforge.config import TrainConfig
 from optiforge.data.builtin import TaskData
@@ -85,7 +85,7 @@ def factorize_with_result(
     where the kept rank would not save parameters.
     """
     train = trainer(data, train_config, finetune, config.finetune, "factorize")
-    layers = config.layers.select(model)
+    layers = chosen_layers(model, config.layers, "factorize")
     replaced = []
     for name, layer in layers.items():
         replacement = factorize_layer(layer, config)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from torch import nn
 
+from optiforge.compress.common import chosen_layers
 from optiforge.compress.config import PruneConfig
 from optiforge.compress.pruning import prune
-from optiforge.compress.structured import select_structured
 from optiforge.config import FinetuneConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
@@ -71,7 +71,9 @@ def analyze(
     loader = make_loader(split, 512)
     device = next(model.parameters()).device
     structured = config.method == "structured"
-    layers = list(select_structured(model, config) if structured else config.layers.select(model))
+    layers = list(
+        chosen_layers(model, config.layers, "structured pruning") if structured else config.layers.select(model)
+    )
     params_before, nonzero_before = count_parameters(model)
     base = config.model_copy(
         update={

@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiforge.compress.common import Trainer, layer_values
+from optiforge.compress.common import Trainer, chosen_layers, layer_values
 from optiforge.compress.config import PruneConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.errors import ConfigError, DependencyError, ModelError
-from optiforge.layers import WEIGHTED_TYPES, weighted_layers
+from optiforge.layers import WEIGHTED_TYPES
 from optiforge.tasks import task_for
 
 # leaf layers whose parameters Torch-Pruning knows how to slice
@@ -145,22 +145,6 @@ def _check_runs(model: nn.Module, example_inputs: Any) -> None:
             hook.remove()
 
 
-def select_structured(model: nn.Module, config: PruneConfig) -> dict[str, nn.Module]:
-    """The layers whose outputs may shrink; says so when only ``layers.keep_last`` left none."""
-    layers = config.layers.select(model, require=False)
-    if layers:
-        return layers
-    candidates = list(weighted_layers(model))
-    only_keep_last = config.layers.keep_last and config.layers == type(config.layers)(keep_last=True)
-    if candidates and only_keep_last:
-        raise ModelError(
-            f"no layer of {type(model).__name__} is left to compress: structured pruning keeps the last layer "
-            f"'{candidates[-1]}' (layers.keep_last: its outputs are the model's outputs), and it is the only "
-            "Linear or Conv layer"
-        )
-    return config.layers.select(model)  # raises, naming what left nothing
-
-
 def prune_structured(
     model: nn.Module,
     config: PruneConfig,
@@ -179,7 +163,7 @@ def prune_structured(
         example_inputs = example_inputs.to(device)
     elif isinstance(example_inputs, dict):
         example_inputs = {key: value.to(device) for key, value in example_inputs.items()}
-    layers = select_structured(model, config)
+    layers = chosen_layers(model, config.layers, "structured pruning")
     heads = attention_heads(model)
     ignored = [
         module for module in model.modules() if isinstance(module, WEIGHTED_TYPES) and module not in layers.values()
