@@ -7,7 +7,7 @@ import torch
 
 import optiforge
 from optiforge.cli import main
-from optiforge.compress import load_packed
+from optiforge.compress import describe_packed, load_packed
 from optiforge.errors import RecipeError
 
 # measuring latency is not what these tests check: a few repeats keep them quick
@@ -28,6 +28,9 @@ def test_compress_recipe_runs_and_reports_the_packed_size(tmp_path):
         artifact = tmp_path / rows[stage]["artifact"]
         assert artifact.suffix == ".ofpk" and rows[stage]["size_bytes"] == artifact.stat().st_size
     assert rows["prune"]["weight_sparsity"] == pytest.approx(0.94, abs=0.01)
+    applied = describe_packed(tmp_path / rows["share"]["artifact"])["compression"]
+    assert [list(entry) for entry in applied] == [["prune"], ["share"]]  # the configs of both stages
+    assert applied[0]["prune"]["schedule"] == {} and applied[1]["share"]["clusters"] == 16
     assert rows["share"]["size_bytes"] < rows["prune"]["size_bytes"] < rows["train"]["size_bytes"] / 5
     assert result.report["exports"][0]["format"] == "packed"
     loaded = load_packed(tmp_path / result.report["exports"][0]["artifact"])

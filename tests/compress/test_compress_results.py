@@ -9,6 +9,7 @@ from optiforge.compress import (
     FactorizeConfig,
     PruneConfig,
     ShareConfig,
+    describe_packed,
     factorize,
     factorize_with_result,
     prune,
@@ -117,6 +118,7 @@ def test_stage_finetune_epochs_train_that_many_epochs(tmp_path):
     row = result.report["stages"][1]
     assert row["compression"] == [{"prune": {"sparsity": 0.6, "finetune": {"epochs": 2}}}]
     assert row["layers_compressed"] == 2 and row["layers_skipped"] == []
+    assert describe_packed(tmp_path / row["artifact"])["compression"] == row["compression"]
 
 
 def test_old_field_names_are_refused_and_their_replacement_is_known():

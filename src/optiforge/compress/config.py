@@ -12,7 +12,7 @@ from optiforge.layers import LayerFilter
 # fields that were replaced: the recipe error for an old name points at its replacement
 RENAMED = {
     "finetune_epochs": "finetune.epochs",
-    "gradual": "schedule (gradual settings are the schedule: schedule: {end: 0.5, updates: 10})",
+    "gradual": "schedule",  # schedule: {end: 0.5, updates: 10} is a gradual schedule with those settings
 }
 
 
