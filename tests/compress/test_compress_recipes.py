@@ -30,7 +30,7 @@ def test_compress_recipe_runs_and_reports_the_packed_size(tmp_path):
     assert rows["prune"]["weight_sparsity"] == pytest.approx(0.94, abs=0.01)
     applied = describe_packed(tmp_path / rows["share"]["artifact"])["compression"]
     assert [list(entry) for entry in applied] == [["prune"], ["share"]]  # the configs of both stages
-    assert applied[0]["prune"]["schedule"] == {} and applied[1]["share"]["clusters"] == 16
+    assert applied[0]["prune"]["schedule"] == {} and applied[1]["share"]["include_bias"] is True
     assert rows["share"]["size_bytes"] < rows["prune"]["size_bytes"] < rows["train"]["size_bytes"] / 5
     assert result.report["exports"][0]["format"] == "packed"
     loaded = load_packed(tmp_path / result.report["exports"][0]["artifact"])
