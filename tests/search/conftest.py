@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 import torch
 from pydantic import Field
 from torch import nn
 
 import optiforge
-from optiforge.config import Config, MeasureConfig
+from optiforge.config import Config
 from optiforge.stages import STAGES, StageContext, StageKind, StageOutput
 from optiforge.tasks import task_for
-
-FAST_MEASURE = MeasureConfig(latency_repeats=1, warmup=0, throughput_batch=8, throughput_repeats=1)
 
 
 class ScaleConfig(Config):
@@ -45,10 +41,6 @@ def applied(monkeypatch):
     for name in ("scale_a", "scale_b"):
         monkeypatch.setitem(STAGES._items, name, kind(name))
     return calls
-
-
-def count(calls: list) -> collections.Counter:
-    return collections.Counter(name for name, _ in calls)
 
 
 @pytest.fixture

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import pytest
 
-from conftest import FAST_MEASURE, count
+from optiforge.config import MeasureConfig
 from optiforge.errors import ConfigError
 from optiforge.stages.search import SearchStageConfig, run_search
+
+FAST_MEASURE = MeasureConfig(latency_repeats=1, warmup=0, throughput_batch=8, throughput_repeats=1)
+
+
+def count(calls: list) -> collections.Counter:
+    return collections.Counter(name for name, _ in calls)
 
 
 def _config(**fields) -> SearchStageConfig:

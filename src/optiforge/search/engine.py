@@ -24,7 +24,7 @@ from optiforge.errors import ConfigError
 from optiforge.files import atomic_save, atomic_write_text
 from optiforge.search.config import SearchConfig
 from optiforge.search.figures import OBJECTIVE_FIGURES, PREFERENCE_FIGURES, Measurer
-from optiforge.search.space import CandidateSpec, Step, prefix_key, shorten
+from optiforge.search.space import CandidateSpec, ShortenStep, Step, prefix_key, shorten, shorten_step
 from optiforge.tasks import Task
 from optiforge.training.progress import progress_bar
 
@@ -101,10 +101,12 @@ class Search:
         resume: bool = False,
         progress: bool = True,
         save_artifact: Callable[[Any, Path], Path | None] | None = None,
+        shorten: ShortenStep = shorten_step,
     ) -> None:
         self.config, self.data, self.task, self.apply_step = config, data, task, apply_step
         self.folder, self.resume, self.progress = folder, resume, progress
         self.save_artifact = save_artifact or _save_state_dict
+        self.shorten_step = shorten
         self.applied_steps = 0
         self.deadline: float | None = None
         self.notes: list[str] = []
@@ -267,7 +269,7 @@ class Search:
     def _search(self, specs: list[CandidateSpec], baseline: Any, bar: Any, task_id: Any) -> list[Outcome]:
         if self.config.proxy is None:
             return self._phase(specs, "full", baseline, bar, task_id)
-        shortened = {spec.key: shorten(spec, self.config.proxy.fraction) for spec in specs}
+        shortened = {spec.key: shorten(spec, self.config.proxy.fraction, self.shorten_step) for spec in specs}
         # a candidate without fine-tuning is its own proxy: measured once, in full
         exact = [spec for spec in specs if shortened[spec.key].key == spec.key]
         proxies = self._phase([shortened[s.key] for s in specs if s not in exact], "proxy", baseline, bar, task_id)

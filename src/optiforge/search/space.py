@@ -43,7 +43,7 @@ class Step:
 
     @property
     def label(self) -> str:
-        changed = self.config.model_dump(mode="json", exclude_defaults=True)
+        changed = self.config.model_dump(mode="json", exclude_unset=True)
         inner = ", ".join(f"{name}={_short(value)}" for name, value in changed.items())
         return f"{self.kind}({inner})" if inner else self.kind
 
@@ -175,9 +175,15 @@ def _shorten_fields(fields: Any, fraction: float) -> Any:
     return fields
 
 
-def shorten(spec: CandidateSpec, fraction: float) -> CandidateSpec:
-    """``spec`` with every ``epochs``/``finetune_epochs`` field of its stages scaled by ``fraction`` (the proxy)."""
-    steps = tuple(
-        Step(step.kind, type(step.config).model_validate(_shorten_fields(step.fields, fraction))) for step in spec.steps
-    )
-    return CandidateSpec(spec.name, steps)
+# (step, fraction) -> the step its proxy runs; the stage module knows which epochs fields take effect
+ShortenStep = Callable[[Step, float], Step]
+
+
+def shorten_step(step: Step, fraction: float) -> Step:
+    """``step`` with every ``epochs``/``finetune_epochs`` field scaled by ``fraction`` (rounded up, at least 1)."""
+    return Step(step.kind, type(step.config).model_validate(_shorten_fields(step.fields, fraction)))
+
+
+def shorten(spec: CandidateSpec, fraction: float, shorten: ShortenStep = shorten_step) -> CandidateSpec:
+    """The proxy of ``spec``: each of its steps shortened (same name)."""
+    return CandidateSpec(spec.name, tuple(shorten(step, fraction) for step in spec.steps))

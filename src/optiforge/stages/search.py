@@ -20,7 +20,7 @@ from optiforge.config import describe_validation_error
 from optiforge.data.builtin import TaskData
 from optiforge.errors import ConfigError, OptiforgeError
 from optiforge.search import Search, SearchConfig, SearchResult, Step, StepResult, expand_space, write_search
-from optiforge.search.space import CandidateSpec
+from optiforge.search.space import CandidateSpec, shorten_step
 from optiforge.stages.base import STAGES, StageContext, StageOutput, register_stage
 
 
@@ -33,6 +33,14 @@ def parse_step(kind: str, fields: Any, where: str) -> BaseModel:
         return stage.config.model_validate(fields or {})
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, stage.config, where)) from None
+
+
+def proxy_step(step: Step, fraction: float) -> Step:
+    """The step a successive-halving proxy runs: its fine-tuning shortened. ``quantize`` trains only for
+    ``qat_int8`` (its ``finetune`` is ignored otherwise), so other schemes stay as they are."""
+    if step.kind == "quantize" and getattr(step.config, "scheme", None) != "qat_int8":
+        return step
+    return shorten_step(step, fraction)
 
 
 def candidates_of(config: SearchConfig) -> tuple[list[CandidateSpec], list[dict]]:
@@ -82,7 +90,16 @@ def _applier(ctx: StageContext):  # noqa: ANN202
 def run_search(model: nn.Module, config: SearchConfig, ctx: StageContext) -> tuple[SearchResult, StageOutput]:
     """Search from ``model`` into ``ctx.stage_dir``: ``search.json``, ``search.png``, and the shipped model."""
     specs, invalid = candidates_of(config)
-    search = Search(config, ctx.data, ctx.task, _applier(ctx), ctx.stage_dir, resume=ctx.resume, progress=ctx.progress)
+    search = Search(
+        config,
+        ctx.data,
+        ctx.task,
+        _applier(ctx),
+        ctx.stage_dir,
+        resume=ctx.resume,
+        progress=ctx.progress,
+        shorten=proxy_step,
+    )
     result = search.run(model, specs, invalid)
     front_rows = []
     if config.keep == "front":
@@ -123,3 +140,108 @@ def run_search(model: nn.Module, config: SearchConfig, ctx: StageContext) -> tup
 )
 def search_stage(model: nn.Module, config: SearchStageConfig, ctx: StageContext) -> StageOutput:
     return run_search(model, config, ctx)[1]
+
+
+def model_family(data: TaskData) -> str:
+    """``encoder`` for sentence-embedding data, else ``classifier`` (the families with a default space)."""
+    return "encoder" if data.task == "embedding" else "classifier"
+
+
+def default_search(
+    family: str,
+    objective: str = "latency",
+    *,
+    max_metric_drop: float | None = 0.01,
+    min_fidelity: float | None = None,
+    batch: int | None = None,
+    budget_minutes: float | None = None,
+    keep: str = "chosen",
+    finetune_epochs: int = 2,
+) -> SearchStageConfig:
+    """The search ``optiforge optimize`` runs: the family's default space, halving on, the user's constraint."""
+    from optiforge.search.defaults import default_space
+
+    space = default_space(family, objective, finetune_epochs=finetune_epochs)
+    return SearchStageConfig(
+        **space,
+        objective=objective,
+        max_metric_drop=max_metric_drop,
+        min_fidelity=min_fidelity,
+        batch=batch,
+        budget_minutes=budget_minutes,
+        keep=keep,
+        proxy={"fraction": 0.5},
+    )
+
+
+@dataclasses.dataclass
+class OptimizeResult:
+    """The shipped model (the baseline when nothing met the constraint), the search, and its folder."""
+
+    model: nn.Module | Any
+    search: SearchResult
+    folder: Path
+    artifact: Path | None
+
+    @property
+    def baseline_kept(self) -> bool:
+        return self.search.baseline_kept
+
+
+def optimize(
+    model: nn.Module,
+    data: TaskData,
+    *,
+    objective: str = "latency",
+    max_metric_drop: float | None = 0.01,
+    min_fidelity: float | None = None,
+    batch: int | None = None,
+    budget_minutes: float | None = None,
+    search: SearchConfig | dict | None = None,
+    train: Any = None,
+    out: str | Path = "runs/optimize",
+    resume: bool = False,
+    progress: bool = True,
+) -> OptimizeResult:
+    """Search the default space of ``model``'s family (or ``search``) and return the best model meeting the
+    constraint; ``search.json`` and ``search.png`` go to ``out/search``.
+
+    ``train`` (a :class:`~optiforge.TrainConfig`) sets the fine-tuning inside the space (learning rate,
+    batch size); ``search`` replaces the default space and settings.
+
+    >>> import optiforge
+    >>> data = optiforge.build_data(optiforge.DataConfig(name="digits"))
+    >>> model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[16]), data)
+    >>> result = optiforge.optimize(model, data, search={"options": {"quantize.scheme": ["bf16"]}},
+    ...                             out="/tmp/of-optimize-doc", progress=False)
+    >>> sorted(path.name for path in result.folder.glob("search.*"))
+    ['search.json', 'search.png']
+    """
+    from optiforge.config import HardwareConfig, TrainConfig
+    from optiforge.tasks import task_for
+
+    if search is None:
+        config: SearchConfig = default_search(
+            model_family(data),
+            objective,
+            max_metric_drop=max_metric_drop,
+            min_fidelity=min_fidelity,
+            batch=batch,
+            budget_minutes=budget_minutes,
+        )
+    else:
+        fields = search.model_dump() if isinstance(search, BaseModel) else dict(search)
+        config = SearchStageConfig(**fields)
+    run_dir = Path(out)
+    ctx = StageContext(
+        data=data,
+        task=task_for(data.task),
+        hardware=HardwareConfig(),
+        train_config=train or TrainConfig(),
+        stage_dir=run_dir / "search",
+        run_dir=run_dir,
+        resume=resume,
+        progress=progress,
+    )
+    result, output = run_search(model, config, ctx)
+    return OptimizeResult(output.model, result, ctx.stage_dir, output.artifact)
