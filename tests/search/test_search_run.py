@@ -110,3 +110,13 @@ def test_successive_halving_trains_in_full_only_candidates_that_can_reach_the_fr
     phases = {(o.spec.steps[0].config.factor, o.phase) for o in result.outcomes}
     assert phases == {(1.0, "full"), (0.0, "proxy")}
     assert result.chosen is not None and result.chosen.phase == "full"
+
+
+def test_a_candidate_keeps_its_model_when_a_longer_candidate_changes_it_in_place(applied, context, trained):
+    # scale_b multiplies in place; the candidate that stops after scale_a must not see it
+    space = {"candidates": [["scale_a"], ["scale_a", {"scale_b": {"factor": 0.0}}]], "max_metric_drop": 0.0}
+    result, output = run_search(trained, _config(**space), context())
+    assert count(applied) == {"scale_a": 1, "scale_b": 1}
+    assert result.chosen is not None and result.chosen.spec.name == "scale_a"
+    assert output.model[-1].weight.abs().sum() > 0
+    assert trained[-1].weight.abs().sum() > 0  # the starting model is never handed to a stage

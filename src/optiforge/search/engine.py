@@ -38,6 +38,7 @@ class StepResult:
     model: Any
     artifact: Path | None = None
     info: dict = field(default_factory=dict)
+    exports: dict = field(default_factory=dict)
 
 
 # (model, step, folder for the step's files) -> StepResult; supplied by the caller (the stage module)
@@ -55,6 +56,7 @@ class Outcome:
     artifact: str | None = None
     phase: str = "full"
     model: Any = field(default=None, repr=False)
+    exports: dict = field(default_factory=dict, repr=False)  # format -> writer of the last stage, as StageOutput's
 
     def row(self) -> dict:
         row: dict[str, Any] = {"name": self.spec.name, "key": self.spec.key, "phase": self.phase}
@@ -134,8 +136,9 @@ class Search:
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
-    def _measure(self, model: Any, artifact: Path | None, spec: CandidateSpec, phase: str) -> Outcome:
-        outcome = Outcome(spec, phase=phase)
+    def _measure(self, node: StepResult, spec: CandidateSpec, phase: str) -> Outcome:
+        model, artifact = node.model, node.artifact
+        outcome = Outcome(spec, phase=phase, exports=node.exports)
         try:
             if artifact is None:
                 artifact = self.save_artifact(model, self.folder / "nodes" / spec.key / "model.pt")
@@ -150,13 +153,14 @@ class Search:
         self._store(outcome)
         return outcome
 
-    def _walk(
-        self, model: Any, artifact: Path | None, depth: int, specs: list[CandidateSpec], phase: str, done: Callable
-    ) -> None:
+    def _walk(self, node: StepResult, depth: int, specs: list[CandidateSpec], phase: str, done: Callable) -> None:
+        model = node.model
         children: dict[str, list[CandidateSpec]] = {}
+        ends_here = False
         for spec in specs:
             if len(spec.steps) == depth:
-                done(self._measure(model, artifact, spec, phase) if not self._out_of_time() else _budget(spec, phase))
+                done(self._measure(node, spec, phase) if not self._out_of_time() else _budget(spec, phase))
+                ends_here = True
             else:
                 children.setdefault(spec.steps[depth].key, []).append(spec)
         for index, group in enumerate(children.values()):
@@ -165,8 +169,9 @@ class Search:
                     done(_budget(spec, phase))
                 continue
             step = group[0].steps[depth]
-            # the last branch may take its parent's model; the root is the caller's, which must stay as it is
-            last = index == len(children) - 1 and depth > 0
+            # the last branch may take its parent's model, unless the parent is the caller's (the root) or a
+            # measured candidate's (which may ship): stages may change their input in place
+            last = index == len(children) - 1 and depth > 0 and not ends_here
             try:
                 branch = model if last else copy.deepcopy(model)
                 result = self.apply_step(branch, step, self.folder / "nodes" / prefix_key(group[0].steps[: depth + 1]))
@@ -181,7 +186,7 @@ class Search:
                     self._store(failed)
                     done(failed)
                 continue
-            self._walk(result.model, result.artifact, depth + 1, group, phase, done)
+            self._walk(result, depth + 1, group, phase, done)
 
     def _phase(
         self, specs: Sequence[CandidateSpec], phase: str, baseline: Any, bar: Any, task_id: Any
@@ -204,7 +209,7 @@ class Search:
             bar.update(task_id, advance=1, info=self._front_text(outcomes.values()))
 
         if todo:
-            self._walk(baseline, None, 0, todo, phase, done)
+            self._walk(StepResult(baseline), 0, todo, phase, done)
         return [outcomes[spec.key] for spec in specs]
 
     # ---- the front ----
@@ -297,6 +302,7 @@ class Search:
         baseline_figures["metric_drop"] = 0.0
         one_measurement = time.monotonic() - started
         outcomes: list[Outcome] = []
+        budget_refused = False
         if self.config.budget_minutes is not None:
             budget = self.config.budget_minutes * 60.0
             self.deadline = started + budget
@@ -307,6 +313,7 @@ class Search:
                     "plus its stages); the baseline is kept"
                 )
                 outcomes = [_budget(spec, "full") for spec in specs]
+                budget_refused = True
         if not outcomes:
             with progress_bar(self.progress) as bar:
                 task_id = bar.add_task("search", total=len(specs), info="")
@@ -322,7 +329,7 @@ class Search:
             maximize=maximize,
             constraint=self.measurer.constraint_text(),
         )
-        if skipped and not any(o.figures for o in outcomes if not o.skipped) and not self.notes[-1:]:
+        if skipped and len(skipped) == len(outcomes) and not budget_refused:
             self.notes.append("the budget ran out before any candidate was measured; the baseline is kept")
         chosen = selection.chosen.payload if selection.chosen else None
         return SearchResult(
@@ -339,11 +346,12 @@ class Search:
 
     def rebuild(self, outcome: Outcome, baseline: Any) -> Any:
         """The model of ``outcome`` (read from an earlier run, so not in memory): its stages applied again."""
-        model = copy.deepcopy(baseline)
+        node = StepResult(copy.deepcopy(baseline))
         steps = outcome.spec.steps
         for depth, step in enumerate(steps):
-            model = self.apply_step(model, step, self.folder / "nodes" / prefix_key(steps[: depth + 1])).model
-        return model
+            node = self.apply_step(node.model, step, self.folder / "nodes" / prefix_key(steps[: depth + 1]))
+        outcome.exports = node.exports
+        return node.model
 
 
 def _budget(spec: CandidateSpec, phase: str) -> Outcome:

@@ -82,7 +82,7 @@ def _applier(ctx: StageContext):  # noqa: ANN202
         step_ctx = dataclasses.replace(ctx, stage_dir=folder, progress=False)
         result = STAGES.get(step.kind).apply(model, step.config, step_ctx)
         output = result if isinstance(result, StageOutput) else StageOutput(result)
-        return StepResult(output.model, output.artifact, output.info)
+        return StepResult(output.model, output.artifact, output.info, output.exports)
 
     return apply_step
 
@@ -128,7 +128,7 @@ def run_search(model: nn.Module, config: SearchConfig, ctx: StageContext) -> tup
         return result, StageOutput(model, info=info)
     chosen = result.chosen.model if result.chosen.model is not None else search.rebuild(result.chosen, model)
     artifact = ctx.stage_dir / result.chosen.artifact if result.chosen.artifact else None
-    return result, StageOutput(chosen, artifact=artifact, info=info)
+    return result, StageOutput(chosen, artifact=artifact, info=info, exports=result.chosen.exports)
 
 
 @register_stage(
