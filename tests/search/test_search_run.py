@@ -9,7 +9,7 @@ import pytest
 
 from optiforge.config import MeasureConfig
 from optiforge.errors import ConfigError
-from optiforge.stages.search import SearchStageConfig, run_search
+from optiforge.stages.search import SearchStageConfig, candidates_of, run_search
 
 FAST_MEASURE = MeasureConfig(latency_repeats=1, warmup=0, throughput_batch=8, throughput_repeats=1)
 
@@ -120,3 +120,12 @@ def test_a_candidate_keeps_its_model_when_a_longer_candidate_changes_it_in_place
     assert result.chosen is not None and result.chosen.spec.name == "scale_a"
     assert output.model[-1].weight.abs().sum() > 0
     assert trained[-1].weight.abs().sum() > 0  # the starting model is never handed to a stage
+
+
+def test_combinations_a_stage_cannot_run_are_listed_but_a_misspelt_field_is_refused():
+    options = {"quantize.scheme": ["bf16", "int8_dynamic"], "quantize.engine": ["torch", "torchao"]}
+    specs, invalid = candidates_of(SearchStageConfig(options=options))
+    assert len(specs) == 3 and [row["name"] for row in invalid] == ["quantize.scheme=bf16, quantize.engine=torchao"]
+    assert "cannot run scheme 'bf16'" in invalid[0]["error"]
+    with pytest.raises(ConfigError, match="sparsty"):
+        SearchStageConfig(options={"prune": ["none", {"sparsty": 0.3}]})

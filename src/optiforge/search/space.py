@@ -17,10 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from optiforge.errors import ConfigError, OptiforgeError
+from optiforge.errors import ConfigError
 
-# (kind, fields, where) -> the kind's validated config; raises an OptiforgeError naming ``where``
+# (kind, fields, where) -> the kind's validated config; raises an OptiforgeError naming ``where``, and
+# IncompatibleFields when each field is valid but the combination is not (an engine that cannot run a scheme)
 ParseStep = Callable[[str, Any, str], BaseModel]
+
+
+class IncompatibleFields(ConfigError):
+    """A stage's fields are each valid but do not go together: that combination is left out of the space."""
+
 
 LEAVE_OUT = "none"
 
@@ -125,9 +131,10 @@ def expand_space(
     options: dict[str, list[Any]],
     parse: ParseStep,
 ) -> tuple[list[CandidateSpec], list[dict]]:
-    """The candidates of a space, and the combinations left out because a stage refused its config.
+    """The candidates of a space, and the combinations left out because their fields do not go together.
 
-    Raises a :class:`ConfigError` when the space holds no valid candidate.
+    A mistake in a field (an unknown name, a value out of range) raises a :class:`ConfigError` naming it,
+    as does a space whose every combination is left out.
     """
     raw: list[tuple[str, list[tuple[str, dict]]]] = []
     for index, entries in enumerate(candidates):
@@ -140,7 +147,7 @@ def expand_space(
     for label, entries in raw:
         try:
             steps = tuple(parse(kind, fields, f"search ({label}).{kind}") for kind, fields in entries)
-        except OptiforgeError as error:
+        except IncompatibleFields as error:
             invalid.append({"name": label, "error": str(error)})
             continue
         spec = CandidateSpec(label, tuple(Step(kind, config) for (kind, _), config in zip(entries, steps, strict=True)))
@@ -148,8 +155,7 @@ def expand_space(
             seen.add(spec.key)
             specs.append(spec)
     if not specs:
-        detail = f": {invalid[0]['error']}" if invalid else ""
-        raise ConfigError(f"search: the space holds no candidate that can run{detail}")
+        raise ConfigError(f"search: the space holds no candidate that can run: {invalid[0]['error']}")
     return _named(specs), invalid
 
 

@@ -20,7 +20,7 @@ from optiforge.config import describe_validation_error
 from optiforge.data.builtin import TaskData
 from optiforge.errors import ConfigError, OptiforgeError
 from optiforge.search import Search, SearchConfig, SearchResult, Step, StepResult, expand_space, write_search
-from optiforge.search.space import CandidateSpec, shorten_step
+from optiforge.search.space import CandidateSpec, IncompatibleFields, shorten_step
 from optiforge.stages.base import STAGES, StageContext, StageOutput, register_stage
 
 
@@ -32,7 +32,10 @@ def parse_step(kind: str, fields: Any, where: str) -> BaseModel:
     try:
         return stage.config.model_validate(fields or {})
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, stage.config, where)) from None
+        message = describe_validation_error(error, stage.config, where)
+        if all(not detail["loc"] for detail in error.errors()):  # only the config's own cross-field check
+            raise IncompatibleFields(message) from None
+        raise ConfigError(message) from None
 
 
 def proxy_step(step: Step, fraction: float) -> Step:
