@@ -33,6 +33,9 @@ def test_a_shared_prefix_is_applied_once(applied, context, trained):
     # without sharing: 6 scale_a and 6 scale_b applications
     assert count(applied) == {"scale_a": 2, "scale_b": 6}
     assert result.applied_steps == 8
+    saved = json.loads((context().stage_dir / "search.json").read_text())
+    assert [row["name"] for row in saved["candidates"] if row["on_front"]] == saved["front"] == result.front
+    assert saved["stages_applied"] == 8 and (context().stage_dir / "search.png").is_file()
 
 
 def test_a_resumed_search_skips_every_measured_candidate(applied, context, trained):

@@ -106,7 +106,8 @@ def plot_front(
         on_front = sorted((p for p in shown if p["name"] in front), key=lambda p: p[key])
         if on_front:
             xs, ys = [p[key] for p in on_front], [p["value"] for p in on_front]
-            axis.plot(xs, ys, "o-", color="tab:red", label="front")
+            front_label = f"front ({objective[1].split(' (')[0]})" if objective else "front"
+            axis.plot(xs, ys, "o-", color="tab:red", label=front_label)
             for point in on_front:
                 axis.annotate(point["name"], (point[key], point["value"]), fontsize=6)
         baseline = [p for p in shown if p["name"] == "baseline"]
