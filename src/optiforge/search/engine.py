@@ -283,10 +283,11 @@ class Search:
         bar.update(task_id, total=len(specs) + len(full) - len(exact))
         outcomes = self._phase(full, "full", baseline, bar, task_id)
         outcomes += [outcome for outcome in proxies if outcome.spec.key not in promoted]
-        self.notes.append(
-            f"successive halving: {len(proxies)} candidate(s) fine-tuned as a short proxy, "
-            f"{len(full) - len(exact)} of them then in full"
-        )
+        if proxies:
+            self.notes.append(
+                f"successive halving: {len(proxies)} candidate(s) fine-tuned as a short proxy, "
+                f"{len(full) - len(exact)} of them then in full"
+            )
         return outcomes
 
     # ---- the whole search ----
