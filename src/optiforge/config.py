@@ -8,9 +8,10 @@ field, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Config(BaseModel):
@@ -71,12 +72,19 @@ class OptimizerConfig(Config):
     """An optimizer from torch.optim by name (``gd`` and ``sgd`` are SGD)."""
 
     name: str = "sgd"
-    lr: float = Field(0.1, gt=0.0)
+    lr: float | Literal["auto"] = Field(0.1, description="a rate > 0, or 'auto': the range test's suggestion")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_rate(cls, value: float | str) -> float | str:
+        if value != "auto" and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"must be a finite number > 0 or 'auto', got {value}")
+        return value
 
 
 class ScheduleConfig(Config):
@@ -104,11 +112,37 @@ class TrainConfig(Config):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     epochs: int = Field(10, ge=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int | Literal["auto"] = Field(64, description="samples per step, or 'auto': chosen by throughput")
     grad_clip_norm: float | None = Field(None, gt=0.0)
     accumulation_steps: int = Field(1, ge=1)
     early_stopping: EarlyStoppingConfig | None = None
+    stop_at: dict[str, float] | None = Field(
+        None, description="stop after the first epoch whose validation metric reaches this, e.g. {accuracy: 0.96}"
+    )
+    eval_every: int = Field(1, ge=1, description="epochs between validation passes (the last epoch always has one)")
+    data_on_device: bool = Field(
+        True, description="keep a tensor dataset whole on the device and slice batches from it (no DataLoader)"
+    )
     seed: int = 0
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError(f"must be an integer >= 1 or 'auto', got {value}")
+        return value
+
+    @field_validator("stop_at")
+    @classmethod
+    def _one_target(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        if len(value) != 1:
+            raise ValueError(f"give one metric and its target, e.g. {{accuracy: 0.96}}; got {value}")
+        ((name, target),) = value.items()
+        if not math.isfinite(target):
+            raise ValueError(f"the target for '{name}' must be a finite number, got {target}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
