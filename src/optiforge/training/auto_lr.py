@@ -5,6 +5,11 @@ The range test (:mod:`optiforge.training.lr_find`) raises the rate from
 run will use, so no batch-size rescaling is needed afterwards. A model whose
 loss does not fall anywhere in that range cannot be given a rate; that is the
 user's to fix (frozen weights, a dead output layer, wrong targets).
+
+The range test's loss is an exponential moving average (weight 0.1 on the
+newest step), which trails the rate by about nine steps; the chosen rate is
+the steepest-descent suggestion moved back by that delay, the rate at which
+the fall really happened.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ START_LR = 1e-5
 END_LR = 10.0
 STEPS = 100
 MIN_FALL = 0.02  # a relative fall of the smoothed loss below this is noise, not learning
+SMOOTHING_DELAY_STEPS = 9  # mean delay of an average with weight 0.1 on the newest value: (1 - 0.1) / 0.1
 
 
 def choose_lr(model: nn.Module, data: TaskData, config: TrainConfig, hardware: HardwareConfig) -> tuple[float, str]:
@@ -37,8 +43,11 @@ def choose_lr(model: nn.Module, data: TaskData, config: TrainConfig, hardware: H
             f"{lowest:.4g}); check that the model's weights are trainable and the targets match the outputs, "
             "or give a number for train.optimizer.lr"
         )
+    step_factor = (END_LR / START_LR) ** (1 / (STEPS - 1))
+    chosen = max(START_LR, found.suggested_lr / step_factor**SMOOTHING_DELAY_STEPS)
     reason = (
         f"range test {START_LR:g} to {END_LR:g} over {len(found.losses)} steps of batch {config.batch_size}: "
-        f"steepest fall of the loss at {found.suggested_lr:.3g}"
+        f"steepest fall of the smoothed loss at {found.suggested_lr:.3g}, {chosen:.3g} once the smoothing's "
+        f"{SMOOTHING_DELAY_STEPS}-step delay is taken off"
     )
-    return found.suggested_lr, reason
+    return chosen, reason
