@@ -9,6 +9,7 @@ field, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -79,12 +80,18 @@ class OptimizerConfig(Config):
     betas: tuple[float, float] | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
 
-    @field_validator("lr")
+    @field_validator("lr", mode="before")
     @classmethod
-    def _positive_rate(cls, value: float | str) -> float | str:
-        if value != "auto" and not (math.isfinite(value) and value > 0):
-            raise ValueError(f"must be a finite number > 0 or 'auto', got {value}")
-        return value
+    def _rate_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number > 0 or 'auto'") from None
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("must be a finite number > 0 or 'auto'")
+        return rate
 
 
 class ScheduleConfig(Config):
@@ -125,12 +132,18 @@ class TrainConfig(Config):
     )
     seed: int = 0
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", mode="before")
     @classmethod
-    def _positive_batch(cls, value: int | str) -> int | str:
-        if value != "auto" and value < 1:
-            raise ValueError(f"must be an integer >= 1 or 'auto', got {value}")
-        return value
+    def _size_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            size = operator.index(value)  # ints, NumPy ints; not 1.5 or '64'
+        except TypeError:
+            raise ValueError("must be an integer >= 1 or 'auto'") from None
+        if isinstance(value, bool) or size < 1:
+            raise ValueError("must be an integer >= 1 or 'auto'")
+        return size
 
     @field_validator("stop_at")
     @classmethod
@@ -138,10 +151,10 @@ class TrainConfig(Config):
         if value is None:
             return value
         if len(value) != 1:
-            raise ValueError(f"give one metric and its target, e.g. {{accuracy: 0.96}}; got {value}")
+            raise ValueError("give one metric and its target, e.g. {accuracy: 0.96}")
         ((name, target),) = value.items()
         if not math.isfinite(target):
-            raise ValueError(f"the target for '{name}' must be a finite number, got {target}")
+            raise ValueError(f"the target for '{name}' must be a finite number")
         return value
 
     @model_validator(mode="before")
