@@ -110,27 +110,22 @@ def train(
     config, choices = resolve_choices(
         model, data, config, hardware, single_process=single_process, saved=saved.get("choices") if saved else None
     )
-    seed_everything(config.seed)  # measuring drew random numbers; start where a run without auto choices starts
-    stop_at = StopAt(config.stop_at, task, len(data.val) > 0) if config.stop_at else None
     if saved is None:
         warn_if_bf16_is_slow(model, data, task, precision)
+    seed_everything(config.seed)  # measuring drew random numbers; start where a run without measurements starts
+    stop_at = StopAt(config.stop_at, task, len(data.val) > 0) if config.stop_at else None
 
     batch_size = len(data.train) if is_full_batch(config.optimizer) else strategy.per_process_batch(config.batch_size)
     sampler = strategy.train_sampler(data.train, config.seed)
+    # without a sampler or workers a tensor dataset is sliced on the device; otherwise a DataLoader
     on_device = config.data_on_device
     train_loader = make_batches(
-        data.train,
-        batch_size,
-        device,
-        on_device=on_device,
-        shuffle=True,
-        seed=config.seed,
-        sampler=sampler,
+        data.train, batch_size, device, on_device=on_device, shuffle=True, seed=config.seed, sampler=sampler,
         workers=data.workers,
-    )
-    eval_sampler = strategy.eval_sampler(data.val)
+    )  # fmt: skip
+    val_sampler = strategy.eval_sampler(data.val)
     val_loader = (
-        make_batches(data.val, 512, device, on_device=on_device, sampler=eval_sampler) if len(data.val) else None
+        make_batches(data.val, 512, device, on_device=on_device, sampler=val_sampler) if len(data.val) else None
     )
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
 
@@ -250,9 +245,8 @@ def train(
                 "train_loss": totals["loss"] / max(totals["batches"], 1),
                 "lr": optimizer.param_groups[0]["lr"],
             }
-            if val_loader is not None and (
-                (state.epoch + 1) % config.eval_every == 0 or state.epoch + 1 == config.epochs
-            ):
+            last = state.epoch + 1 == config.epochs
+            if val_loader is not None and ((state.epoch + 1) % config.eval_every == 0 or last):
                 metrics = task.evaluate(forward_model, val_loader, device, precision.autocast, strategy.reduce_sums)
                 record.update({f"val_{key}": value for key, value in metrics.items()})
                 for callback in callbacks:
