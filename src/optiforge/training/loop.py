@@ -120,9 +120,15 @@ def train(
     # without a sampler or workers a tensor dataset is sliced on the device; otherwise a DataLoader
     on_device = config.data_on_device
     train_loader = make_batches(
-        data.train, batch_size, device, on_device=on_device, shuffle=True, seed=config.seed, sampler=sampler,
+        data.train,
+        batch_size,
+        device,
+        on_device=on_device,
+        shuffle=True,
+        seed=config.seed,
+        sampler=sampler,
         workers=data.workers,
-    )  # fmt: skip
+    )
     val_sampler = strategy.eval_sampler(data.val)
     val_loader = (
         make_batches(data.val, 512, device, on_device=on_device, sampler=val_sampler) if len(data.val) else None
