@@ -163,3 +163,23 @@ def test_auto_values_and_stop_at_are_checked():
     for bad in ({"lr": "fast"}, {"lr": 0.0}, {"batch_size": 0}, {"stop_at": {"accuracy": 0.9, "loss": 0.1}}):
         with pytest.raises(ValidationError):
             optiforge.TrainConfig(**bad)
+
+
+def test_the_train_row_of_the_report_shows_the_choices(tmp_path, one_thread):
+    overrides = ["train.epochs=2", "train.lr=auto", "train.stop_at={accuracy: 0.99}", "measure.latency_repeats=2"]
+    run = optiforge.run_recipe("quickstart", overrides, out=tmp_path, progress=False, show_table=False)
+    row = run.report["stages"][0]
+    assert row["lr"] > 0 and "range test" in row["lr_reason"]
+    assert row["stop_at"] == "val accuracy >= 0.99"
+    assert row["best_epoch"] in (1, 2) and 0 < row["best_val_accuracy"] <= 1
+
+
+def test_channels_last_reaches_the_convolutions(one_thread):
+    data = optiforge.build_data(optiforge.DataConfig(name="digits", image=True))
+    torch.manual_seed(0)
+    model = optiforge.build_model(optiforge.ModelConfig(name="cnn2d", channels=[4, 8], hidden=16), data)
+    hardware = optiforge.HardwareConfig(device="cpu", channels_last=True)
+    trained = optiforge.train(model, data, optiforge.TrainConfig(epochs=1), hardware=hardware, progress=False).model
+    convolutions = [module for module in trained.modules() if isinstance(module, nn.Conv2d)]
+    assert convolutions
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convolutions)
