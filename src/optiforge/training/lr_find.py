@@ -58,6 +58,8 @@ def lr_find(
         raise ConfigError(f"lr-find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
     if steps < 5:
         raise ConfigError(f"lr-find: steps must be at least 5, got {steps}")
+    if config.batch_size == "auto":
+        raise ConfigError("lr-find: train.batch_size is 'auto'; give the size to test at, e.g. train.batch_size=128")
     seed_everything(config.seed)
     device = resolve_device(hardware.device)
     precision = Precision(hardware.precision, device)
