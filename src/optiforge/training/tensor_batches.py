@@ -10,6 +10,7 @@ gives, so the batches, and a resumed run, are exactly those of the DataLoader.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 
 import torch
@@ -17,13 +18,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from optiforge.data.loaders import EpochShuffleSampler, make_loader
 
-DEVICE_MEMORY_SHARE = 0.25  # at most this share of free accelerator memory goes to the dataset
+MEMORY_SHARE = 0.25  # at most this share of the free device (or host) memory goes to the dataset
+
+
+def _base(dataset: Dataset) -> TensorDataset | None:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2 else None
 
 
 def dataset_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(inputs, targets)`` of a tensor dataset, or ``None`` for any other kind."""
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
-        return dataset.tensors[0], dataset.tensors[1]
+    """``(inputs, targets)`` of a tensor dataset or a subset of one, or ``None`` for any other kind."""
+    if isinstance(dataset, TensorDataset):
+        return (dataset.tensors[0], dataset.tensors[1]) if len(dataset.tensors) == 2 else None
     if isinstance(dataset, Subset):
         base = dataset_tensors(dataset.dataset)
         if base is not None:
@@ -32,11 +39,20 @@ def dataset_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | Non
     return None
 
 
-def fits(tensors: tuple[torch.Tensor, ...], device: torch.device) -> bool:
-    if device.type != "cuda":
-        return True  # the dataset already lives in host memory
-    free_bytes, _ = torch.cuda.mem_get_info(device)
-    return sum(t.numel() * t.element_size() for t in tensors) <= DEVICE_MEMORY_SHARE * free_bytes
+def fits(dataset: Dataset, device: torch.device) -> bool:
+    """Whether a copy of the dataset's tensors takes at most ``MEMORY_SHARE`` of the free memory."""
+    base = _base(dataset)
+    if base is None:
+        return False
+    row_bytes = sum(tensor[0].numel() * tensor.element_size() for tensor in base.tensors)
+    if device.type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    else:
+        try:
+            free_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not POSIX: the data is in host memory already
+            return device.type == "cpu"
+    return len(dataset) * row_bytes <= MEMORY_SHARE * free_bytes
 
 
 class TensorBatches:
@@ -75,8 +91,7 @@ def make_batches(
     workers: int = 0,
 ) -> TensorBatches | DataLoader:
     """The fast path when asked for and possible (tensors that fit, no sampler or workers), else a DataLoader."""
-    tensors = dataset_tensors(dataset) if on_device and sampler is None and workers == 0 else None
-    if tensors is None or not fits(tensors, device):
+    if not (on_device and sampler is None and workers == 0 and fits(dataset, device)):
         return make_loader(dataset, batch_size, shuffle=shuffle, seed=seed, sampler=sampler, workers=workers)
-    inputs, targets = (t.to(device) for t in tensors)
+    inputs, targets = (t.to(device) for t in dataset_tensors(dataset))
     return TensorBatches(inputs, targets, batch_size, shuffle=shuffle, seed=seed)
