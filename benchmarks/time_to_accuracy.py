@@ -175,7 +175,7 @@ def table(task_name: str, task: Task, rows: list[Row], seeds: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 90%% target, at most 8 epochs")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 60%% target, at most 3 epochs")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from: {', '.join(TASKS)}")
     parser.add_argument("--levers", default=",".join(LEVERS), help="comma-separated lever names, or 'none'")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
@@ -191,8 +191,8 @@ def main() -> None:
     for task_name in args.tasks.split(","):
         task = TASKS[task_name]
         if args.quick:
-            task = Task(task.recipe, task.model, 0.90, 8)
-        quick = ["train.stop_at={accuracy: 0.9}", "train.epochs=8"] if args.quick else []
+            task = Task(task.recipe, task.model, 0.60, 3)
+        quick = [f"train.stop_at={{accuracy: {task.target}}}", f"train.epochs={task.max_epochs}"] if args.quick else []
         rows = [Row("hand-written PyTorch loop (baseline)"), Row("optiforge, the baseline's settings")]
         rows += [Row(f"+ {name}", note=not_applicable(name, task) or "") for name in levers]
         rows.append(Row(f"all levers: recipe {task.recipe}"))
@@ -203,7 +203,9 @@ def main() -> None:
                 if not row.note:
                     row.outcomes.append(with_optiforge(plain_recipe(task), LEVERS[name], seed))
             rows[-1].outcomes.append(with_optiforge(task.recipe, quick, seed))
-            print(f"{task_name}: seed {seed} done", flush=True)
+            for row in rows:
+                if row.outcomes:
+                    print(f"{task_name} seed {seed}: {row.name}: {row.outcomes[-1]}", flush=True)
         print(table(task_name, task, rows, args.seeds), flush=True)
 
 
