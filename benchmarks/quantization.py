@@ -15,8 +15,8 @@ does not land on one model only. Both runtimes use ``--threads`` threads.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import statistics
 import tempfile
 import time
 import warnings
@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 
 import optiforge
-from optiforge.bench.measure import _timed
+from optiforge.bench.timing import interleaved, per_second
 from optiforge.data.loaders import make_loader
 from optiforge.exporters.onnx import OnnxModule, export_onnx
 from optiforge.files import atomic_save
-from optiforge.quantization import QuantConfig, quantize, save_quantized
+from optiforge.quantization import QuantConfig, quantize_with_result, save_quantized
+from optiforge.training.finetune import finetuner
 
 CNN_RUNS = [
     ("int8_dynamic", "torch"),
@@ -52,13 +53,11 @@ def artefact(model: torch.nn.Module, folder: Path, name: str) -> Path:
 
 
 def best_throughput(models: dict[str, torch.nn.Module], batch: torch.Tensor, rounds: int) -> dict[str, float]:
-    best = dict.fromkeys(models, 0.0)
+    """Samples per second of each model (median call), timed in interleaved rounds."""
+    runs = {name: functools.partial(model, batch) for name, model in models.items()}
     with torch.inference_mode():
-        for _ in range(rounds):
-            for name, model in models.items():
-                times = _timed(lambda model=model: model(batch), 5, 2, torch.device("cpu"))
-                best[name] = max(best[name], batch.shape[0] / statistics.median(times))
-    return best
+        times = interleaved(runs, rounds=rounds, repeats=5, warmup=2)
+    return {name: per_second(batch.shape[0], seconds) for name, seconds in times.items()}
 
 
 def run(
@@ -83,11 +82,7 @@ def run(
     calibration = make_loader(data.train, 64, shuffle=True, seed=0)
     validation = make_loader(data.val, 256)
 
-    def finetune(prepared: torch.nn.Module, epochs: int) -> torch.nn.Module:
-        settings = train.model_copy(
-            update={"epochs": epochs, "optimizer": train.optimizer.model_copy(update={"lr": train.optimizer.lr / 10})}
-        )
-        return optiforge.train(prepared, data, settings, progress=False).model.cpu()
+    finetune = finetuner(data, train)
 
     models = {"float32": model}
     files = {"float32": atomic_save(model.state_dict(), folder / "float32.pt")}
@@ -99,10 +94,10 @@ def run(
         config = QuantConfig(
             scheme=scheme,
             engine=engine,
-            qat_epochs=qat_epochs,
-            observer="percentile" if scheme == "int8_static" else "minmax",
+            finetune={"epochs": qat_epochs},
+            calibration={"observer": "percentile" if scheme == "int8_static" else "minmax"},
         )
-        quantized = quantize(
+        result = quantize_with_result(
             model,
             config,
             calibration=calibration,
@@ -110,11 +105,16 @@ def run(
             finetune=finetune,
             output_dir=folder / name.replace(" ", "-"),
         )
-        models[name], files[name] = quantized, artefact(quantized, folder, name.replace(" ", "-"))
-        engines[name] = quantized.optiforge_quantization
-    auto = quantize(
+        models[name], files[name] = result.model, artefact(result.model, folder, name.replace(" ", "-"))
+        engines[name] = result.summary()
+    auto = quantize_with_result(
         model,
-        QuantConfig(scheme="int8_static", engine="auto", observer="percentile", max_metric_drop=0.005),
+        QuantConfig(
+            scheme="int8_static",
+            engine="auto",
+            calibration={"observer": "percentile"},
+            target={"max_metric_drop": 0.005},
+        ),
         calibration=calibration,
         validation=validation,
         output_dir=folder / "auto",
@@ -137,9 +137,9 @@ def run(
             f"{'' if agreement is None else f'{agreement:.3f}'} | {size / 1000:.1f} KB | {base_size / size:.2f}× | "
             f"{speed[name]:,.0f} | {speed[name] / speed['float32']:.2f}× |"
         )
-    summary = auto.optiforge_quantization
     print(
-        f"\nengine: auto (int8_static, max_metric_drop 0.005) chose **{summary['engine']}**: {summary['engine_reason']}"
+        f"\nengine: auto (int8_static, max_metric_drop 0.005) chose **{auto.engine or 'the float model'}**: "
+        f"{auto.reason}"
     )
     for name, info in engines.items():
         if info["unsupported_layers"]:

@@ -5,6 +5,7 @@ objects a YAML recipe parses into.
 """
 
 from optiforge.bench.measure import Measurement, measure
+from optiforge.compress import FactorizeConfig, PruneConfig, ShareConfig, factorize, load_packed, prune, share
 from optiforge.config import (
     DataConfig,
     EarlyStoppingConfig,
@@ -17,42 +18,31 @@ from optiforge.config import (
     TrainConfig,
 )
 from optiforge.data import DATASETS, TaskData, build_data
+from optiforge.distillation import DistillConfig, distill, students
 from optiforge.errors import ConfigError, DataError, ModelError, OptiforgeError, RecipeError, TrainingError
 from optiforge.exporters import export
 from optiforge.models import MODELS, build_model
+from optiforge.quantization import QuantConfig, quantize
 from optiforge.recipe import Recipe, load_recipe
 from optiforge.runner import RunResult, run_recipe
 from optiforge.stages import STAGES, register_stage
 from optiforge.training import Callback, TrainResult, lr_find, train
-
-__version__ = "0.1.0"
-
-# Verbs of the technique packages, imported on first use so `import optiforge` stays light.
-_LAZY = {
-    "prune": "optiforge.compress",
-    "PruneConfig": "optiforge.compress",
-    "share": "optiforge.compress",
-    "ShareConfig": "optiforge.compress",
-    "factorize": "optiforge.compress",
-    "FactorizeConfig": "optiforge.compress",
-    "load_packed": "optiforge.compress",
-    "quantize": "optiforge.quantization",
-    "QuantConfig": "optiforge.quantization",
-    "distill": "optiforge.distillation",
-    "DistillConfig": "optiforge.distillation",
-    "students": "optiforge.distillation",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'optiforge' has no attribute '{name}'")
-
+from optiforge.version import __version__
 
 __all__ = [
+    "DistillConfig",
+    "FactorizeConfig",
+    "PruneConfig",
+    "QuantConfig",
+    "ShareConfig",
+    "__version__",
+    "distill",
+    "factorize",
+    "load_packed",
+    "prune",
+    "quantize",
+    "share",
+    "students",
     "DATASETS",
     "MODELS",
     "STAGES",

@@ -10,18 +10,47 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Literal
+import typing
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from optiforge.errors import ConfigError
+from optiforge.registry import closest
 
 
-class Config(BaseModel):
-    """Base of all configs: frozen, unknown fields refused."""
+class _Validated:
+    """Built from Python, a config that does not validate raises optiforge's :class:`ConfigError`.
+
+    (Recipes validate through ``model_validate``, which names the field's path in the recipe.)
+    """
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise ConfigError(describe_validation_error(error, type(self), type(self).__name__)) from None
+
+    # Validation of nested configs (a recipe) must not go through this __init__: its errors name the
+    # recipe's field path instead. Pydantic 2 calls an overridden __init__ for nested models unless
+    # the function says it is the base one.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
+class Config(_Validated, BaseModel):
+    """Base of all configs: frozen, unknown fields refused.
+
+    >>> TrainConfig(epochs=-1)
+    Traceback (most recent call last):
+    optiforge.errors.ConfigError: TrainConfig.epochs: Input should be greater than or equal to 0 (got -1)
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # old field name → its new dotted path, so a recipe written for an earlier version is told what to write
+    renamed_fields: ClassVar[dict[str, str]] = {}
 
 
-class OpenConfig(BaseModel):
+class OpenConfig(_Validated, BaseModel):
     """A config whose extra fields are keyword arguments of a builder.
 
     The extras are checked against the builder's signature when it is built,
@@ -196,3 +225,87 @@ class MeasureConfig(Config):
     warmup: int = Field(5, ge=0)
     throughput_batch: int = Field(256, ge=1)
     throughput_repeats: int = Field(5, ge=1)
+
+
+class FinetuneConfig(Config):
+    """Training inside a stage (fine-tuning, QAT, distillation): unset fields take the recipe's ``train:``.
+
+    One shape for every stage that trains: ``finetune: {epochs: 5, lr: 0.01}``.
+
+    >>> FinetuneConfig(epochs=3, lr=0.01).train_config(TrainConfig(epochs=30)).optimizer.lr
+    0.01
+    """
+
+    epochs: int = Field(0, ge=0)
+    lr: float | None = Field(None, gt=0.0, description="learning rate (default: the recipe's, or the stage's rule)")
+    optimizer: OptimizerConfig | None = None
+    schedule: ScheduleConfig | None = None
+    batch_size: int | None = Field(None, ge=1)
+
+    def train_config(self, base: TrainConfig, default_lr: float | None = None) -> TrainConfig:
+        """``base`` with this config's fields put in; ``default_lr`` applies when ``lr`` is unset."""
+        optimizer = self.optimizer or base.optimizer
+        lr = self.lr if self.lr is not None else default_lr
+        if lr is not None:
+            optimizer = optimizer.model_copy(update={"lr": lr})
+        update: dict[str, Any] = {"epochs": self.epochs, "optimizer": optimizer}
+        if self.schedule is not None:
+            update["schedule"] = self.schedule
+        if self.batch_size is not None:
+            update["batch_size"] = self.batch_size
+        return base.model_copy(update=update)
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_class(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _class_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    cls: type[BaseModel] | None = root
+    for part in loc:
+        if cls is None or not isinstance(part, str) or part not in cls.model_fields:
+            continue
+        cls = _model_class(cls.model_fields[part].annotation)
+    return cls
+
+
+def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    cls = _class_at(root, loc)
+    return sorted(cls.model_fields) if cls is not None else []
+
+
+def _path(prefix: str, loc: tuple) -> str:
+    text = prefix
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not str(part).startswith(("function-", "tagged-union")):
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def describe_validation_error(error: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: the field path, what was wrong, what is allowed."""
+    lines = []
+    for problem in error.errors():
+        loc = tuple(problem["loc"])
+        path = _path(prefix, loc)
+        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1]))
+        if problem["type"] == "extra_forbidden" and renamed:
+            lines.append(f"field '{path}' is now '{_path(prefix, loc[:-1] + (renamed,))}'")
+        elif problem["type"] == "extra_forbidden":
+            allowed = _fields_at(root, loc[:-1])
+            lines.append(f"unknown field '{path}'{closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}")
+        elif problem["type"] == "missing":
+            lines.append(f"missing field '{path}'")
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r})")
+    return "; ".join(lines)

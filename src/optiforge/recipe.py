@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from optiforge.config import (
     ModelConfig,
     ParallelConfig,
     TrainConfig,
+    describe_validation_error,
 )
 from optiforge.errors import RecipeError
 from optiforge.registry import closest
@@ -76,53 +76,6 @@ def parse_stage(entry: Any, index: int) -> StageSpec:
     except ValidationError as error:
         raise RecipeError(describe_validation_error(error, stage.config, f"{where}.{kind}")) from None
     return StageSpec(kind, config)
-
-
-def _model_class(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as ``X | None``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for argument in typing.get_args(annotation):
-        found = _model_class(argument)
-        if found is not None:
-            return found
-    return None
-
-
-def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
-    cls: type[BaseModel] | None = root
-    for part in loc:
-        if cls is None or not isinstance(part, str) or part not in cls.model_fields:
-            continue
-        cls = _model_class(cls.model_fields[part].annotation)
-    return sorted(cls.model_fields) if cls is not None else []
-
-
-def _path(prefix: str, loc: tuple) -> str:
-    text = prefix
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif not str(part).startswith(("function-", "tagged-union")):
-            text += f".{part}" if text else str(part)
-    return text
-
-
-def describe_validation_error(error: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
-    """One line per problem: the field path, what was wrong, what is allowed."""
-    lines = []
-    for problem in error.errors():
-        loc = tuple(problem["loc"])
-        path = _path(prefix, loc)
-        if problem["type"] == "extra_forbidden":
-            allowed = _fields_at(root, loc[:-1])
-            lines.append(f"unknown field '{path}'{closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}")
-        elif problem["type"] == "missing":
-            lines.append(f"missing field '{path}'")
-        else:
-            message = problem["msg"].removeprefix("Value error, ")
-            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r})")
-    return "; ".join(lines)
 
 
 def builtin_recipes() -> dict[str, Path]:

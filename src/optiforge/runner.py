@@ -155,7 +155,9 @@ def run_recipe(
         example = data.example_input(1).to(device)
         for format_name in recipe.export:
             exporter, suffix = EXPORTERS.get(format_name, field="export")
-            path = exporter(model, run_dir / "export" / f"model{suffix}", example)
+            writer = output.exports.get(format_name)
+            destination = run_dir / "export" / f"model{suffix}"
+            path = writer(destination, example) if writer else exporter(model, destination, example)
             exports.append(
                 {"format": format_name, "artifact": str(path.relative_to(run_dir)), "size_bytes": path.stat().st_size}
             )

@@ -12,13 +12,13 @@ import optiforge
 from optiforge.errors import ModelError
 
 
-def _small_minilm(candidates: list[dict]) -> dict:
+def _small_minilm(candidates: list[dict], **search) -> dict:
     from importlib.resources import files
 
     recipe = yaml.safe_load(files("optiforge").joinpath("recipes/minilm.yaml").read_text())
     recipe["data"].update(train_size=32, val_size=16, eval_size=24)
     recipe["measure"] = {"latency_repeats": 1, "warmup": 0, "throughput_batch": 8, "throughput_repeats": 1}
-    recipe["stages"][0]["encoder_search"].update(candidates=candidates, timing_rounds=1, batch_size=8)
+    recipe["stages"][0]["encoder_search"].update(candidates=candidates, timing_rounds=1, batch_size=8, **search)
     return recipe
 
 
@@ -27,9 +27,9 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
         {
             "quantize": "int8_dynamic",
             "remove_padding": True,
-            "smoothing_alpha": 0.8,
+            "smoothing": {"alpha": 0.8},
             "calibration_batches": 2,
-            "float_layers": ["encoder.layer.*.output.dense"],
+            "layers": {"exclude": ["transformer.encoder.layer.*.output.dense"]},
         },
         {"quantize": "none", "fuse": False, "calibration_batches": 1},  # plain float export: cheap
     ]
@@ -51,9 +51,34 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
     session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     assert [item.name for item in session.get_inputs()] == ["input_ids", "attention_mask"]
     assert [item.name for item in session.get_outputs()] == ["sentence_embedding"]
-    chosen = json.loads((result.run_dir / "encoder_search" / "search.json").read_text())["chosen"]
+    written = json.loads((result.run_dir / "encoder_search" / "search.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    search = result.report["config"]["stages"][0]["encoder_search"]
+    meeting = [
+        index
+        for index, candidate in enumerate(summary["candidates"])
+        if candidate["cosine"] >= search["min_cosine"] and candidate["neighbours_kept"] >= search["min_neighbours_kept"]
+    ]
+    assert [candidate["accepted"] for candidate in summary["candidates"]] == [index in meeting for index in range(2)]
+    assert 1 in meeting  # the plain float export is exact
+    assert summary["chosen"] == max(meeting, key=lambda index: summary["candidates"][index]["speedup"])
     assert exported.stat().st_size == (result.run_dir / "encoder_search" / "encoder.onnx").stat().st_size
-    assert chosen in (0, 1)
+
+
+@pytest.mark.slow  # the same fallback runs fast on a tiny BERT in test_encoders_search.py
+def test_minilm_recipe_ships_the_float_encoder_when_no_candidate_meets_the_floors(tmp_path):
+    candidates = [{"quantize": "int8_dynamic", "fuse": False, "calibration_batches": 1}]
+    recipe = _small_minilm(candidates, min_cosine=0.99999999)
+    result = optiforge.run_recipe(recipe, out=tmp_path / "run", progress=False, show_table=False)
+    baseline, searched = result.report["stages"]
+    summary = searched["search"]
+    assert summary["chosen"] == "float"
+    assert "no candidate met cosine >= 0.99999999" in summary["reason"]
+    assert "the float PyTorch encoder ships" in summary["reason"]
+    assert summary["candidates"][0]["accepted"] is False
+    assert searched["value"] == pytest.approx(1.0, abs=1e-6)  # the float encoder itself
+    assert searched["artifact"].endswith("model.pt")
+    assert not list((result.run_dir / "encoder_search").glob("*.onnx"))
 
 
 def test_encoder_stages_refuse_a_model_that_is_not_an_encoder(digits, tmp_path):

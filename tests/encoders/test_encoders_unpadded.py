@@ -8,7 +8,7 @@ from factories import tiny_bert
 from torch import nn
 
 from optiforge.encoders import SentenceEncoder, pack
-from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder
+from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder, optimize_encoder_with_result
 from optiforge.encoders.smoothing import smooth_linears
 from optiforge.encoders.unpadded import remove_padding, token_layout
 from optiforge.errors import ModelError
@@ -101,10 +101,13 @@ def test_onnx_graph_is_exact_for_other_batch_shapes_and_keeps_float_layers(tmp_p
         with torch.no_grad():
             assert torch.allclose(exported(batch), encoder(batch), atol=1e-5)
 
-    config = EncoderRuntimeConfig(remove_padding=True, float_layers=["encoder.layer.0.output.dense"])
-    quantized = optimize_encoder(encoder, config, calibration, path=tmp_path / "int8.onnx")
-    nodes = onnx.load(str(quantized.path)).graph.node
+    config = EncoderRuntimeConfig(remove_padding=True, layers={"exclude": ["transformer.encoder.layer.0.output.dense"]})
+    before = set(vars(encoder))
+    result = optimize_encoder_with_result(encoder, config, calibration, path=tmp_path / "int8.onnx")
+    assert set(vars(encoder)) == before and set(vars(result.model)) == set(vars(exported))  # no attributes added
+    nodes = onnx.load(str(result.model.path)).graph.node
     integer = [node.name for node in nodes if node.op_type == "MatMulInteger"]
-    assert quantized.info["float_nodes"] == 1
+    assert result.float_layers == ["transformer.encoder.layer.0.output.dense"]
+    assert len(result.float_nodes) == 1 and result.summary()["float_nodes"] == 1
     assert len(integer) == 2 * 4 - 1  # qkv, attention output, intermediate, output per layer, less the float one
     assert not any("layer.0/output/dense" in name for name in integer)

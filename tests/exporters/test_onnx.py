@@ -18,7 +18,8 @@ import optiforge
 from optiforge.data.loaders import make_loader
 from optiforge.exporters import export
 from optiforge.exporters.onnx import FLOAT_TOLERANCE, OnnxModule, export_onnx, max_difference
-from optiforge.quantization import QuantConfig, calibration_reader, quantize, quantize_onnx
+from optiforge.quantization import QuantConfig, calibration_reader, quantize, quantize_onnx, quantize_with_result
+from optiforge.training.loop import TrainResult
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,9 @@ def test_onnx_module_is_measured_like_any_module(trained, digits, tmp_path):
 
 def test_int8_model_from_pytorch_exports_an_int8_graph_that_agrees(trained, digits, tmp_path):
     calibration = make_loader(digits.train, 64)
-    quantized = quantize(trained, QuantConfig(scheme="int8_static", engine="torch"), calibration=calibration)
-    path = export(quantized, tmp_path / "int8.onnx", "onnx", digits.example_input(1))
+    result = quantize_with_result(trained, QuantConfig(scheme="int8_static", engine="torch"), calibration=calibration)
+    quantized = result.model
+    path = result.export_onnx(tmp_path / "int8.onnx", digits.example_input(1))
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
     float_path = export_onnx(trained, tmp_path / "float.onnx", digits.example_input(1))
     assert path.stat().st_size < float_path.stat().st_size / 2  # 3.7x on the 64-128-128 CNN; graph overhead here
@@ -75,15 +77,16 @@ def test_int8_model_from_pytorch_exports_an_int8_graph_that_agrees(trained, digi
 def test_qat_model_exports_its_trained_fake_quantization_as_qdq(trained, digits, tmp_path):
     calibration = make_loader(digits.train, 64)
 
-    def finetune(prepared: nn.Module, epochs: int) -> nn.Module:
+    def finetune(prepared: nn.Module, config, callbacks=(), name="finetune", lr_scale=1.0) -> TrainResult:
         prepared.train()
         with torch.no_grad():
             for inputs, _ in calibration:  # observers settle on real ranges
                 prepared(inputs)
-        return prepared.eval()
+        return TrainResult(prepared.eval())
 
-    quantized = quantize(trained, QuantConfig(scheme="qat_int8"), calibration=calibration, finetune=finetune)
-    path = export(quantized, tmp_path / "qat.onnx", "onnx", digits.example_input(1))
+    result = quantize_with_result(trained, QuantConfig(scheme="qat_int8"), calibration=calibration, finetune=finetune)
+    quantized = result.model
+    path = result.export_onnx(tmp_path / "qat.onnx", digits.example_input(1))
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
     x = digits.example_input(len(digits.test))
     with torch.no_grad():
@@ -154,8 +157,8 @@ def test_onnx_runtime_model_exports_as_its_own_file(trained, digits, tmp_path):
 
 
 def test_half_precision_model_exports_its_float_graph_with_a_warning(trained, digits, tmp_path, caplog):
-    half = quantize(trained, QuantConfig(scheme="bf16"))
+    half = quantize_with_result(trained, QuantConfig(scheme="bf16"))
     with caplog.at_level("WARNING", logger="optiforge"):
-        path = export(half, tmp_path / "half.onnx", "onnx", digits.example_input(1))
+        path = half.export_onnx(tmp_path / "half.onnx", digits.example_input(1))
     assert "no CPU kernels for bf16" in caplog.text
     assert max_difference(trained, OnnxModule(path), digits.example_input(16)) < FLOAT_TOLERANCE

@@ -6,11 +6,10 @@ import logging
 
 import pytest
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 import optiforge
-from optiforge.errors import TrainingError
+from optiforge.errors import ConfigError, TrainingError
 from optiforge.hardware import cpu_has_bf16_units
 from optiforge.training.auto_batch import CANDIDATES, scaled_lr
 
@@ -161,7 +160,7 @@ def test_auto_values_and_stop_at_are_checked():
     assert optiforge.TrainConfig(lr="auto").optimizer.lr == "auto"
     assert optiforge.TrainConfig(batch_size="auto").batch_size == "auto"
     for bad in ({"lr": "fast"}, {"lr": 0.0}, {"batch_size": 0}, {"stop_at": {"accuracy": 0.9, "loss": 0.1}}):
-        with pytest.raises(ValidationError):
+        with pytest.raises(ConfigError):
             optiforge.TrainConfig(**bad)
 
 
@@ -183,3 +182,12 @@ def test_channels_last_reaches_the_convolutions(one_thread):
     convolutions = [module for module in trained.modules() if isinstance(module, nn.Conv2d)]
     assert convolutions
     assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convolutions)
+
+
+@pytest.mark.slow
+def test_fast_mnist1d_stops_at_its_target_and_holds_it_on_test(tmp_path):
+    run = optiforge.run_recipe("fast-mnist1d", out=tmp_path, progress=False, show_table=False)
+    (row,) = run.report["stages"]
+    assert row["stop_at_epoch"] is not None and row["stop_at_epoch"] == row["epochs"] < 40
+    assert row["best_val_accuracy"] >= 0.96
+    assert row["value"] >= 0.94, row["value"]  # test accuracy of the model that reached the target

@@ -56,6 +56,11 @@ def test_bench_fills_integer_inputs_and_free_dimensions(tmp_path):
         dynamo=False,
     )
     result = bench_onnx(path, "CPUExecutionProvider", batch=2, free_dimension=7, repeats=2, warmup=0)
+    # the batch axis takes `batch`, the free sequence axis `free_dimension`, and token inputs stay integers
+    assert result.inputs == {
+        "input_ids": {"shape": [2, 7], "dtype": "int64"},
+        "attention_mask": {"shape": [2, 7], "dtype": "int64"},
+    }
     assert result.p50_ms > 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import onnx
@@ -11,7 +12,7 @@ import torch
 import optiforge
 from optiforge.data.loaders import make_loader
 from optiforge.exporters.onnx import OnnxModule
-from optiforge.quantization import QuantConfig, quantize
+from optiforge.quantization import QuantConfig, quantize, quantize_with_result
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,14 @@ def _op_types(module: OnnxModule) -> set[str]:
 
 def test_onnxruntime_static_writes_a_qdq_graph_with_int8_weights(cnn, loaders, tmp_path):
     calibration, validation = loaders
-    quantized = quantize(
+    result = quantize_with_result(
         cnn,
         QuantConfig(scheme="int8_static", engine="onnxruntime"),
         calibration=calibration,
         validation=validation,
         output_dir=tmp_path,
     )
+    quantized = result.model
     assert isinstance(quantized, OnnxModule)
     assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(quantized)
     graph = onnx.load(str(quantized.path)).graph
@@ -53,7 +55,7 @@ def test_onnxruntime_static_writes_a_qdq_graph_with_int8_weights(cnn, loaders, t
     assert len(int8_weights) >= 4  # two convolutions and two linear layers
     # graph structure and scales weigh on a model this small; the 64-128-128 CNN shrinks 3.7x
     assert quantized.path.stat().st_size < (tmp_path / "onnxruntime" / "float.onnx").stat().st_size / 1.3
-    assert quantized.optiforge_quantization["fidelity"]["agreement"] > 0.95
+    assert result.fidelity.agreement > 0.95
 
 
 def test_onnxruntime_dynamic_uses_integer_ops(cnn, loaders, tmp_path):
@@ -69,53 +71,101 @@ def test_onnxruntime_dynamic_uses_integer_ops(cnn, loaders, tmp_path):
 
 def test_auto_measures_every_installed_engine_and_says_why(cnn, loaders, tmp_path):
     calibration, validation = loaders
-    quantized = quantize(
+    result = quantize_with_result(
         cnn,
         QuantConfig(scheme="int8_static", engine="auto"),
         calibration=calibration,
         validation=validation,
         output_dir=tmp_path,
     )
-    summary = quantized.optiforge_quantization
-    measured = {row["engine"]: row for row in summary["candidates"]}
+    measured = {row["engine"]: row for row in result.candidates}
     assert set(measured) == {"torch", "onnxruntime"}
     assert all(row["throughput_per_s"] > 0 for row in measured.values())
     fastest = max((row for row in measured.values() if row["target_met"]), key=lambda row: row["throughput_per_s"])
-    assert summary["engine"] == fastest["engine"]
-    assert "fastest" in summary["engine_reason"]
+    assert result.engine == fastest["engine"] and not result.baseline_kept
+    assert "best samples/s at batch 256" in result.reason and "output cosine >= 0.99" in result.reason
 
 
-def test_exclude_keeps_named_layers_float(cnn, loaders):
+def test_no_engine_meeting_the_target_ships_the_float_model_and_says_so(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)).eval()
+    loader = [torch.randn(32, 16) for _ in range(4)]
+    result = quantize_with_result(
+        model,
+        QuantConfig(scheme="int8_static", engine="auto", target={"min_fidelity": 0.999999}),
+        calibration=loader,
+        output_dir=tmp_path,
+    )
+    assert result.baseline_kept and result.engine is None
+    assert result.model is model  # the float model, unchanged
+    assert "no candidate met output cosine >= 0.999999" in result.reason
+    assert "the baseline ships unchanged" in result.reason
+    assert result.candidates and not any(row["target_met"] for row in result.candidates)
+    assert (
+        optiforge.quantize(
+            model,
+            QuantConfig(scheme="int8_static", engine="torch", target={"min_fidelity": 0.999999}),
+            calibration=loader,
+        )
+        is model
+    )
+
+
+def test_no_optiforge_attribute_is_set_on_the_returned_or_the_callers_module(cnn, loaders, tmp_path):
     calibration, _ = loaders
-    quantized = quantize(cnn, QuantConfig(scheme="int8_static", engine="torch", exclude=["7"]), calibration=calibration)
-    modules = dict(quantized.named_modules())
+    before = set(vars(cnn))
+    result = quantize_with_result(cnn, QuantConfig(scheme="int8_static", engine="torch"), calibration=calibration)
+    assert set(vars(cnn)) == before
+    for module in (cnn, result.model):
+        assert not [name for name in dir(module) if name.startswith(("optiforge", "_qat"))]
+    # the int8 ONNX graph comes from the result, which holds the float model and calibration batches
+    path = result.export_onnx(tmp_path / "int8.onnx", next(iter(calibration))[0][:1])
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_excluded_layers_stay_float(cnn, loaders):
+    calibration, _ = loaders
+    result = quantize_with_result(
+        cnn, QuantConfig(scheme="int8_static", engine="torch", layers={"exclude": ["7"]}), calibration=calibration
+    )
+    modules = dict(result.model.named_modules())
     # FX fuses Linear+ReLU even when left float; the float Linear sits inside
     assert any(type(module) is torch.nn.Linear for module in modules["7"].modules())
     assert modules["9"].weight().dtype == torch.qint8
-    assert quantized.optiforge_quantization["float_layers"] == ["7"]
+    assert result.float_layers == ["7"] and not result.search
 
 
-def test_mixed_precision_keeps_the_most_sensitive_layers_float_until_the_target(cnn, loaders, tmp_path):
+def test_mixed_precision_keeps_the_most_sensitive_layer_float_to_meet_the_target(cnn, loaders, tmp_path):
     calibration, validation = loaders
-    # a cosine this close to 1 is out of reach of a fully int8 model, so the search must keep layers float
-    config = QuantConfig(scheme="int8_static", engine="torch", min_fidelity=0.99995)
-    quantized = quantize(cnn, config, calibration=calibration, validation=validation, output_dir=tmp_path)
-    summary = quantized.optiforge_quantization
-    table = json.loads((tmp_path / "torch" / "sensitivity.json").read_text())
-    assert [row["layer"] for row in table] and len(table) == 4
-    assert (tmp_path / "torch" / "sensitivity.png").stat().st_size > 0
+    validation = list(itertools.islice(validation, 1))  # fidelity on 256 samples keeps the dozen builds quick
+
+    def run(folder, **fields):
+        config = QuantConfig(scheme="int8_static", engine="torch", calibration={"batches": 2}, **fields)
+        return quantize_with_result(cnn, config, calibration=calibration, validation=validation, output_dir=folder)
+
+    table_run = run(tmp_path / "table", sensitivity=True)
+    most_sensitive = table_run.sensitivity[0]["layer"]
+    one_float = run(tmp_path / "one", layers={"exclude": [most_sensitive]})
+    assert one_float.fidelity.cosine > table_run.fidelity.cosine
+    # out of reach of the fully int8 model, within reach with the most sensitive layer float
+    target = (one_float.fidelity.cosine + table_run.fidelity.cosine) / 2
+    result = run(tmp_path / "search", target={"min_fidelity": target})
+    table = json.loads((tmp_path / "search" / "torch" / "sensitivity.json").read_text())
+    assert [row["layer"] for row in table] == [row["layer"] for row in table_run.sensitivity] and len(table) == 4
+    assert (tmp_path / "search" / "torch" / "sensitivity.png").stat().st_size > 0
     ranks = [(row["metric_drop"], 1 - row["cosine"]) for row in table]
     assert ranks == sorted(ranks, reverse=True)  # most sensitive first
-    assert summary["float_layers"]  # something had to stay float
-    assert summary["float_layers"] == [row["layer"] for row in table][: len(summary["float_layers"])]
-    modules = dict(quantized.named_modules())
-    for name in summary["float_layers"]:
-        assert any(type(module) in (torch.nn.Conv2d, torch.nn.Linear) for module in modules[name].modules())
+    assert not result.baseline_kept and result.target_met
+    assert result.float_layers == [most_sensitive]
+    assert [row["accepted"] for row in result.search] == [True] and result.search[0]["objective"] == 1
+    assert result.fidelity.cosine >= target
+    modules = dict(result.model.named_modules())
+    assert any(type(module) in (torch.nn.Conv2d, torch.nn.Linear) for module in modules[most_sensitive].modules())
 
 
-def test_mixed_precision_with_onnxruntime_excludes_nodes(cnn, loaders, tmp_path):
+def test_onnxruntime_leaves_excluded_layers_nodes_float(cnn, loaders, tmp_path):
     calibration, validation = loaders
-    config = QuantConfig(scheme="int8_static", engine="onnxruntime", exclude=["0"])
+    config = QuantConfig(scheme="int8_static", engine="onnxruntime", layers={"exclude": ["0"]})
     quantized = quantize(cnn, config, calibration=calibration, validation=validation, output_dir=tmp_path)
     graph = onnx.load(str(quantized.path)).graph
     first_conv = next(node for node in graph.node if node.op_type == "Conv")
@@ -162,17 +212,16 @@ def test_encoder_with_named_int64_inputs_is_quantized_by_every_engine(tmp_path, 
         {"input_ids": torch.randint(0, 100, (8, 12)), "attention_mask": torch.ones(8, 12, dtype=torch.long)}
         for _ in range(4)
     ]
-    quantized = quantize(
+    result = quantize_with_result(
         encoder,
-        QuantConfig(scheme=scheme, engine="auto", min_fidelity=0.99),
+        QuantConfig(scheme=scheme, engine="auto", target={"min_fidelity": 0.99}),
         calibration=loader,
         validation=loader,
         output_dir=tmp_path,
     )
-    summary = quantized.optiforge_quantization
-    assert {row["engine"] for row in summary["candidates"]} == engines
-    assert all(row["error"] is None for row in summary["candidates"])
-    assert summary["fidelity"]["cosine"] >= 0.99 and summary["fidelity"]["accuracy"] is None
+    assert {row["engine"] for row in result.candidates} == engines
+    assert all(row["error"] is None for row in result.candidates)
+    assert result.fidelity.cosine >= 0.99 and result.fidelity.accuracy is None
     with torch.no_grad():
-        out = quantized(**loader[0])
+        out = result.model(**loader[0])
     assert out.shape == (8, 16)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import pytest
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 import optiforge
 from optiforge.errors import ConfigError, DataError, DependencyError, RecipeError
-from optiforge.quantization import QuantConfig, quantize, schemes
+from optiforge.quantization import QuantConfig, quantize, quantize_with_result, schemes
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_unknown_scheme_is_refused_by_name_in_a_recipe():
 
 
 def test_engine_that_cannot_run_the_scheme_is_refused():
-    with pytest.raises(ValidationError, match="engine 'torchao' cannot run scheme 'int8_static'"):
+    with pytest.raises(ConfigError, match="engine 'torchao' cannot run scheme 'int8_static'"):
         QuantConfig(scheme="int8_static", engine="torchao")
 
 
@@ -60,23 +60,26 @@ def test_observer_onnxruntime_lacks(model, tmp_path):
     with pytest.raises(ConfigError, match="observer: 'mse' is not offered by ONNX Runtime"):
         quantize(
             model,
-            QuantConfig(scheme="int8_static", engine="onnxruntime", observer="mse"),
+            QuantConfig(scheme="int8_static", engine="onnxruntime", calibration={"observer": "mse"}),
             calibration=[torch.randn(4, 1, 8)],
             output_dir=tmp_path,
         )
 
 
-def test_unknown_excluded_layer(model):
-    with pytest.raises(ConfigError, match="quantize.exclude: the model has no module 'lin'"):
-        quantize(model, QuantConfig(scheme="int8_dynamic", engine="torch", exclude=["lin"]))
+def test_misspelt_excluded_layer_is_refused_naming_the_closest_layer():
+    named = nn.Sequential(OrderedDict(encoder=nn.Linear(8, 16), relu=nn.ReLU(), head=nn.Linear(16, 3)))
+    with pytest.raises(
+        ConfigError, match=r"quantize.layers.exclude: no layer matches 'haed' \(did you mean 'head'\?\)"
+    ):
+        quantize(named, QuantConfig(scheme="int8_dynamic", engine="torch", layers={"exclude": ["haed"]}))
 
 
 def test_layers_an_engine_cannot_quantize_stay_float_with_a_warning(model, caplog):
     with caplog.at_level(logging.WARNING, logger="optiforge"):
-        quantized = quantize(model, QuantConfig(scheme="int8_dynamic", engine="torch"))
+        result = quantize_with_result(model, QuantConfig(scheme="int8_dynamic", engine="torch"))
     assert "left in float because the engine cannot quantize them: 0" in caplog.text
-    assert type(quantized[0]) is nn.Conv1d
-    assert quantized.optiforge_quantization["unsupported_layers"] == ["0"]
+    assert type(result.model[0]) is nn.Conv1d
+    assert result.unsupported_layers == ["0"]
 
 
 def test_untraceable_model_gets_advice():
@@ -100,10 +103,10 @@ def test_auto_without_any_data_to_measure_on(model):
 
 
 def test_metric_target_needs_labels(model):
-    with pytest.raises(ConfigError, match="max_metric_drop needs validation batches with labels"):
+    with pytest.raises(ConfigError, match="target.max_metric_drop needs validation batches with labels"):
         quantize(
             model,
-            QuantConfig(scheme="int8_dynamic", engine="torch", max_metric_drop=0.01),
+            QuantConfig(scheme="int8_dynamic", engine="torch", target={"max_metric_drop": 0.01}),
             validation=[torch.randn(4, 1, 8)],
         )
 
@@ -112,3 +115,12 @@ def test_the_callers_model_keeps_its_mode(model):
     model.train()
     quantize(model, QuantConfig(scheme="int8_dynamic", engine="torch"))
     assert model.training
+
+
+def test_every_renamed_field_points_at_a_field_of_the_config():
+    from optiforge.quantization.config import RENAMED
+
+    for old, new in RENAMED.items():
+        assert old not in QuantConfig.model_fields
+        outer, inner = new.split(".")
+        assert inner in QuantConfig.model_fields[outer].annotation.model_fields, new

@@ -22,6 +22,12 @@ def _keep_thread_count():
 FAST = ["measure.latency_repeats=3", "measure.throughput_repeats=1", "measure.warmup=1"]
 
 
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
 def _rows(report: dict) -> dict:
     return {row["stage"]: row for row in report["stages"]}
 
@@ -38,6 +44,7 @@ def test_quantize_recipe_reports_engine_size_and_exports_int8_onnx(tmp_path):
     assert rows["train"]["size_bytes"] / quantized["size_bytes"] > 2.5
     assert quantized["value"] > rows["train"]["value"] - 0.05
     onnx_file = tmp_path / report["exports"][0]["artifact"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(onnx_file)  # int8, whichever engine won
     runtime = OnnxModule(onnx_file)
     data = optiforge.build_data(optiforge.DataConfig(name="digits"))
     assert runtime(data.example_input(8)).shape == (8, 10)
@@ -48,8 +55,8 @@ def test_qat_stage_fine_tunes_with_the_training_engine(tmp_path):
         *FAST,
         "train.epochs=1",
         "stages.0.quantize.scheme=qat_int8",
-        "stages.0.quantize.qat_epochs=1",
-        "stages.0.quantize.max_metric_drop=0.05",
+        "stages.0.quantize.finetune.epochs=1",
+        "stages.0.quantize.target.max_metric_drop=0.05",
         "export=[onnx]",
     ]
     result = optiforge.run_recipe("quantize", overrides, out=tmp_path, progress=False, show_table=False)
@@ -58,6 +65,9 @@ def test_qat_stage_fine_tunes_with_the_training_engine(tmp_path):
     assert (tmp_path / "quantize" / "qat" / "checkpoint.pt").is_file()  # trained by the training engine
     assert result.report["histories"]["quantize"]  # its epochs are in the report
     assert row["value"] > _rows(result.report)["train"]["value"] - 0.05
+    # the stage hands the runner its int8 export: the trained fake quantization as QDQ pairs
+    exported = result.run_dir / result.report["exports"][0]["artifact"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(exported)
 
 
 @pytest.mark.parametrize("scheme", [pytest.param("qat_int8", marks=pytest.mark.slow), "int4_weight_only"])
@@ -68,9 +78,9 @@ def test_quantize_cnn_recipe_other_schemes(tmp_path, scheme):
         "model.channels=[8, 16, 32]",
         "stages.0.quantize.scheme=" + scheme,
         "stages.0.quantize.engine=auto",
-        "stages.0.quantize.qat_epochs=1",
-        "stages.0.quantize.max_metric_drop=null",
-        "stages.0.quantize.observer=minmax",
+        "stages.0.quantize.finetune.epochs=1",
+        "stages.0.quantize.target.max_metric_drop=null",
+        "stages.0.quantize.calibration.observer=minmax",
     ]
     result = optiforge.run_recipe("quantize-cnn", overrides, out=tmp_path, progress=False, show_table=False)
     row = _rows(result.report)["quantize"]

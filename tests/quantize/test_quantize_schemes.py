@@ -8,8 +8,9 @@ from torch import nn
 
 import optiforge
 from optiforge.data.loaders import make_loader
-from optiforge.quantization import QuantConfig, load_quantized_state, quantize, save_quantized
+from optiforge.quantization import QuantConfig, load_quantized_state, quantize, quantize_with_result, save_quantized
 from optiforge.quantization.artifact import pack_int4, unpack_int4
+from optiforge.training.loop import TrainResult
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_observers_calibrate_different_activation_ranges(trained, loaders):
     calibration, _ = loaders
     scales = {}
     for observer in ("minmax", "moving_average", "percentile", "mse"):
-        config = QuantConfig(scheme="int8_static", engine="torch", observer=observer, calibration_batches=4)
+        config = QuantConfig(scheme="int8_static", engine="torch", calibration={"observer": observer, "batches": 4})
         quantized = quantize(trained, config, calibration=calibration)
         scales[observer] = getattr(quantized, "1").scale  # output scale of the first hidden layer
     # percentile clips outliers and MSE searches a tighter range: both below plain min-max
@@ -90,7 +91,7 @@ def test_int8_weight_only_torchao_keeps_int8_codes(trained, tmp_path):
 
 
 def test_int4_weight_only_uses_4_bit_codes_group_scales_and_a_packed_file(trained, digits, tmp_path):
-    quantized = quantize(trained, QuantConfig(scheme="int4_weight_only", engine="torchao", group_size=32))
+    quantized = quantize(trained, QuantConfig(scheme="int4_weight_only", engine="torchao", weights={"group_size": 32}))
     weight = quantized[1].weight
     assert weight.qdata.min() >= -8 and weight.qdata.max() <= 7
     assert weight.scale.shape == (128, 64 // 32)  # one scale per group of 32 inputs
@@ -125,29 +126,33 @@ def test_qat_inserts_fake_quantization_trains_it_and_converts(trained, loaders, 
     calibration, validation = loaders
     seen = {}
 
-    def finetune(prepared: nn.Module, epochs: int) -> nn.Module:
+    def finetune(prepared, config, callbacks=(), name="finetune", lr_scale=1.0):
         names = [type(module).__name__ for module in prepared.modules()]
-        seen["fake_quant"] = sum("FakeQuantize" in name for name in names)
-        seen["epochs"] = epochs
+        seen.update(fake_quant=sum("FakeQuantize" in kind for kind in names), epochs=config.epochs)
+        seen.update(name=name, lr_scale=lr_scale)
         optimizer = torch.optim.SGD(prepared.parameters(), lr=0.01)
         prepared.train()
         for inputs, targets in calibration:
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(prepared(inputs), targets).backward()
             optimizer.step()
-        return prepared
+        return TrainResult(prepared, [{"epoch": 1}], 1, False, 0.0)
 
-    quantized = quantize(
+    result = quantize_with_result(
         trained,
-        QuantConfig(scheme="qat_int8", qat_epochs=2),
+        QuantConfig(scheme="qat_int8", finetune={"epochs": 2}),
         calibration=calibration,
         validation=validation,
         finetune=finetune,
     )
-    assert seen["fake_quant"] >= 4 and seen["epochs"] == 2
+    # QAT trains gently: a tenth of the recipe's rate unless finetune.lr says otherwise
+    assert seen == {"fake_quant": seen["fake_quant"], "epochs": 2, "name": "qat", "lr_scale": 0.1}
+    assert seen["fake_quant"] >= 4
+    quantized = result.model
     kinds = {type(module).__name__ for module in quantized.modules()}
     assert not any("FakeQuantize" in kind for kind in kinds)
     from torch.ao.nn.quantized import Linear as QuantizedLinear
 
     assert sum(isinstance(module, QuantizedLinear) for module in quantized.modules()) == 3
-    assert quantized.optiforge_quantization["fidelity"]["agreement"] > 0.9
+    assert result.fidelity.agreement > 0.9
+    assert result.history == [{"epoch": 1}]

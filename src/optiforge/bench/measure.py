@@ -7,8 +7,6 @@ same code after every stage so they compare.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from optiforge.bench import timing
 from optiforge.bench.memory import peak_forward_bytes
 from optiforge.config import MeasureConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
+from optiforge.exporters.onnx import OnnxModule
 from optiforge.models.builtin import count_parameters
 from optiforge.tasks import Task, task_for
 
@@ -40,26 +40,6 @@ class Measurement:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _timed(run: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -105,8 +85,8 @@ def measure(
     )
     single = data.example_input(1).to(device)
     batch = data.example_input(config.throughput_batch).to(device)
-    latency = _timed(lambda: model(single), config.latency_repeats, config.warmup, device)
-    batch_times = _timed(lambda: model(batch), config.throughput_repeats, max(1, config.warmup // 2), device)
+    latency = timing.timed(lambda: model(single), config.latency_repeats, config.warmup, device)
+    batch_times = timing.timed(lambda: model(batch), config.throughput_repeats, max(1, config.warmup // 2), device)
     size = Path(artifact).stat().st_size if artifact is not None and Path(artifact).is_file() else None
     return Measurement(
         metric=task.primary_metric,
@@ -114,20 +94,12 @@ def measure(
         params=params,
         nonzero_params=nonzero,
         size_bytes=size,
-        latency_ms={
-            "batch": 1,
-            "p50": statistics.median(latency) * 1000,
-            "p95": _p95(latency) * 1000,
-        },
-        throughput_per_s=config.throughput_batch / statistics.median(batch_times),
-        peak_memory_bytes=None if _memory_outside_torch(model) else peak_forward_bytes(lambda: model(batch), device),
+        latency_ms={"batch": 1, **timing.latency_ms(latency)},
+        throughput_per_s=timing.per_second(config.throughput_batch, batch_times),
+        # ONNX Runtime allocates its own memory: PyTorch's peak says nothing about it
+        peak_memory_bytes=None if isinstance(model, OnnxModule) else peak_forward_bytes(lambda: model(batch), device),
         metrics=metrics,
     )
-
-
-def _memory_outside_torch(model: object) -> bool:
-    """Models run by another runtime (ONNX Runtime) say so: their working memory is not PyTorch's to count."""
-    return bool(getattr(model, "memory_outside_torch", False))
 
 
 def _evaluate_callable(model: Callable, data: TaskData, task: Task) -> dict[str, float]:

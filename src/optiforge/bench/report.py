@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from optiforge.files import atomic_write_text
+from optiforge.version import __version__
 
 CONTRACT_KEYS = (
     "stage",
@@ -29,15 +30,13 @@ CONTRACT_KEYS = (
 
 
 def environment(device: torch.device) -> dict:
-    import optiforge
-
     return {
         "torch": torch.__version__.split("+")[0],
         "device": device.type,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "optiforge": optiforge.__version__,
+        "optiforge": __version__,
     }
 
 

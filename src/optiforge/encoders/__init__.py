@@ -4,6 +4,7 @@ Heavy libraries (transformers, onnx, onnxruntime) are imported inside the
 functions that need them, so importing this package stays cheap.
 """
 
+from optiforge.encoders import onnx_export as _onnx_export  # noqa: F401  registers the onnx export of encoders
 from optiforge.encoders.fidelity import EmbeddingTask, fidelity, mean_cosine, neighbour_overlap
 from optiforge.encoders.model import load_sentence_encoder
 from optiforge.encoders.module import SentenceEncoder, mean_pool, pack, unpack

@@ -10,7 +10,6 @@ exported ONNX graph.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,12 +87,6 @@ class SentenceEncoder(nn.Module):
     @property
     def embedding_dim(self) -> int:
         return int(self.transformer.config.hidden_size)
-
-    def optiforge_onnx_export(self, path: str | Path, example_input: Any = None) -> Path:
-        """The ``onnx`` exporter's hook: two named inputs, ``sentence_embedding`` out."""
-        from optiforge.encoders.onnx_export import export_sentence_encoder
-
-        return export_sentence_encoder(self, path, example_input)
 
     def extra_repr(self) -> str:
         return f"max_length={self.max_length}, pooling=mean, normalize={self.normalize}"

@@ -14,6 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiforge.encoders.module import SentenceEncoder
+from optiforge.exporters.onnx import register_onnx_exporter
+
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "sentence_embedding"
 DYNAMIC_AXES = {
@@ -85,3 +88,9 @@ def export_sentence_encoder(encoder: nn.Module, path: str | Path, example: Any =
             output_names=[OUTPUT_NAME],
             dynamic_axes=DYNAMIC_AXES,
         )
+
+
+@register_onnx_exporter(SentenceEncoder)
+def _export_format(model: SentenceEncoder, path: Path, example_input: Any = None) -> Path:
+    """``export: [onnx]`` of a sentence encoder: two named inputs, ``sentence_embedding`` out."""
+    return export_sentence_encoder(model, path, example_input)

@@ -2,33 +2,38 @@
 
 :func:`optimize_encoder` is the verb: it takes a :class:`SentenceEncoder`
 and returns an :class:`OnnxSentenceEncoder` whose file is a finished ONNX
-sentence encoder. Each step is a field of :class:`EncoderRuntimeConfig`:
+sentence encoder; :func:`optimize_encoder_with_result` also says what was
+done (fused operators, the layers and graph nodes kept in float, the layers
+smoothed). Each step is a field of :class:`EncoderRuntimeConfig`:
 
-* ``smoothing_alpha``: SmoothQuant before export (:mod:`.smoothing`);
+* ``smoothing``: SmoothQuant before export (:mod:`.smoothing`), ``{alpha, layers}``;
+  smoothing the query/key/value inputs puts a ``Mul`` inside the attention
+  pattern, which then no longer fuses; smoothing only the feed-forward layers
+  keeps the fusion;
+* ``remove_padding``: compute on real tokens only (:mod:`.unpadded`), exact;
+  query/key/value become one ``qkv`` matrix per layer;
 * ``fuse``: ONNX Runtime's transformer fusions (one ``Attention`` op per
   layer, ``SkipLayerNormalization``, ``BiasGelu``, embedding + LayerNorm);
 * ``quantize``: ``int8_dynamic`` (weights int8 per channel, activations
   quantized per batch at run time) or ``int8_static`` (activation ranges
   calibrated on training sentences);
-* ``float_layers``: module-name patterns kept in float32 (``*`` is one name
-  segment), e.g. ``encoder.layer.*.output.dense`` for the feed-forward
-  output projections, the usual most sensitive matrices;
-* ``remove_padding``: compute on real tokens only (:mod:`.unpadded`), exact;
-  query/key/value become one ``qkv`` matrix per layer;
-* ``smoothing_layers``: which layers to smooth (default all). Smoothing the
-  query/key/value inputs puts a ``Mul`` inside the attention pattern, which
-  then no longer fuses; smoothing only the feed-forward layers keeps the fusion.
+* ``layers``: which Linear layers are quantized (:class:`~optiforge.layers.LayerFilter`);
+  ``layers: {exclude: [transformer.encoder.layer.*.output.dense]}`` keeps the
+  feed-forward output projections, the usual most sensitive matrices, in float32.
+
+Patterns are whole module names of the sentence encoder
+(``transformer.encoder.layer.0.output.dense``; ``*`` one segment, ``**`` any number).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -36,8 +41,19 @@ from torch import nn
 
 from optiforge.config import Config
 from optiforge.errors import ConfigError, DependencyError, ModelError
+from optiforge.layers import LayerFilter, module_of_node, weighted_layers
 
 log = logging.getLogger("optiforge")
+
+# removed field → what replaced it, for the recipe's error message
+RENAMED = {
+    "float_layers": "layers.exclude",
+    "smoothing_alpha": "smoothing.alpha",
+    "smoothing_layers": "smoothing.layers.include",
+}
+
+# the graph nodes that hold a layer's weight matrix
+MATRIX_OPS = ("MatMul", "Gemm", "Attention")
 
 
 class SessionConfig(Config):
@@ -47,47 +63,66 @@ class SessionConfig(Config):
     spinning: bool = Field(False, description="let ONNX Runtime threads busy-wait (helps on an idle machine only)")
 
 
+class SmoothingConfig(Config):
+    """SmoothQuant before export: strength and which Linear layers (layers kept in float are never smoothed)."""
+
+    alpha: float = Field(ge=0.0, le=1.0, description="SmoothQuant strength (0.8 suits MiniLM)")
+    layers: LayerFilter = Field(default_factory=LayerFilter, description="the Linear layers to smooth (all)")
+
+
 class EncoderRuntimeConfig(Config):
     """How a sentence encoder is turned into a fast ONNX Runtime graph."""
+
+    renamed_fields: ClassVar[dict[str, str]] = RENAMED
 
     remove_padding: bool = Field(False, description="compute on real tokens only (BERT-like encoders; exact)")
     fuse: bool = Field(True, description="ONNX Runtime transformer fusions (Attention, SkipLayerNorm, ...)")
     quantize: Literal["none", "int8_dynamic", "int8_static"] = "int8_dynamic"
     per_channel: bool = True
-    float_layers: list[str] = Field(default_factory=list, description="module-name patterns kept in float")
-    smoothing_alpha: float | None = Field(None, ge=0.0, le=1.0, description="SmoothQuant strength; none = off")
-    smoothing_layers: list[str] = Field(default_factory=list, description="module-name patterns to smooth (all)")
+    layers: LayerFilter = Field(
+        default_factory=LayerFilter, description="the Linear layers quantized; those left out stay float"
+    )
+    smoothing: SmoothingConfig | None = Field(None, description="SmoothQuant before export; none = off")
     calibration_batches: int = Field(8, ge=1, description="training batches for smoothing/static ranges")
     session: SessionConfig = Field(default_factory=SessionConfig, description="how the result's session runs")
 
 
-def _pattern(layer: str) -> re.Pattern:
-    """``encoder.layer.*.output.dense`` → a regex over ``.``-joined node paths."""
-    parts = [r"[^./]+" if part == "*" else re.escape(part) for part in layer.split(".")]
-    return re.compile(r"(^|[./])" + r"[./]".join(parts) + r"[./]")
+@dataclass
+class OptimizeEncoderResult:
+    """The fast encoder and what was done to make it."""
+
+    model: nn.Module
+    quantize: str
+    fused: dict[str, int] = field(default_factory=dict)
+    float_layers: list[str] = field(default_factory=list)
+    float_nodes: list[str] = field(default_factory=list)
+    smoothed_layers: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "quantize": self.quantize,
+            "fused": dict(self.fused),
+            "float_layers": list(self.float_layers),
+            "float_nodes": len(self.float_nodes),
+            "smoothed_layers": len(self.smoothed_layers),
+        }
 
 
-def nodes_for_layers(onnx_path: str | Path, float_layers: Sequence[str]) -> list[str]:
-    """Names of the MatMul/Gemm/Attention nodes exported from modules matching ``float_layers``.
+def float_nodes(onnx_path: str | Path, float_layers: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """Names of the matrix-product nodes exported from ``float_layers``.
 
-    The TorchScript exporter names nodes after module paths
-    (``/transformer/encoder/layer.0/output/dense/MatMul``); fusion keeps MatMul names.
+    Every ``exclude`` pattern must reach a node (:func:`~optiforge.exporters.onnx.nodes_of_layers`
+    refuses one that does not), so a layer meant to stay float is never silently quantized.
+    The TorchScript exporter names nodes after module paths; fusion keeps MatMul names.
     """
     import onnx
 
+    from optiforge.exporters.onnx import nodes_of_layers
+
+    nodes_of_layers(onnx_path, exclude, MATRIX_OPS)
+    wanted = set(float_layers)
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    found: list[str] = []
-    for layer in float_layers:
-        pattern = _pattern(layer)
-        matches = [
-            node.name
-            for node in graph.node
-            if node.op_type in ("MatMul", "Gemm", "Attention") and pattern.search(node.name + "/")
-        ]
-        if not matches:
-            raise ConfigError(f"float_layers: no matrix product in the graph comes from '{layer}'")
-        found += matches
-    return found
+    return [node.name for node in graph.node if node.op_type in MATRIX_OPS and module_of_node(node.name) in wanted]
 
 
 def fuse_transformer(source: Path, destination: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
@@ -133,18 +168,29 @@ def optimize_encoder(
     calibration: Sequence[torch.Tensor] = (),
     *,
     path: str | Path,
-):
+) -> nn.Module:
     """Export ``encoder`` and make it fast with ONNX Runtime; returns an :class:`OnnxSentenceEncoder`.
 
     ``calibration`` holds packed token batches ``(batch, 2, sequence)`` (needed
     for smoothing and for ``int8_static``); ``path`` is where the final ONNX
-    file goes.
+    file goes. :func:`optimize_encoder_with_result` also says what was done.
 
     >>> from optiforge.encoders import load_sentence_encoder  # doctest: +SKIP
     >>> from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder  # doctest: +SKIP
-    >>> config = EncoderRuntimeConfig(smoothing_alpha=0.8)  # doctest: +SKIP
+    >>> config = EncoderRuntimeConfig(smoothing={"alpha": 0.8})  # doctest: +SKIP
     >>> fast = optimize_encoder(load_sentence_encoder(), config, batches, path="minilm.onnx")  # doctest: +SKIP
     """
+    return optimize_encoder_with_result(encoder, config, calibration, path=path).model
+
+
+def optimize_encoder_with_result(
+    encoder: nn.Module,
+    config: EncoderRuntimeConfig | None = None,
+    calibration: Sequence[torch.Tensor] = (),
+    *,
+    path: str | Path,
+) -> OptimizeEncoderResult:
+    """:func:`optimize_encoder`, with the fused operators and the layers kept in float and smoothed."""
     from optiforge.encoders.onnx_export import export_sentence_encoder
     from optiforge.encoders.runtime import OnnxSentenceEncoder
 
@@ -153,21 +199,24 @@ def optimize_encoder(
         import onnxruntime  # noqa: F401
     except ImportError:
         raise DependencyError("encoder runtime: onnxruntime is not installed; pip install onnxruntime") from None
+    quantized_layers = config.layers.select(encoder, (nn.Linear,), field="layers")
+    kept_float = [name for name in weighted_layers(encoder, (nn.Linear,)) if name not in quantized_layers]
+    smoothed_layers = _smoothed_layers(encoder, config, kept_float)
     calibration = list(calibration)[: config.calibration_batches]
-    needs_calibration = config.smoothing_alpha is not None or config.quantize == "int8_static"
+    needs_calibration = config.smoothing is not None or config.quantize == "int8_static"
     if needs_calibration and not calibration:
         raise ConfigError("encoder runtime: smoothing and int8_static need calibration batches")
     path = Path(path)
     work = Path(tempfile.mkdtemp(prefix="optiforge-encoder-"))
-    info: dict = {"quantize": config.quantize, "fused": {}}
+    result = OptimizeEncoderResult(model=encoder, quantize=config.quantize, smoothed_layers=smoothed_layers)
     try:
         model = encoder
-        if config.smoothing_alpha is not None:
+        if config.smoothing is not None:
             from optiforge.encoders.smoothing import smooth_linears
 
-            # the pooled output is not an input of any Linear, so every layer of the transformer qualifies
+            chosen = set(smoothed_layers)
             model = smooth_linears(
-                encoder, calibration, alpha=config.smoothing_alpha, select=lambda name, module: _smoothed(name, config)
+                encoder, calibration, alpha=config.smoothing.alpha, select=lambda name, module: name in chosen
             )
         if config.remove_padding:
             from optiforge.encoders.unpadded import remove_padding
@@ -179,29 +228,29 @@ def optimize_encoder(
             if transformer_config is None:
                 raise ModelError("encoder runtime: fuse needs a transformers model with a config")
             fused = work / "fused.onnx"
-            info["fused"] = fuse_transformer(
+            result.fused = fuse_transformer(
                 current, fused, transformer_config.num_attention_heads, transformer_config.hidden_size
             )
             current = fused
         if config.quantize != "none":
-            excluded = nodes_for_layers(current, config.float_layers) if config.float_layers else []
-            info["float_nodes"] = len(excluded)
+            result.float_layers = kept_float
+            result.float_nodes = float_nodes(current, kept_float, config.layers.exclude)
             quantized = work / "quantized.onnx"
-            quantize_graph(current, quantized, config, calibration, excluded)
+            quantize_graph(current, quantized, config, calibration, result.float_nodes)
             current = quantized
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(current), path.with_name(path.name + ".partial"))
         path.with_name(path.name + ".partial").replace(path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return OnnxSentenceEncoder(path, config.session.threads, info=info, spinning=config.session.spinning)
+    result.model = OnnxSentenceEncoder(path, config.session.threads, spinning=config.session.spinning)
+    return result
 
 
-def _matches(name: str, layers: Sequence[str]) -> bool:
-    return any(_pattern(layer).search("/" + name + "/") for layer in layers)
-
-
-def _smoothed(name: str, config: EncoderRuntimeConfig) -> bool:
-    """Smooth the chosen layers (all by default) except those kept in float, which need none."""
-    chosen = not config.smoothing_layers or _matches(name, config.smoothing_layers)
-    return chosen and not _matches(name, config.float_layers) and "pooler" not in name
+def _smoothed_layers(encoder: nn.Module, config: EncoderRuntimeConfig, kept_float: list[str]) -> list[str]:
+    """The chosen layers (all by default) less those kept in float, which need no smoothing."""
+    if config.smoothing is None:
+        return []
+    chosen = config.smoothing.layers.select(encoder, (nn.Linear,), field="smoothing.layers")
+    # the pooler does not feed the sentence embedding: smoothing it would only add work
+    return [name for name in chosen if name not in kept_float and "pooler" not in name.split(".")]

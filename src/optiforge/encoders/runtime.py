@@ -20,11 +20,8 @@ class OnnxSentenceEncoder(OnnxModule):
     as the file it already is.
     """
 
-    def __init__(
-        self, path: str | Path, threads: int | None = None, info: dict | None = None, spinning: bool = False
-    ) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = False) -> None:
         super().__init__(path, threads, spinning)
-        self.info = dict(info or {})
         if sorted(self.input_names) != ["attention_mask", "input_ids"]:
             raise ModelError(f"onnx: '{self.path}' takes {self.input_names}, not input_ids and attention_mask")
 

@@ -20,7 +20,7 @@ export to ONNX and run in any ONNX runtime with the Microsoft contrib ops
 The result equals the padded model's up to float rounding (same positions,
 same mask). The layer's query, key and value matrices become one ``qkv``
 matrix (one product instead of three); everything else keeps its module
-name, so ``float_layers`` patterns such as ``encoder.layer.*.output.dense``
+name, so ``layers`` patterns such as ``transformer.encoder.layer.*.output.dense``
 still find their layers. It is an inference module: dropout is not applied.
 """
 

@@ -3,27 +3,29 @@
 ``export_onnx`` writes a float graph with the TorchScript-based exporter
 (``dynamo=False``): on torch 2.13 with onnx 1.23 it is the one that exports
 the built-in models and keeps node names tied to module names (``/0/Conv``),
-which the int8 quantizer uses to leave chosen layers in float. A model that
-was quantized by optiforge carries its own way to reach ONNX
-(``optiforge_onnx_export``); the exporter defers to it, so an int8 stage
-exports an int8 QDQ graph. :class:`OnnxModule` wraps an ONNX Runtime session
-as an ``nn.Module`` so the runner measures an ONNX model like any other.
+which the int8 quantizer uses to leave chosen layers in float. Model types
+that reach ONNX their own way register a writer in :data:`ONNX_EXPORTERS`
+(an :class:`OnnxModule` is copied as it is); an int8 model's graph is written
+by its quantize result (:meth:`optiforge.quantization.QuantizeResult.export_onnx`).
+:class:`OnnxModule` wraps an ONNX Runtime session as an ``nn.Module`` so the
+runner measures an ONNX model like any other.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from optiforge.errors import DependencyError, ModelError
+from optiforge.errors import ConfigError, DependencyError, ModelError
 from optiforge.exporters.base import register_exporter
 from optiforge.files import atomic_write
+from optiforge.layers import matches, module_of_node
 
 log = logging.getLogger("optiforge")
 
@@ -62,6 +64,28 @@ def _on_model_device(model: nn.Module, example: Any) -> Any:
     if isinstance(example, Sequence):
         return tuple(value.to(device) if isinstance(value, torch.Tensor) else value for value in example)
     return example
+
+
+def nodes_of_layers(path: str | Path, patterns: Sequence[str], op_types: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Pattern → names of the graph's nodes (of ``op_types``, or all) exported from layers matching it.
+
+    The one map from module names to ONNX nodes (:func:`optiforge.layers.module_of_node`); a
+    pattern that reaches no node is a :class:`ConfigError`, so a layer kept in float is never
+    silently quantized.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    found: dict[str, list[str]] = {}
+    for pattern in patterns:
+        found[pattern] = [
+            node.name
+            for node in graph.node
+            if (not op_types or node.op_type in op_types) and matches(module_of_node(node.name), [pattern])
+        ]
+        if not found[pattern]:
+            raise ConfigError(f"no node of the exported graph comes from a layer matching '{pattern}'")
+    return found
 
 
 def export_onnx(
@@ -160,8 +184,6 @@ class OnnxModule(nn.Module):
     torch.Size([3, 2])
     """
 
-    memory_outside_torch = True  # ONNX Runtime allocates its own; peak_memory_bytes is not measured
-
     def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
@@ -219,15 +241,40 @@ def max_difference(model: nn.Module, runtime: nn.Module, example_input: Any) -> 
     return float((torch.as_tensor(actual).float() - expected.float().cpu()).abs().max())
 
 
+def _copy_onnx_file(model: OnnxModule, path: Path, example_input: Any) -> Path:
+    return atomic_write(path, lambda file: file.write(model.path.read_bytes())) if model.path != path else path
+
+
+# model type → writer(model, path, example_input); the most derived registered type wins, others get export_onnx
+ONNX_EXPORTERS: dict[type, Callable[[Any, Path, Any], Path]] = {OnnxModule: _copy_onnx_file}
+
+
+def register_onnx_exporter(model_type: type) -> Callable:
+    """Decorator registering ``writer(model, path, example_input) -> path`` for models of ``model_type``."""
+
+    def add(writer: Callable[[Any, Path, Any], Path]) -> Callable[[Any, Path, Any], Path]:
+        ONNX_EXPORTERS[model_type] = writer
+        return writer
+
+    return add
+
+
 @register_exporter("onnx", ".onnx")
 def export_onnx_format(model: nn.Module, path: Path, example_input: Any) -> Path:
-    """ONNX for ONNX Runtime: float, or int8 (QDQ/integer ops) when the model was quantized."""
-    if isinstance(model, OnnxModule):
-        return atomic_write(path, lambda file: file.write(model.path.read_bytes())) if model.path != path else path
-    own_export = getattr(model, "optiforge_onnx_export", None)
-    if callable(own_export):
-        return own_export(path, example_input)
+    """ONNX for ONNX Runtime: the writer registered for the model's type, else the float graph."""
+    for model_type in type(model).__mro__:
+        writer = ONNX_EXPORTERS.get(model_type)
+        if writer is not None:
+            return writer(model, Path(path), example_input)
     return export_onnx(model, path, example_input)
 
 
-__all__ = ["FLOAT_TOLERANCE", "OnnxModule", "export_onnx", "max_difference"]
+__all__ = [
+    "FLOAT_TOLERANCE",
+    "ONNX_EXPORTERS",
+    "OnnxModule",
+    "export_onnx",
+    "max_difference",
+    "nodes_of_layers",
+    "register_onnx_exporter",
+]

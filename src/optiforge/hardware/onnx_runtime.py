@@ -10,12 +10,12 @@ the batch dimension from ``batch``, other free dimensions from
 from __future__ import annotations
 
 import statistics
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from optiforge.bench import timing
 from optiforge.errors import ConfigError, DependencyError
 
 # Short names for the providers people type most.
@@ -46,7 +46,10 @@ _NUMPY_TYPES = {
 
 @dataclass
 class ProviderLatency:
-    """One provider's figures for one model (milliseconds per call at ``batch``)."""
+    """One provider's figures for one model (milliseconds per call at ``batch``).
+
+    ``inputs`` records what was fed: input name → ``{"shape": [...], "dtype": "int64"}``.
+    """
 
     model: str
     provider: str
@@ -56,6 +59,7 @@ class ProviderLatency:
     mean_ms: float
     throughput_per_s: float
     repeats: int
+    inputs: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -139,22 +143,16 @@ def bench_onnx(
         # ONNX Runtime falls back to the CPU without failing when a provider cannot start.
         raise ConfigError(f"bench: {full} could not start (ONNX Runtime fell back to {session.get_providers()[0]})")
     feeds = synthetic_inputs(session, batch, free_dimension)
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - started) * 1000.0)
-    ordered = sorted(times)
-    p50 = statistics.median(ordered)
+    seconds = timing.timed(lambda: session.run(None, feeds), repeats, warmup)
+    latency = timing.latency_ms(seconds)
     return ProviderLatency(
         model=str(path),
         provider=full,
         batch=batch,
-        p50_ms=p50,
-        p95_ms=ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))],
-        mean_ms=statistics.fmean(ordered),
-        throughput_per_s=batch * 1000.0 / p50 if p50 > 0 else float("inf"),
+        p50_ms=latency["p50"],
+        p95_ms=latency["p95"],
+        mean_ms=statistics.fmean(seconds) * 1000.0,
+        throughput_per_s=timing.per_second(batch, seconds),
         repeats=repeats,
+        inputs={name: {"shape": list(array.shape), "dtype": str(array.dtype)} for name, array in feeds.items()},
     )

@@ -16,6 +16,7 @@ from torch import nn
 from optiforge.config import ModelConfig
 from optiforge.data.builtin import TaskData, call_with_options
 from optiforge.errors import ConfigError, DataError, ModelError
+from optiforge.models.weights import load_checkpoint_into
 from optiforge.registry import Registry, import_factory
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -153,12 +154,6 @@ def build_model(config: ModelConfig, data: TaskData, where: str = "model") -> nn
         path = Path(config.checkpoint)
         if not path.is_file():
             raise ConfigError(f"{where}.checkpoint: no file '{path}'")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
-        except RuntimeError as error:
-            raise ModelError(
-                f"{where}.checkpoint: '{path}' does not fit the model: {str(error).splitlines()[0]}"
-            ) from None
+        load_checkpoint_into(model, path, f"{where}.checkpoint")
     check_fits(model, data, where)
     return model

@@ -1,10 +1,12 @@
 """``quantize``: one verb for every scheme and engine.
 
-Each engine is a builder ``(job, float_layers) -> (model, layers left float)``
-registered in ``BUILDERS``; ``engine: auto`` builds every installed candidate,
-measures its fidelity and throughput and keeps the fastest that meets the
-target. With a target, a candidate that misses it gets the mixed-precision
-search (:mod:`optiforge.quantization.sensitivity`).
+Each engine is a builder ``(job, float_layers) -> Built`` registered in
+``BUILDERS``; ``engine: auto`` builds every installed candidate, measures its
+fidelity and throughput (:func:`optiforge.bench.timing.interleaved`) and keeps
+the fastest that meets the target (:func:`optiforge.bench.selection.select`);
+when none meets it, the float model ships unchanged and the reason says so.
+With a target, a candidate that misses it gets the mixed-precision search
+(:mod:`optiforge.quantization.sensitivity`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import copy
 import functools
 import itertools
 import logging
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +24,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiforge.bench.selection import Candidate, select
+from optiforge.bench.timing import interleaved, per_second
 from optiforge.errors import ConfigError, OptiforgeError
+from optiforge.layers import WEIGHTED_TYPES, weighted_layers
 from optiforge.quantization import torch_engine
 from optiforge.quantization.calibration import call, check_fits, model_inputs, take_batches
 from optiforge.quantization.config import QuantConfig
 from optiforge.quantization.fidelity import Fidelity, compare, float_outputs, labels_of
 from optiforge.quantization.schemes import candidates, require
 from optiforge.quantization.sensitivity import layer_sensitivity, mixed_precision, write_sensitivity
-from optiforge.registry import closest
+from optiforge.training.finetune import Finetune
 
 log = logging.getLogger("optiforge")
 
@@ -39,6 +42,8 @@ log = logging.getLogger("optiforge")
 AUTO_MIN_FIDELITY = 0.99
 NEEDS_CALIBRATION = ("int8_static", "qat_int8")
 THROUGHPUT_BATCH = 256
+# fake quantization is fine-tuned gently: a tenth of the recipe's learning rate unless finetune.lr is set
+QAT_LR_SCALE = 0.1
 
 
 @dataclass
@@ -50,7 +55,18 @@ class Job:
     batches: list[Any]  # calibration model inputs
     example: Any  # one batch of model inputs (tracing, export, timing)
     folder: Path
-    finetune: Callable[[nn.Module, int], nn.Module] | None = None
+    finetune: Finetune | None = None
+    layers: list[str] = field(default_factory=list)  # the layers meant for int8
+
+
+@dataclass
+class Built:
+    """One builder's output: the quantized model and the layers the engine had to leave float."""
+
+    model: nn.Module
+    unsupported: list[str]
+    trained: nn.Module | None = None  # qat_int8: the fine-tuned fake-quantized model (its ONNX export)
+    history: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -58,13 +74,13 @@ class Attempt:
     """One engine's quantized model and what was measured about it."""
 
     engine: str
-    model: nn.Module
+    built: Built | None
     float_layers: list[str]
-    unsupported: list[str]
     fidelity: Fidelity | None = None
     throughput_per_s: float | None = None
     target_met: bool = True
     sensitivity: list[dict] = field(default_factory=list)
+    search: list[dict] = field(default_factory=list)
     error: str | None = None
 
     def summary(self) -> dict:
@@ -78,36 +94,81 @@ class Attempt:
         }
 
 
-def _build_torch(job: Job, float_layers: list[str]) -> tuple[nn.Module, list[str]]:
+@dataclass
+class QuantizeResult:
+    """The quantized model and what was done to reach it.
+
+    ``engine`` is ``None`` and ``baseline_kept`` true when no candidate met
+    the target: ``model`` is then the float model, unchanged. ``export_onnx``
+    writes the model's ONNX graph (int8 where ONNX Runtime can run it).
+    """
+
+    model: nn.Module
+    scheme: str
+    engine: str | None
+    reason: str
+    float_layers: list[str]
+    unsupported_layers: list[str]
+    fidelity: Fidelity | None
+    candidates: list[dict]
+    baseline_kept: bool
+    target_met: bool
+    sensitivity: list[dict] = field(default_factory=list)
+    search: list[dict] = field(default_factory=list)  # mixed precision: one row per number of float layers tried
+    history: list[dict] = field(default_factory=list)  # qat_int8 training
+    onnx_writer: Callable[[Path, Any], Path] | None = field(default=None, repr=False)
+
+    def export_onnx(self, path: str | Path, example_input: Any) -> Path:
+        """Write this model as ONNX at ``path`` (QDQ/integer ops for int8 schemes ONNX Runtime runs)."""
+        if self.onnx_writer is not None:
+            return self.onnx_writer(Path(path), example_input)
+        from optiforge.exporters.onnx import export_onnx_format
+
+        return export_onnx_format(self.model, Path(path), example_input)
+
+    def summary(self) -> dict:
+        return {
+            "scheme": self.scheme,
+            "engine": self.engine,
+            "engine_reason": self.reason,
+            "baseline_kept": self.baseline_kept,
+            "target_met": self.target_met,
+            "float_layers": self.float_layers,
+            "unsupported_layers": self.unsupported_layers,
+            "candidates": self.candidates,
+            **({"fidelity": self.fidelity.as_dict()} if self.fidelity else {}),
+        }
+
+
+def _build_torch(job: Job, float_layers: list[str]) -> Built:
     scheme = job.config.scheme
     if scheme in ("fp16", "bf16"):
-        return torch_engine.cast(job.model, scheme), []
+        return Built(torch_engine.cast(job.model, scheme), [])
     if scheme == "int8_dynamic":
-        return torch_engine.dynamic(job.model, job.config, float_layers)
+        return Built(*torch_engine.dynamic(job.model, job.config, float_layers))
+    trained, history = None, []
     if scheme == "int8_static":
         model = torch_engine.static(job.model, job.config, job.batches, float_layers)
     else:  # qat_int8
         if job.finetune is None:
             raise ConfigError(
-                "quantize: scheme 'qat_int8' needs finetune=callable(model, epochs) -> model "
-                "(the recipe stage trains with the recipe's settings)"
+                "quantize: scheme 'qat_int8' needs finetune= a fine-tune callable, e.g. "
+                "optiforge.training.finetune.finetuner(data) (the recipe stage trains with the recipe's settings)"
             )
         prepared = torch_engine.prepare_qat(job.model, job.config, job.example, float_layers)
-        trained = job.finetune(prepared, job.config.qat_epochs)
+        result = job.finetune(prepared, job.config.finetune, name="qat", lr_scale=QAT_LR_SCALE)
+        trained, history = result.model.cpu(), list(result.history)
         model = torch_engine.convert_qat(trained)
-        # kept outside the module tree (not in state_dict): ONNX export starts from the trained fake quantization
-        object.__setattr__(model, "_qat_source", trained)
-    layers = torch_engine.quantizable_layers(job.model)
-    return model, torch_engine.unconverted_layers(model, float_layers, layers)
+    return Built(model, torch_engine.unconverted_layers(model, float_layers, job.layers), trained, history)
 
 
-def _build_torchao(job: Job, float_layers: list[str]) -> tuple[nn.Module, list[str]]:
+def _build_torchao(job: Job, float_layers: list[str]) -> Built:
     from optiforge.quantization.torchao_engine import quantize_torchao
 
-    return quantize_torchao(job.model, job.config, float_layers)
+    return Built(*quantize_torchao(job.model, job.config, float_layers))
 
 
-def _build_onnxruntime(job: Job, float_layers: list[str]) -> tuple[nn.Module, list[str]]:
+def _build_onnxruntime(job: Job, float_layers: list[str]) -> Built:
     from optiforge.quantization.onnx_runtime import quantize_with_onnxruntime
 
     if job.example is None:
@@ -115,11 +176,12 @@ def _build_onnxruntime(job: Job, float_layers: list[str]) -> tuple[nn.Module, li
             "quantize: engine 'onnxruntime' exports the model and needs an example batch; pass calibration=loader"
         )
     batches = job.batches if job.config.scheme == "int8_static" else None
-    layers = torch_engine.quantizable_layers(job.model)
-    return quantize_with_onnxruntime(job.model, job.config, batches, job.example, float_layers, job.folder, layers)
+    return Built(
+        *quantize_with_onnxruntime(job.model, job.config, batches, job.example, float_layers, job.folder, job.layers)
+    )
 
 
-BUILDERS: dict[str, Callable[[Job, list[str]], tuple[nn.Module, list[str]]]] = {
+BUILDERS: dict[str, Callable[[Job, list[str]], Built]] = {
     "torch": _build_torch,
     "torchao": _build_torchao,
     "onnxruntime": _build_onnxruntime,
@@ -136,170 +198,138 @@ def _timing_batch(job: Job) -> Any:
 
 
 @torch.inference_mode()
-def throughput(model: nn.Module, batch: Any, repeats: int = 5) -> float:
-    """Samples per second at one batch, median of ``repeats`` after warm-up."""
-    from optiforge.bench.measure import _timed
-
+def _measure_speeds(attempts: list[Attempt], batch: Any) -> None:
+    """Samples per second of every working candidate, timed in interleaved rounds."""
     size = batch.shape[0] if torch.is_tensor(batch) else next(iter(batch.values())).shape[0]
-    times = _timed(lambda: call(model, batch), repeats, 2, torch.device("cpu"))
-    return size / statistics.median(times)
+    working = {attempt.engine: attempt for attempt in attempts if attempt.built is not None}
+    runs = {engine: functools.partial(call, attempt.built.model, batch) for engine, attempt in working.items()}
+    for engine, seconds in interleaved(runs, rounds=3, repeats=5, warmup=2).items():
+        working[engine].throughput_per_s = per_second(size, seconds)
 
 
-def _attempt(job: Job, engine: str, evaluation: list, reference: list) -> Attempt:
+def _target(config: QuantConfig) -> tuple[float | None, float | None]:
+    if config.has_target:
+        return config.target.max_metric_drop, config.target.min_fidelity
+    return None, AUTO_MIN_FIDELITY
+
+
+def _target_text(config: QuantConfig) -> str:
+    max_metric_drop, min_fidelity = _target(config)
+    parts = [f"metric drop <= {max_metric_drop:g}"] if max_metric_drop is not None else []
+    if min_fidelity is not None:
+        parts.append(f"output cosine >= {min_fidelity:g}")
+    return " and ".join(parts)
+
+
+def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, reference: list) -> Attempt:
     config = job.config
     build = BUILDERS[engine]
-    sub_folder = job.folder / engine
-    engine_job = Job(job.model, config, job.batches, job.example, sub_folder, job.finetune)
-    model, unsupported = build(engine_job, list(config.exclude))
-    attempt = Attempt(engine, model, list(config.exclude), unsupported)
-    if unsupported:
+    engine_job = Job(job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers)
+    built = build(engine_job, float_layers)
+    attempt = Attempt(engine, built, list(float_layers))
+    if built.unsupported:
         log.warning(
             "quantize (%s, %s): layers left in float because the engine cannot quantize them: %s",
             config.scheme,
             engine,
-            ", ".join(unsupported),
+            ", ".join(built.unsupported),
         )
-    if evaluation:
-        evaluate = functools.partial(compare, batches=evaluation, reference=reference)
-        attempt.fidelity = evaluate(model)
-        target = (config.max_metric_drop, config.min_fidelity)
-        if not config.has_target and config.engine == "auto":
-            target = (None, AUTO_MIN_FIDELITY)
-        attempt.target_met = attempt.fidelity.meets(*target)
-        layers = [
-            name
-            for name in torch_engine.quantizable_layers(job.model)
-            if name not in config.exclude and name not in unsupported
-        ]
-        searchable = config.scheme not in ("fp16", "bf16", "qat_int8")  # casts are whole-model; QAT would retrain
-        wants_search = searchable and config.has_target and not attempt.target_met
-        if (config.sensitivity or wants_search) and layers and searchable:
+    if not evaluation:
+        return attempt
+    evaluate = functools.partial(compare, batches=evaluation, reference=reference)
+    attempt.fidelity = evaluate(built.model)
+    constrained = config.has_target or config.engine == "auto"
+    attempt.target_met = not constrained or attempt.fidelity.meets(*_target(config))
+    layers = [name for name in job.layers if name not in built.unsupported]
+    searchable = config.scheme not in ("fp16", "bf16", "qat_int8")  # casts are whole-model; QAT would retrain
+    wants_search = searchable and config.has_target and not attempt.target_met
+    if not ((config.sensitivity or wants_search) and layers and searchable):
+        return attempt
 
-            def build_with(float_layers: list[str]) -> nn.Module:
-                return build(engine_job, float_layers)[0]
+    def build_with(layers_in_float: list[str]) -> nn.Module:
+        return build(engine_job, layers_in_float).model
 
-            attempt.sensitivity = layer_sensitivity(build_with, evaluate, layers, list(config.exclude))
-            write_sensitivity(
-                attempt.sensitivity, sub_folder, f"int8 sensitivity per layer ({config.scheme}, {engine})"
-            )
-            if wants_search:
-                ranked = [row["layer"] for row in attempt.sensitivity]
-                model, float_layers, fidelity, met = mixed_precision(
-                    build_with, evaluate, ranked, list(config.exclude), *target
-                )
-                attempt.model, attempt.float_layers, attempt.fidelity, attempt.target_met = (
-                    model,
-                    float_layers,
-                    fidelity,
-                    met,
-                )
-                if not met:
-                    log.warning(
-                        "quantize (%s): the target was not met even with %d layers in float", engine, len(float_layers)
-                    )
+    attempt.sensitivity = layer_sensitivity(build_with, evaluate, layers, float_layers)
+    write_sensitivity(attempt.sensitivity, engine_job.folder, f"int8 sensitivity per layer ({config.scheme}, {engine})")
+    if wants_search:
+        ranked = [row["layer"] for row in attempt.sensitivity]
+        selection = mixed_precision(build_with, evaluate, ranked, float_layers, *_target(config), _target_text(config))
+        attempt.search = [candidate.summary() for candidate in selection.candidates]
+        if selection.chosen is None:
+            log.warning("quantize (%s): %s", engine, selection.reason)
+        else:
+            model, chosen_float, fidelity = selection.chosen.payload
+            unsupported = [name for name in built.unsupported if name not in chosen_float]
+            attempt.built = Built(model, unsupported)
+            attempt.float_layers, attempt.fidelity, attempt.target_met = chosen_float, fidelity, True
     return attempt
 
 
-def _measure_speeds(attempts: list[Attempt], batch: Any, rounds: int = 3) -> None:
-    """Best throughput of each candidate over rounds that visit them in turn.
-
-    Interleaving spreads a burst of load from other processes over all
-    candidates instead of landing on one.
-    """
-    for _ in range(rounds):
-        for attempt in attempts:
-            if attempt.error is None:
-                speed = throughput(attempt.model, batch)
-                attempt.throughput_per_s = max(attempt.throughput_per_s or 0.0, speed)
+def _float_layers(model: nn.Module, config: QuantConfig) -> tuple[list[str], list[str]]:
+    """(layers meant for int8, layers kept float) as ``config.layers`` says; a pattern matching nothing is refused."""
+    chosen = config.layers.select(model, WEIGHTED_TYPES, "quantize.layers", require=False)
+    return list(chosen), [name for name in weighted_layers(model) if name not in chosen]
 
 
-def _target_text(config: QuantConfig) -> str:
-    parts = []
-    if config.max_metric_drop is not None:
-        parts.append(f"metric drop <= {config.max_metric_drop:g}")
-    if config.min_fidelity is not None or not config.has_target:
-        parts.append(f"output cosine >= {config.min_fidelity or AUTO_MIN_FIDELITY:g}")
-    return " and ".join(parts)
-
-
-def _choose(attempts: list[Attempt], target: str) -> tuple[Attempt, str]:
-    working = [attempt for attempt in attempts if attempt.error is None]
-    if not working:
-        raise OptiforgeError(
-            "quantize: no engine could quantize the model: "
-            + "; ".join(f"{attempt.engine}: {attempt.error}" for attempt in attempts)
-        )
-    meeting = [attempt for attempt in working if attempt.target_met]
-    pool = meeting or working
-    best = max(pool, key=lambda attempt: attempt.throughput_per_s or 0.0)
-    others = ", ".join(
-        f"{attempt.engine} {attempt.throughput_per_s:.0f}/s"
-        for attempt in working
-        if attempt is not best and attempt.throughput_per_s
-    )
-    if meeting:
-        reason = f"fastest meeting the target ({target}): {best.throughput_per_s:.0f} samples/s at batch 256"
-    else:
-        reason = f"no engine met the target ({target}); kept the fastest: {best.throughput_per_s:.0f} samples/s"
-    reason += f" (others: {others})" if others else ""
-    return best, reason
-
-
-def quantize(
+def quantize_with_result(
     model: nn.Module,
     config: QuantConfig | None = None,
     calibration: Iterable | None = None,
     *,
     validation: Iterable | None = None,
-    finetune: Callable[[nn.Module, int], nn.Module] | None = None,
+    finetune: Finetune | None = None,
     output_dir: str | Path | None = None,
-) -> nn.Module:
-    """Quantize ``model`` as ``config`` says and return a module that runs.
-
-    ``calibration`` yields model inputs (or ``(inputs, targets)`` pairs);
-    ``validation`` (with labels for classifiers) measures fidelity for
-    ``engine: auto`` and mixed precision; ``finetune(model, epochs)`` trains
-    the fake-quantized model for ``qat_int8``. The returned module carries a
-    summary in ``optiforge_quantization`` (engine chosen and why, layers kept float).
+) -> QuantizeResult:
+    """Quantize ``model`` as ``config`` says; the module and what was done (see :func:`quantize`).
 
     >>> import torch, optiforge
+    >>> from optiforge.quantization import quantize_with_result
     >>> model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     >>> loader = [torch.randn(8, 16) for _ in range(4)]
-    >>> quantized = optiforge.quantize(model, optiforge.QuantConfig(scheme="int8_static", engine="torch"),
-    ...                                calibration=loader)
-    >>> quantized(torch.randn(2, 16)).shape
-    torch.Size([2, 4])
-    >>> quantized.optiforge_quantization["engine"]
-    'torch'
+    >>> result = quantize_with_result(model, optiforge.QuantConfig(scheme="int8_static", engine="torch"),
+    ...                               calibration=loader)
+    >>> result.engine, result.baseline_kept
+    ('torch', False)
     """
     config = QuantConfig() if config is None else config
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"quantize: config must be a QuantConfig, got {type(config).__name__}")
-    was_training = model.training
+    original, was_training = model, model.training
     if any(tensor.device.type != "cpu" for tensor in [*model.parameters(), *model.buffers()]):
         model = copy.deepcopy(model).cpu()  # int8 kernels are CPU kernels; the caller's model stays where it is
     model.eval()
-    names = dict(model.named_modules())
-    for name in config.exclude:
-        if name not in names:
-            layers = ", ".join(torch_engine.quantizable_layers(model))
-            raise ConfigError(
-                f"quantize.exclude: the model has no module '{name}'{closest(name, list(names))}; layers: {layers}"
-            )
+    try:
+        return _quantize(original, model, config, calibration, validation, finetune, output_dir)
+    finally:
+        original.train(was_training)
+
+
+def _quantize(
+    original: nn.Module,
+    model: nn.Module,
+    config: QuantConfig,
+    calibration: Iterable | None,
+    validation: Iterable | None,
+    finetune: Finetune | None,
+    output_dir: str | Path | None,
+) -> QuantizeResult:
+    layers, float_layers = _float_layers(model, config)
     batches: list[Any] = []
     if calibration is not None or config.scheme in NEEDS_CALIBRATION:
-        batches = take_batches(calibration, config.calibration_batches)
+        batches = take_batches(calibration, config.calibration.batches)
         check_fits(model, batches[0])
     evaluation = list(validation) if validation is not None else []
     if validation is not None and not evaluation:
         raise ConfigError("quantize: the validation loader yielded no batches")
     if not evaluation and calibration is not None and (config.has_target or config.engine == "auto"):
-        evaluation = list(itertools.islice(calibration, config.calibration_batches))
+        evaluation = list(itertools.islice(calibration, config.calibration.batches))
     if evaluation:
         check_fits(model, model_inputs(evaluation[0]), "validation")
+    elif config.has_target:
+        raise ConfigError("quantize.target: checking a target needs validation=loader (or calibration=loader)")
     example = batches[0] if batches else (model_inputs(evaluation[0]) if evaluation else None)
     folder = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="optiforge-quantize-"))
-    job = Job(model, config, batches, example, folder, finetune)
+    job = Job(model, config, batches, example, folder, finetune, layers)
 
     if config.engine == "auto":
         engines = candidates(config.scheme)
@@ -308,59 +338,129 @@ def quantize(
     else:
         require(config.engine)
         engines = [config.engine]
-    reference = float_outputs(model, evaluation) if evaluation else []
     if len(engines) > 1 and example is None:
         raise ConfigError(
             "quantize.engine: 'auto' measures every engine on real inputs; pass calibration=loader "
             f"(or validation=loader), or name an engine: {', '.join(engines)}"
         )
-    if config.max_metric_drop is not None and evaluation and labels_of(evaluation[0]) is None:
+    if config.target.max_metric_drop is not None and labels_of(evaluation[0]) is None:
         raise ConfigError(
-            "quantize.max_metric_drop needs validation batches with labels ((inputs, targets) pairs); "
-            "for unlabelled data use min_fidelity (output cosine)"
+            "quantize.target.max_metric_drop needs validation batches with labels ((inputs, targets) pairs); "
+            "for unlabelled data use target.min_fidelity (output cosine)"
         )
+    reference = float_outputs(model, evaluation) if evaluation else []
     attempts: list[Attempt] = []
     for engine in engines:
-        started = time.perf_counter()
         try:
-            attempts.append(_attempt(job, engine, evaluation, reference))
+            attempts.append(_attempt(job, engine, float_layers, evaluation, reference))
         except OptiforgeError as error:
             if len(engines) == 1:
                 raise
             log.warning("quantize: engine %s skipped: %s", engine, error)
-            attempts.append(Attempt(engine, model, [], [], target_met=False, error=str(error)))
-        log.info("quantize: %s took %.1f s", engine, time.perf_counter() - started)
+            attempts.append(Attempt(engine, None, [], target_met=False, error=str(error)))
     if len(engines) > 1:
-        _measure_speeds(attempts, _timing_batch(job))
-        chosen, reason = _choose(attempts, _target_text(config))
-    else:
-        asked = config.engine != "auto"
-        chosen = attempts[0]
-        reason = (
-            f"engine '{config.engine}' was asked for"
-            if asked
-            else f"the only installed engine for {config.scheme} on this toolkit"
+        if all(attempt.built is None for attempt in attempts):
+            raise OptiforgeError(
+                "quantize: no engine could quantize the model: "
+                + "; ".join(f"{attempt.engine}: {attempt.error}" for attempt in attempts)
+            )
+        if any(attempt.target_met and attempt.built is not None for attempt in attempts):
+            _measure_speeds(attempts, _timing_batch(job))  # nothing to rank when the float model ships
+    constrained = bool(evaluation) and (config.has_target or config.engine == "auto")
+    constraint = _target_text(config) if constrained else "no target"
+    selection = select(
+        [
+            Candidate(
+                attempt.engine,
+                attempt.throughput_per_s if len(engines) > 1 else 0.0,
+                attempt.target_met,
+                attempt.summary(),
+                attempt.error,
+                payload=attempt,
+            )
+            for attempt in attempts
+        ],
+        objective=f"samples/s at batch {THROUGHPUT_BATCH}",
+        maximize=True,
+        constraint=constraint,
+    )
+    summaries = [attempt.summary() for attempt in attempts] if len(attempts) > 1 else []
+    if selection.chosen is None:
+        log.warning("quantize (%s): %s", config.scheme, selection.reason)
+        chosen = attempts[0] if len(attempts) == 1 else None
+        return QuantizeResult(
+            model=original,
+            scheme=config.scheme,
+            engine=None,
+            reason=selection.reason,
+            float_layers=list(weighted_layers(model)),
+            unsupported_layers=[],
+            fidelity=None,
+            candidates=summaries,
+            baseline_kept=True,
+            target_met=False,
+            sensitivity=chosen.sensitivity if chosen else [],
+            search=chosen.search if chosen else [],
         )
-    model.train(was_training)
-    return _finish(chosen, reason, attempts, job)
-
-
-def _finish(chosen: Attempt, reason: str, attempts: list[Attempt], job: Job) -> nn.Module:
-    model = chosen.model
-    summary = {
-        "scheme": job.config.scheme,
-        "engine": chosen.engine,
-        "engine_reason": reason,
-        "float_layers": chosen.float_layers,
-        "unsupported_layers": chosen.unsupported,
-        "target_met": chosen.target_met,
-        "candidates": [attempt.summary() for attempt in attempts] if len(attempts) > 1 else [],
-        "sensitivity": chosen.sensitivity,
-        **({"fidelity": chosen.fidelity.as_dict()} if chosen.fidelity else {}),
-    }
-    model.optiforge_quantization = summary
+    chosen = selection.chosen.payload
+    if len(engines) > 1:
+        reason = selection.reason
+    elif config.engine != "auto":
+        reason = f"engine '{config.engine}' was asked for" + (f"; it meets {constraint}" if constrained else "")
+    else:
+        reason = f"the only installed engine for {config.scheme} on this toolkit"
+    built = chosen.built
+    writer = None
     if chosen.engine != "onnxruntime":
         from optiforge.quantization.export import onnx_export_for
 
-        model.optiforge_onnx_export = onnx_export_for(job, chosen.float_layers, getattr(model, "_qat_source", None))
-    return model
+        writer = onnx_export_for(config, model, batches, chosen.float_layers, built.trained)
+    return QuantizeResult(
+        model=built.model,
+        scheme=config.scheme,
+        engine=chosen.engine,
+        reason=reason,
+        float_layers=chosen.float_layers,
+        unsupported_layers=built.unsupported,
+        fidelity=chosen.fidelity,
+        candidates=summaries,
+        baseline_kept=False,
+        target_met=chosen.target_met,
+        sensitivity=chosen.sensitivity,
+        search=chosen.search,
+        history=built.history,
+        onnx_writer=writer,
+    )
+
+
+def quantize(
+    model: nn.Module,
+    config: QuantConfig | None = None,
+    calibration: Iterable | None = None,
+    *,
+    validation: Iterable | None = None,
+    finetune: Finetune | None = None,
+    output_dir: str | Path | None = None,
+) -> nn.Module:
+    """Quantize ``model`` as ``config`` says and return a module that runs.
+
+    ``calibration`` yields model inputs (or ``(inputs, targets)`` pairs);
+    ``validation`` (with labels for classifiers) measures fidelity for
+    ``engine: auto`` and mixed precision; ``finetune`` (a
+    :class:`~optiforge.training.finetune.Finetune`, e.g. ``finetuner(data)``)
+    trains the fake-quantized model for ``qat_int8``. When no candidate meets
+    the target, the float model is returned unchanged.
+    :func:`quantize_with_result` also says what was done (engine and why,
+    layers kept float, fidelity) and exports the result to ONNX.
+
+    >>> import torch, optiforge
+    >>> model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    >>> loader = [torch.randn(8, 16) for _ in range(4)]
+    >>> quantized = optiforge.quantize(model, optiforge.QuantConfig(scheme="int8_static", engine="torch"),
+    ...                                calibration=loader)
+    >>> quantized(torch.randn(2, 16)).shape
+    torch.Size([2, 4])
+    """
+    return quantize_with_result(
+        model, config, calibration, validation=validation, finetune=finetune, output_dir=output_dir
+    ).model

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from optiforge.config import Config
+from optiforge.config import Config, FinetuneConfig
+from optiforge.layers import LayerFilter
 
 Scheme = Literal["int8_dynamic", "int8_static", "int8_weight_only", "int4_weight_only", "fp16", "bf16", "qat_int8"]
 Engine = Literal["auto", "torch", "torchao", "onnxruntime"]
@@ -16,32 +17,69 @@ SCHEMES: tuple[str, ...] = Scheme.__args__  # type: ignore[attr-defined]
 ENGINES: tuple[str, ...] = Engine.__args__  # type: ignore[attr-defined]
 OBSERVERS: tuple[str, ...] = Observer.__args__  # type: ignore[attr-defined]
 
+# fields of earlier versions → where they live now (the recipe error for a removed field names its replacement)
+RENAMED = {
+    "exclude": "layers.exclude",
+    "observer": "calibration.observer",
+    "calibration_batches": "calibration.batches",
+    "per_channel": "weights.per_channel",
+    "group_size": "weights.group_size",
+    "qat_epochs": "finetune.epochs",
+    "qat_lr": "finetune.lr",
+    "max_metric_drop": "target.max_metric_drop",
+    "min_fidelity": "target.min_fidelity",
+}
+
+
+class CalibrationConfig(Config):
+    """Activation ranges for static int8 and QAT."""
+
+    batches: int = Field(8, ge=1, description="batches of the calibration loader observed")
+    observer: Observer = Field(
+        "minmax",
+        description="minmax, moving_average, percentile (99.99th), mse (histogram, least squared error)",
+    )
+
+
+class WeightConfig(Config):
+    """How weights are scaled."""
+
+    per_channel: bool = Field(True, description="one weight scale per output channel")
+    group_size: int = Field(32, ge=8, description="int4_weight_only: weights sharing one scale")
+
+
+class TargetConfig(Config):
+    """What the quantized model must keep; unset: no target (``engine: auto`` asks output cosine >= 0.99)."""
+
+    max_metric_drop: float | None = Field(None, ge=0.0, description="largest task-metric loss allowed, e.g. 0.005")
+    min_fidelity: float | None = Field(None, gt=0.0, le=1.0, description="least output cosine to the float model")
+
+    @property
+    def is_set(self) -> bool:
+        return self.max_metric_drop is not None or self.min_fidelity is not None
+
 
 class QuantConfig(Config):
     """How to quantize a model (the recipe stage ``quantize:`` parses into this).
 
     ``scheme`` says what becomes low precision, ``engine`` whose kernels run
     it (``auto`` measures the candidates and keeps the fastest that meets the
-    target). ``max_metric_drop`` (task metric, e.g. 0.005 = half a point of
-    accuracy) or ``min_fidelity`` (output cosine to the float model) turn on
-    mixed precision: the most sensitive layers stay float until the target is met.
+    target). ``layers.exclude`` (names or patterns) stays float. A ``target``
+    (``max_metric_drop`` on the task metric, or ``min_fidelity``, the output
+    cosine to the float model) turns on mixed precision: the most sensitive
+    layers stay float until the target is met; when nothing meets it, the
+    float model ships unchanged. ``finetune`` trains ``qat_int8`` (3 epochs at
+    a tenth of the recipe's learning rate unless ``finetune.lr`` is set).
     """
 
+    renamed_fields: ClassVar[dict[str, str]] = RENAMED
     scheme: Scheme = "int8_static"
     engine: Engine = "auto"
-    observer: Observer = Field(
-        "minmax",
-        description="static/QAT activation ranges: minmax, moving_average, "
-        "percentile (99.99th), mse (histogram, least squared error)",
-    )
-    calibration_batches: int = Field(8, ge=1, description="batches of the calibration loader observed")
-    per_channel: bool = Field(True, description="one weight scale per output channel")
-    group_size: int = Field(32, ge=8, description="int4_weight_only: weights sharing one scale")
-    exclude: list[str] = Field(default_factory=list, description="module names kept in float")
-    qat_epochs: int = Field(3, ge=1, description="qat_int8: fine-tuning epochs with fake quantization")
-    qat_lr: float | None = Field(None, gt=0.0, description="qat_int8: learning rate (default: a tenth of the recipe's)")
-    max_metric_drop: float | None = Field(None, ge=0.0, description="mixed precision: largest metric loss allowed")
-    min_fidelity: float | None = Field(None, gt=0.0, le=1.0, description="mixed precision: least output cosine")
+    layers: LayerFilter = Field(default_factory=LayerFilter, description="which Linear/Conv layers become int8")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    weights: WeightConfig = Field(default_factory=WeightConfig)
+    finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=3), description="qat_int8 training")
+    target: TargetConfig = Field(default_factory=TargetConfig)
     sensitivity: bool = Field(False, description="always write the per-layer sensitivity table and plot")
 
     @model_validator(mode="after")
@@ -57,4 +95,4 @@ class QuantConfig(Config):
 
     @property
     def has_target(self) -> bool:
-        return self.max_metric_drop is not None or self.min_fidelity is not None
+        return self.target.is_set

@@ -19,6 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiforge.exporters.onnx import export_onnx
+from optiforge.quantization.config import QuantConfig
+
 log = logging.getLogger("optiforge")
 
 
@@ -54,34 +57,41 @@ def freeze_fake_quantization(prepared: nn.Module) -> nn.Module:
 
 
 def onnx_export_for(
-    job: Any, float_layers: list[str], qat_model: nn.Module | None = None
+    config: QuantConfig,
+    float_model: nn.Module,
+    batches: list[Any],
+    float_layers: list[str],
+    qat_model: nn.Module | None = None,
 ) -> Callable[[Path, Any], Path]:
-    """The ``optiforge_onnx_export(path, example)`` hook for a quantized model."""
+    """``export(path, example) -> path``: the ONNX graph of a model quantized by PyTorch or torchao.
+
+    The closure holds the float model and the calibration batches, so the
+    quantized module itself never does.
+    """
 
     def export(path: Path, example_input: Any) -> Path:
-        from optiforge.exporters.onnx import export_onnx
-        from optiforge.quantization.onnx_runtime import nodes_of_modules, quantize_onnx
+        from optiforge.quantization.onnx_runtime import float_nodes, quantize_onnx
 
+        path = Path(path)
         example = example_input.cpu() if torch.is_tensor(example_input) else example_input
-        scheme = job.config.scheme
+        scheme = config.scheme
         if scheme == "qat_int8" and qat_model is not None:
             return export_onnx(freeze_fake_quantization(qat_model), path, example)
         if scheme not in ("int8_static", "int8_dynamic"):
             log.warning("onnx export: ONNX Runtime has no CPU kernels for %s; the float graph was written", scheme)
-            return export_onnx(job.model, path, example)
-        float_path = export_onnx(job.model, path.with_name(path.stem + "-float.onnx"), example)
+            return export_onnx(float_model, path, example)
+        float_path = export_onnx(float_model, path.with_name(path.stem + "-float.onnx"), example)
         try:
-            excluded = nodes_of_modules(float_path, float_layers) if float_layers else []
-            batches = job.batches if scheme == "int8_static" else None
+            observer = config.calibration.observer
             return quantize_onnx(
                 float_path,
                 path,
                 scheme=scheme,
-                calibration=batches,
-                calibration_batches=job.config.calibration_batches,
-                observer=job.config.observer if job.config.observer != "mse" else "minmax",
-                per_channel=job.config.per_channel,
-                nodes_to_exclude=excluded,
+                calibration=batches if scheme == "int8_static" else None,
+                calibration_batches=config.calibration.batches,
+                observer=observer if observer != "mse" else "minmax",
+                per_channel=config.weights.per_channel,
+                nodes_to_exclude=float_nodes(float_path, float_layers),
             )
         finally:
             float_path.unlink(missing_ok=True)

@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiforge.errors import ConfigError, DependencyError, ModelError
+from optiforge.errors import ConfigError, DependencyError
+from optiforge.exporters.onnx import OnnxModule, export_onnx, nodes_of_layers
 from optiforge.imports import quiet_loggers
+from optiforge.layers import module_of_node
 from optiforge.quantization.calibration import PERCENTILE, model_inputs
 
 log = logging.getLogger("optiforge")
@@ -179,23 +181,11 @@ def quantize_onnx(
     return destination
 
 
-def node_scope(module_name: str) -> str:
-    """The node-name prefix the TorchScript ONNX exporter gives a module's ops.
-
-    ``features.0`` → ``/features/features.0/`` (each scope level is the
-    cumulative module path).
-    """
-    parts = module_name.split(".")
-    return "/" + "/".join(".".join(parts[: index + 1]) for index in range(len(parts))) + "/"
-
-
-def nodes_of_modules(path: str | Path, module_names: Sequence[str]) -> list[str]:
-    """Names of the ONNX nodes exported from ``module_names``."""
-    import onnx
-
-    scopes = [node_scope(name) for name in module_names]
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return [node.name for node in graph.node if any(node.name.startswith(scope) for scope in scopes)]
+def float_nodes(path: str | Path, float_layers: Sequence[str]) -> list[str]:
+    """The nodes of the graph at ``path`` exported from ``float_layers`` (module names), to keep float."""
+    if not float_layers:
+        return []
+    return [node for nodes in nodes_of_layers(path, float_layers).values() for node in nodes]
 
 
 WEIGHTED_OPS = {"Conv", "Gemm", "MatMul"}
@@ -210,7 +200,7 @@ def unquantized_layers(path: str | Path, module_names: Sequence[str]) -> list[st
     producers = {output: node.op_type for node in graph.node for output in node.output}
     left = []
     for name in module_names:
-        nodes = [node for node in graph.node if node.name.startswith(node_scope(name))]
+        nodes = [node for node in graph.node if module_of_node(node.name) == name]
         if not nodes or any(node.op_type in INTEGER_OPS for node in nodes):
             continue
         weighted = [node for node in nodes if node.op_type in WEIGHTED_OPS and len(node.input) > 1]
@@ -230,22 +220,18 @@ def quantize_with_onnxruntime(
 ) -> tuple[nn.Module, list[str]]:
     """Export ``model``, quantize it with ONNX Runtime; returns an :class:`OnnxModule` and the
     ``layers`` (meant for int8) that ONNX Runtime left float."""
-    from optiforge.exporters.onnx import OnnxModule, export_onnx
-
     folder.mkdir(parents=True, exist_ok=True)
     float_path = export_onnx(model, folder / "float.onnx", example)
-    excluded = nodes_of_modules(float_path, float_layers) if float_layers else []
-    if float_layers and not excluded:
-        raise ModelError(f"quantize.exclude: no ONNX node comes from the layers {float_layers}")
+    excluded = float_nodes(float_path, float_layers)
     stem = "-".join([config.scheme, *(["mixed"] if float_layers else [])])
     quantized = quantize_onnx(
         float_path,
         folder / f"{stem}.onnx",
         scheme=config.scheme,
         calibration=batches,
-        calibration_batches=config.calibration_batches,
-        observer=config.observer,
-        per_channel=config.per_channel,
+        calibration_batches=config.calibration.batches,
+        observer=config.calibration.observer,
+        per_channel=config.weights.per_channel,
         nodes_to_exclude=excluded,
     )
     wanted = [name for name in layers if name not in float_layers]

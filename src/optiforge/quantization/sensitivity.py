@@ -3,22 +3,21 @@
 Sensitivity quantizes one layer at a time (every other layer float) and
 measures the error that layer alone causes. Mixed precision then keeps the
 most sensitive layers in float, one more at a time, until the target
-(``max_metric_drop`` / ``min_fidelity``) is met.
+(``target.max_metric_drop`` / ``target.min_fidelity``) is met; when even one
+layer quantized misses it, the float model ships (:mod:`optiforge.bench.selection`).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from optiforge.bench.selection import Candidate, Selection, select
 from optiforge.files import atomic_write, atomic_write_text
 from optiforge.quantization.fidelity import Fidelity
-
-log = logging.getLogger("optiforge")
 
 Build = Callable[[list[str]], Any]  # float layers → quantized model
 Evaluate = Callable[[Any], Fidelity]
@@ -41,25 +40,27 @@ def mixed_precision(
     excluded: list[str],
     max_metric_drop: float | None,
     min_fidelity: float | None,
-) -> tuple[Any, list[str], Fidelity, bool]:
-    """Keep the first k of ``ranked`` float for the smallest k that meets the target.
+    constraint: str,
+) -> Selection:
+    """Keep the first k of ``ranked`` float, for the smallest k that meets the target.
 
-    Returns (model, float layers, its fidelity, whether the target was met);
-    when no k meets it, the best-scoring attempt is kept.
+    Each k is a candidate (objective: k, fewest wins; accepted: meets the
+    target) whose payload is ``(model, float layers, fidelity)``; the search
+    stops at the first k accepted. k stops one short of every layer: a model
+    with no layer quantized is the baseline, which the selection ships, with
+    its reason, when no k meets the target.
     """
-    best = None
-    for count in range(1, len(ranked) + 1):
+    tried: list[Candidate] = []
+    for count in range(1, len(ranked)):
         float_layers = excluded + ranked[:count]
         model = build(float_layers)
         fidelity = evaluate(model)
-        if fidelity.meets(max_metric_drop, min_fidelity):
-            if count == len(ranked):
-                log.warning("quantize: the target is met only with every layer in float")
-            return model, float_layers, fidelity, True
-        if best is None or fidelity.error() < best[2].error():
-            best = (model, float_layers, fidelity)
-    assert best is not None
-    return (*best, False)
+        met = fidelity.meets(max_metric_drop, min_fidelity)
+        figures = {"float_layers": float_layers, **fidelity.as_dict()}
+        tried.append(Candidate(f"{count} float", float(count), met, figures, payload=(model, float_layers, fidelity)))
+        if met:
+            break
+    return select(tried, objective="layers kept float", maximize=False, constraint=constraint)
 
 
 def write_sensitivity(rows: list[dict], folder: Path, title: str) -> list[Path]:

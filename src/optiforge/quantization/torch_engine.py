@@ -20,15 +20,9 @@ import torch
 from torch import nn
 
 from optiforge.errors import ModelError
+from optiforge.layers import WEIGHTED_TYPES, weighted_layers
 from optiforge.quantization.calibration import activation_observer, call
 from optiforge.quantization.config import QuantConfig
-
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def quantizable_layers(model: nn.Module) -> list[str]:
-    """Names of the layers with weights an int8 scheme quantizes (Conv and Linear)."""
-    return [name for name, module in model.named_modules() if isinstance(module, WEIGHT_LAYERS)]
 
 
 @contextlib.contextmanager
@@ -45,18 +39,18 @@ def _qconfig(config: QuantConfig, qat: bool = False):
 
     if qat:  # fake quantization with moving-average ranges, as PyTorch recommends for QAT
         return get_default_qat_qconfig("x86")
-    if config.per_channel:
+    if config.weights.per_channel:
         weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     else:
         weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
-    return QConfig(activation=activation_observer(config.observer), weight=weight)
+    return QConfig(activation=activation_observer(config.calibration.observer), weight=weight)
 
 
 def _mapping(model: nn.Module, config: QuantConfig, float_layers: list[str], example: Any, qat: bool = False):
     from torch.ao.quantization import QConfigMapping
 
     qconfig = _qconfig(config, qat)
-    layers = quantizable_layers(model)
+    layers = list(weighted_layers(model))
     kept = [name for name in layers if name not in float_layers]
     # integer inputs (token ids, masks) must not meet a global qconfig: FX would quantize them
     integer_inputs = any(not value.is_floating_point() for value in _example(example) if torch.is_tensor(value))
@@ -129,8 +123,8 @@ def dynamic(model: nn.Module, config: QuantConfig, float_layers: list[str]) -> t
 
     float_model = copy.deepcopy(model).cpu().eval()
     linear = [name for name, module in float_model.named_modules() if isinstance(module, nn.Linear)]
-    unsupported = [name for name in quantizable_layers(float_model) if name not in linear and name not in float_layers]
-    qconfig = per_channel_dynamic_qconfig if config.per_channel else default_dynamic_qconfig
+    unsupported = [name for name in weighted_layers(float_model) if name not in linear and name not in float_layers]
+    qconfig = per_channel_dynamic_qconfig if config.weights.per_channel else default_dynamic_qconfig
     spec = {name: qconfig for name in linear if name not in float_layers}
     with quiet():
         return quantize_dynamic(float_model, spec, dtype=torch.qint8), unsupported
@@ -164,4 +158,4 @@ def cast(model: nn.Module, scheme: str) -> nn.Module:
 def unconverted_layers(model: nn.Module, float_layers: list[str], names: list[str]) -> list[str]:
     """Layers meant for int8 that are still float modules after conversion."""
     modules = dict(model.named_modules())
-    return [name for name in names if name not in float_layers and type(modules.get(name)) in WEIGHT_LAYERS]
+    return [name for name in names if name not in float_layers and type(modules.get(name)) in WEIGHTED_TYPES]

@@ -17,8 +17,8 @@ from torch import nn
 
 from optiforge.errors import DependencyError
 from optiforge.imports import quiet_optional_imports
+from optiforge.layers import LayerFilter, weighted_layers
 from optiforge.quantization.config import QuantConfig
-from optiforge.quantization.torch_engine import quantizable_layers
 
 log = logging.getLogger("optiforge")
 
@@ -32,35 +32,43 @@ def _torchao_config(config: QuantConfig):
     except ImportError as error:
         raise DependencyError(f"quantize.engine: 'torchao' cannot be imported ({error}); pip install torchao") from None
     if config.scheme == "int8_weight_only":
-        return ao.Int8WeightOnlyConfig(granularity=PerRow() if config.per_channel else PerTensor())
+        return ao.Int8WeightOnlyConfig(granularity=PerRow() if config.weights.per_channel else PerTensor())
     if config.scheme == "int8_dynamic":
-        return ao.Int8DynamicActivationInt8WeightConfig(granularity=PerRow() if config.per_channel else PerTensor())
+        return ao.Int8DynamicActivationInt8WeightConfig(
+            granularity=PerRow() if config.weights.per_channel else PerTensor()
+        )
     if config.scheme == "int4_weight_only":
-        return ao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(config.group_size))
+        return ao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(config.weights.group_size))
     raise AssertionError(config.scheme)
 
 
 def quantize_torchao(model: nn.Module, config: QuantConfig, float_layers: list[str]) -> tuple[nn.Module, list[str]]:
-    """Quantize the Linear layers not in ``float_layers``; returns the model and the layers left float."""
+    """Quantize the Linear layers ``config.layers`` chooses, less ``float_layers``; returns the model
+    and the layers torchao had to leave float."""
     from torchao.quantization import quantize_
 
     quantized = copy.deepcopy(model).cpu().eval()
-    modules = dict(quantized.named_modules())
+    layer_filter = LayerFilter.model_validate(
+        config.layers.model_dump() | {"exclude": [*config.layers.exclude, *float_layers]}
+    )
+    wanted = layer_filter.fn(quantized, field="quantize.layers")
     unsupported = []
     chosen = set()
-    for name in quantizable_layers(quantized):
-        module = modules[name]
-        if name in float_layers:
+    for name, module in weighted_layers(quantized).items():
+        if not wanted(module, name):
             continue
         if not isinstance(module, nn.Linear):
             unsupported.append(name)  # torchao's CPU configs quantize Linear weights only
-        elif config.scheme == "int4_weight_only" and module.in_features % config.group_size:
+        elif config.scheme == "int4_weight_only" and module.in_features % config.weights.group_size:
             unsupported.append(name)  # a group must not straddle rows
         else:
             chosen.add(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_(quantized, _torchao_config(config), filter_fn=lambda module, name: name in chosen)
+        quantize_(
+            quantized, _torchao_config(config), filter_fn=lambda module, name: name in chosen and wanted(module, name)
+        )
+    modules = dict(quantized.named_modules())
     for name in chosen:
         _as_buffer(modules[name])
     return quantized, unsupported

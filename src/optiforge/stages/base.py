@@ -16,6 +16,7 @@ from optiforge.parallel import SingleProcess, Strategy
 from optiforge.registry import Registry
 from optiforge.tasks import Task
 from optiforge.training.callbacks import Callback
+from optiforge.training.finetune import Finetune, finetuner
 from optiforge.training.loop import TrainResult, train
 
 
@@ -25,13 +26,17 @@ class StageOutput:
 
     ``artifact`` is the file the stage's model ships as (a packed or
     quantized file); when ``None`` the runner saves the state dict.
-    ``info`` is merged into the stage's report row.
+    ``info`` is merged into the stage's report row. ``exports`` maps an
+    export format to a writer ``(path, example_input) -> path`` for this
+    stage's model, used instead of the format's exporter (an int8 model
+    whose ONNX graph is rebuilt from its float original).
     """
 
     model: nn.Module | Any
     artifact: Path | None = None
     info: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    exports: dict[str, Callable[[Path, Any], Path]] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +81,21 @@ class StageContext:
             strategy=self.strategy,
             task=self.task,
             description=f"{self.stage_dir.name}: {name}",
+        )
+
+    @property
+    def finetuner(self) -> Finetune:
+        """The fine-tune callable of this stage: the recipe's training settings, checkpoints in the stage folder."""
+        return finetuner(
+            self.data,
+            self.train_config,
+            hardware=self.hardware,
+            checkpoint_root=self.stage_dir,
+            resume=self.resume,
+            progress=self.progress,
+            strategy=self.strategy,
+            task=self.task,
+            label=self.stage_dir.name,
         )
 
 

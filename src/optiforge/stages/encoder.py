@@ -3,7 +3,8 @@
 ``encoder_runtime`` turns the current :class:`~optiforge.encoders.SentenceEncoder`
 into a fused, optionally smoothed and int8-quantized ONNX Runtime graph;
 ``encoder_search`` measures several such configurations side by side on the
-validation sentences and keeps the fastest that stays faithful enough.
+validation sentences and keeps the fastest that stays faithful enough (when
+none does, the float PyTorch encoder ships unchanged).
 Importing this module also registers the ``minilm`` model and the
 ``embedding`` task.
 """
@@ -45,17 +46,17 @@ def _encoder_of(model: nn.Module, stage: str) -> nn.Module:
 
 @register_stage("encoder_runtime", EncoderRuntimeConfig, "sentence encoder → fused (smoothed, int8) ONNX Runtime graph")
 def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
-    from optiforge.encoders.optimize import optimize_encoder
+    from optiforge.encoders.optimize import optimize_encoder_with_result
 
     encoder = _encoder_of(model, "encoder_runtime")
-    fast = optimize_encoder(
+    result = optimize_encoder_with_result(
         encoder, config, _calibration(ctx, config.calibration_batches), path=ctx.stage_dir / "encoder.onnx"
     )
-    return StageOutput(fast, artifact=fast.path, info={"runtime": fast.info})
+    return StageOutput(result.model, artifact=result.model.path, info={"runtime": result.summary()})
 
 
 class EncoderSearchConfig(Config):
-    """Try runtime configurations, keep the fastest meeting the fidelity floors."""
+    """Try runtime configurations, keep the fastest meeting the fidelity floors (none: the float encoder ships)."""
 
     candidates: list[EncoderRuntimeConfig] = Field(min_length=1)
     min_cosine: float = Field(0.995, gt=0.0, le=1.0)
@@ -70,7 +71,7 @@ class EncoderSearchConfig(Config):
 @register_stage(
     "encoder_search",
     EncoderSearchConfig,
-    "measure runtime configurations side by side, keep the fastest faithful one, plot the trade-off",
+    "measure runtime configurations side by side, keep the fastest faithful one (else float), plot the trade-off",
 )
 def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageContext) -> StageOutput:
     from optiforge.encoders.search import search_runtime
@@ -78,4 +79,4 @@ def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageCont
     encoder = _encoder_of(model, "encoder_search")
     calibration = _calibration(ctx, max(candidate.calibration_batches for candidate in config.candidates))
     result = search_runtime(encoder, config, calibration, ctx.data.val, ctx.stage_dir)
-    return StageOutput(result.model, artifact=result.model.path, info={"search": result.summary()})
+    return StageOutput(result.model, artifact=result.artifact, info={"search": result.summary()})

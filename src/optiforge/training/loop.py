@@ -28,7 +28,14 @@ from optiforge.hardware import Precision, compile_model, resolve_device, set_thr
 from optiforge.parallel import SingleProcess, Strategy
 from optiforge.tasks import Task, task_for
 from optiforge.training.callbacks import Callback, TrainState
-from optiforge.training.checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
+from optiforge.training.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    resuming,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from optiforge.training.choices import resolve_choices
 from optiforge.training.optimizers import build_optimizer, is_full_batch
 from optiforge.training.precision_check import warn_if_bf16_is_slow
@@ -173,16 +180,17 @@ def train(
 
     finished = False
     if saved is not None:
-        strategy.load_checkpoint_state(model, optimizer, saved["model"], saved["optimizer"], checkpoint_path.parent)
-        schedule.load_state_dict(saved["schedule"])
-        precision.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"])
-        state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
-        best_metric, best_weights = saved["best_metric"], saved["best_weights"]
-        epochs_without_improvement = saved["epochs_without_improvement"]
-        for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
-            callback.load_state_dict(callback_state)
-        finished = saved["finished"]
+        restore_training_state(strategy, model, optimizer, saved, checkpoint_path)
+        with resuming(checkpoint_path):
+            schedule.load_state_dict(saved["schedule"])
+            precision.scaler.load_state_dict(saved["scaler"])
+            set_rng_state(saved["rng"])
+            state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
+            best_metric, best_weights = saved["best_metric"], saved["best_weights"]
+            epochs_without_improvement = saved["epochs_without_improvement"]
+            for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
+                callback.load_state_dict(callback_state)
+            finished = saved["finished"]
         log.info("resumed %s from %s after epoch %d", description, checkpoint_path, state.epoch)
 
     for callback in callbacks:
