@@ -134,11 +134,16 @@ def test_auto_choices_are_not_measured_again_on_resume(digits, tmp_path, one_thr
     assert resumed.config.batch_size == saved["batch_size"]
 
 
-def test_the_on_device_path_gives_the_dataloaders_batches(digits, one_thread):
+def test_the_on_device_path_gives_the_dataloaders_batches_and_random_numbers(digits, one_thread):
     config = optiforge.TrainConfig(epochs=2, batch_size=50, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
-    on_device = optiforge.train(_mlp(digits), digits, config, progress=False)
-    loader = optiforge.train(_mlp(digits), digits, config.model_copy(update={"data_on_device": False}), progress=False)
-    assert on_device.history == loader.history
+    runs = []
+    for on_device in (True, False):
+        torch.manual_seed(0)
+        model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32], dropout=0.3), digits)
+        on_device_config = config.model_copy(update={"data_on_device": on_device})
+        runs.append((optiforge.train(model, digits, on_device_config, progress=False).history, torch.rand(1)))
+    assert runs[0][0] == runs[1][0]  # the same batches and the same dropout masks
+    assert torch.equal(runs[0][1], runs[1][1])  # the global generator is left where the DataLoader leaves it
 
 
 def test_eval_every_skips_validation_between_passes(digits, one_thread):

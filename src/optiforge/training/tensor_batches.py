@@ -69,6 +69,9 @@ class TensorBatches:
         return math.ceil(len(self.inputs) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A DataLoader draws a base seed for its workers from the global generator each time it is iterated;
+        # drawing it here too keeps dropout and every later random number identical to the DataLoader path.
+        torch.empty((), dtype=torch.int64).random_()
         if self.sampler is None:
             for start in range(0, len(self.inputs), self.batch_size):
                 yield self.inputs[start : start + self.batch_size], self.targets[start : start + self.batch_size]
