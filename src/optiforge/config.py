@@ -38,14 +38,14 @@ class _Validated:
 
 
 class Config(_Validated, BaseModel):
-    """Base of all configs: frozen, unknown fields refused.
+    """Base of all configs: frozen, unknown fields refused, no infinite or NaN numbers.
 
     >>> TrainConfig(epochs=-1)
     Traceback (most recent call last):
     optiforge.errors.ConfigError: TrainConfig.epochs: Input should be greater than or equal to 0 (got -1)
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
     # old field name → its new dotted path, so a recipe written for an earlier version is told what to write
     renamed_fields: ClassVar[dict[str, str]] = {}
 
@@ -57,7 +57,7 @@ class OpenConfig(_Validated, BaseModel):
     so misspelt keyword arguments are still refused by name.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class DataConfig(OpenConfig):
     name: str | None = "digits"
     factory: str | None = Field(None, description="'package.module:function' returning datasets")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    workers: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0, le=256)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -94,7 +94,7 @@ class HardwareConfig(Config):
     device: Literal["auto", "cpu", "cuda", "mps", "xla"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
     channels_last: bool = False
 
 
@@ -121,6 +121,13 @@ class OptimizerConfig(Config):
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("must be a finite number > 0 or 'auto'")
         return rate
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_are_fractions(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError("each beta must be in [0, 1)")
+        return value
 
 
 class ScheduleConfig(Config):
@@ -191,9 +198,12 @@ class TrainConfig(Config):
     def _lr_shorthand(cls, data: Any) -> Any:
         if isinstance(data, dict) and "lr" in data:
             data = dict(data)
-            optimizer = dict(data.get("optimizer") or {})
+            optimizer = data.get("optimizer") or {}
             if isinstance(optimizer, BaseModel):
                 optimizer = optimizer.model_dump()
+            if not isinstance(optimizer, dict):
+                return data  # the optimizer field's own validation names the problem
+            optimizer = dict(optimizer)
             optimizer["lr"] = data.pop("lr")
             data["optimizer"] = optimizer
         return data
@@ -221,10 +231,10 @@ class ParallelConfig(Config):
 class MeasureConfig(Config):
     """How each stage is measured."""
 
-    latency_repeats: int = Field(50, ge=1)
-    warmup: int = Field(5, ge=0)
-    throughput_batch: int = Field(256, ge=1)
-    throughput_repeats: int = Field(5, ge=1)
+    latency_repeats: int = Field(50, ge=1, le=100_000)
+    warmup: int = Field(5, ge=0, le=10_000)
+    throughput_batch: int = Field(256, ge=1, le=65_536)
+    throughput_repeats: int = Field(5, ge=1, le=10_000)
 
 
 class FinetuneConfig(Config):
@@ -297,7 +307,7 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
     for problem in error.errors():
         loc = tuple(problem["loc"])
         path = _path(prefix, loc)
-        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1]))
+        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1])) if loc else None
         if problem["type"] == "extra_forbidden" and renamed:
             lines.append(f"field '{path}' is now '{_path(prefix, loc[:-1] + (renamed,))}'")
         elif problem["type"] == "extra_forbidden":
@@ -307,5 +317,5 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
             lines.append(f"missing field '{path}'")
         else:
             message = problem["msg"].removeprefix("Value error, ")
-            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r})")
+            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r:.100})")
     return "; ".join(lines)

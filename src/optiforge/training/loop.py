@@ -225,10 +225,15 @@ def train(
                             loss = callback.compute_loss(state, inputs, targets, outputs, loss)
                 loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
                 if not math.isfinite(loss_value):
-                    where = f"'{checkpoint_path}'" if checkpoint_path else "nothing (no checkpoint folder)"
+                    if checkpoint_path is None:
+                        kept = "no checkpoint is kept (no checkpoint folder)"
+                    elif checkpoint_path.is_file():
+                        kept = f"last good checkpoint kept: '{checkpoint_path}'"
+                    else:
+                        kept = "no checkpoint was written yet (one is saved after each epoch)"
                     raise TrainingError(
                         f"{description}: the loss became {loss_value} at epoch {state.epoch + 1}, step {index + 1}; "
-                        f"training stopped, last good checkpoint kept: {where}. Try a lower learning rate or "
+                        f"training stopped, {kept}. Try a lower learning rate or "
                         "gradient clipping (train.grad_clip_norm)."
                     )
                 loss_sum, batches = loss_sum + loss_value, batches + 1
