@@ -196,3 +196,13 @@ def test_fast_mnist1d_stops_at_its_target_and_holds_it_on_test(tmp_path):
     assert row["stop_at_epoch"] is not None and row["stop_at_epoch"] == row["epochs"] < 40
     assert row["best_val_accuracy"] >= 0.96
     assert row["value"] >= 0.94, row["value"]  # test accuracy of the model that reached the target
+
+
+def test_recipes_with_auto_values_pass_the_checks_before_a_run(capsys):
+    from optiforge.cli import main
+    from optiforge.launch import check_fits
+
+    assert main(["validate", "quickstart", "--set", "train.lr=auto", "--set", "train.batch_size=auto"]) == 0
+    assert "is valid" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"train\.batch_size: 'auto' is measured in one process"):
+        check_fits(optiforge.load_recipe("ddp", ["train.batch_size=auto"]), 2)
