@@ -117,9 +117,9 @@ class OptimizerConfig(Config):
         try:
             rate = float(value)
         except (TypeError, ValueError):
-            raise ValueError("must be a number > 0 or 'auto'") from None
+            raise ValueError("Input should be a number > 0 or 'auto'") from None
         if not (math.isfinite(rate) and rate > 0):
-            raise ValueError("must be a finite number > 0 or 'auto'")
+            raise ValueError("Input should be a finite number > 0 or 'auto'")
         return rate
 
     @field_validator("betas")
@@ -176,9 +176,9 @@ class TrainConfig(Config):
         try:
             size = operator.index(value)  # ints, NumPy ints; not 1.5 or '64'
         except TypeError:
-            raise ValueError("must be an integer >= 1 or 'auto'") from None
+            raise ValueError("Input should be an integer >= 1 or 'auto'") from None
         if isinstance(value, bool) or size < 1:
-            raise ValueError("must be an integer >= 1 or 'auto'")
+            raise ValueError("Input should be an integer >= 1 or 'auto'")
         return size
 
     @field_validator("stop_at")
