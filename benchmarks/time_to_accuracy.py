@@ -58,6 +58,7 @@ LEVERS: dict[str, list[str]] = {
     "batch_size: auto (lr scaled)": ["train.batch_size=auto"],
     "bf16": ["hardware.precision=bf16"],
     "torch.compile": ["hardware.compile=true"],
+    "channels-last": ["hardware.channels_last=true"],
     "data on device": ["train.data_on_device=true"],
     "eval every 2 epochs": ["train.eval_every=2"],
 }
@@ -68,6 +69,8 @@ def not_applicable(lever: str, task: Task) -> str | None:
         return "no bf16 units on this CPU (emulated bf16 is slower)"
     if lever == "muon" and task.model["name"] == "cnn1d":
         return "cnn1d has no hidden Linear matrix for Muon"
+    if lever == "channels-last" and task.model["name"] == "cnn1d":
+        return "channels-last is a layout of 2-D convolutions; cnn1d's are 1-D"
     return None
 
 
