@@ -8,6 +8,8 @@ field, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
+import operator
 import typing
 from typing import Any, ClassVar, Literal
 
@@ -100,12 +102,25 @@ class OptimizerConfig(Config):
     """An optimizer from torch.optim by name (``gd`` and ``sgd`` are SGD)."""
 
     name: str = "sgd"
-    lr: float = Field(0.1, gt=0.0)
+    lr: float | Literal["auto"] = Field(0.1, description="a rate > 0, or 'auto': the range test's suggestion")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _rate_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("Input should be a number > 0 or 'auto'") from None
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("Input should be a finite number > 0 or 'auto'")
+        return rate
 
     @field_validator("betas")
     @classmethod
@@ -140,11 +155,43 @@ class TrainConfig(Config):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     epochs: int = Field(10, ge=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int | Literal["auto"] = Field(64, description="samples per step, or 'auto': chosen by throughput")
     grad_clip_norm: float | None = Field(None, gt=0.0)
     accumulation_steps: int = Field(1, ge=1)
     early_stopping: EarlyStoppingConfig | None = None
+    stop_at: dict[str, float] | None = Field(
+        None, description="stop after the first epoch whose validation metric reaches this, e.g. {accuracy: 0.96}"
+    )
+    eval_every: int = Field(1, ge=1, description="epochs between validation passes (the last epoch always has one)")
+    data_on_device: bool = Field(
+        True, description="keep a tensor dataset whole on the device and slice batches from it (no DataLoader)"
+    )
     seed: int = 0
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _size_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            size = operator.index(value)  # ints, NumPy ints; not 1.5 or '64'
+        except TypeError:
+            raise ValueError("Input should be an integer >= 1 or 'auto'") from None
+        if isinstance(value, bool) or size < 1:
+            raise ValueError("Input should be an integer >= 1 or 'auto'")
+        return size
+
+    @field_validator("stop_at")
+    @classmethod
+    def _one_target(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        if len(value) != 1:
+            raise ValueError("give one metric and its target, e.g. {accuracy: 0.96}")
+        ((name, target),) = value.items()
+        if not math.isfinite(target):
+            raise ValueError(f"the target for '{name}' must be a finite number")
+        return value
 
     @model_validator(mode="before")
     @classmethod

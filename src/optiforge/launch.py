@@ -67,6 +67,8 @@ def check_fits(recipe: Recipe, world_size: int) -> None:
             )
         return
     data_world = world_size
+    if recipe.train.batch_size == "auto":
+        raise ConfigError("train.batch_size: 'auto' is measured in one process; give the global batch as a number")
     if strategy in ("pipeline", "tensor") or (strategy == "hybrid" and config.inner != "shard"):
         from optiforge.parallel.sharded import hybrid_mesh_shape
 

@@ -145,10 +145,10 @@ def _run(
             strategy=strategy,
             task=task,
         )
-        model = result.model
-        output = StageOutput(model, history=result.history, info={"epochs": result.epochs_run})
+        model, train_config = result.model, result.config  # with numbers in place of 'auto'
+        output = StageOutput(model, history=result.history, info={"epochs": result.epochs_run, **result.choices})
     else:
-        model = model.to(device)
+        model, train_config = model.to(device), recipe.train
         output = StageOutput(model)
     record("train" if recipe.train.epochs > 0 else "baseline", output, started, run_dir / "train")
 
@@ -158,7 +158,7 @@ def _run(
             data=data,
             task=task,
             hardware=recipe.hardware,
-            train_config=recipe.train,
+            train_config=train_config,
             stage_dir=stage_dir,
             run_dir=run_dir,
             resume=resume,
