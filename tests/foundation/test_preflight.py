@@ -22,11 +22,11 @@ MISTAKES = [
     (["train.optimizer.name=bogus"], "train.optimizer.name: unknown optimizer 'bogus'"),
     (["train.optimizer={name: adam, momentum: 0.9}"], "train.optimizer.momentum: Adam has no 'momentum' option"),
     (["stages=[{train: {optimizer: {name: bogus}}}]"], "unknown optimizer 'bogus'"),
-    (["stages=[{prune: {layers: {exclude: [typo]}}}]"], "prune.layers.exclude: no layer named 'typo'"),
-    (["stages=[{prune: {layer_sparsity: {typo: 0.5}}}]"], "prune.layer_sparsity: no layer named 'typo'"),
+    (["stages=[{prune: {layers: {exclude: [typo]}}}]"], "prune.layers.exclude: no layer matches 'typo'"),
+    (["stages=[{prune: {layer_sparsity: {typo: 0.5}}}]"], "prune.layer_sparsity: no layer matches 'typo'"),
     (["stages=[{prune: {layer_sparsity: nowhere.json}}]"], "prune.layer_sparsity: no file 'nowhere.json'"),
-    (["stages=[{share: {layers: {exclude: [typo]}}}]"], "share.layers.exclude: no layer named 'typo'"),
-    (["stages=[{factorize: {energy: 0.9, layers: {exclude: [typo]}}}]"], "factorize.layers.exclude: no layer named"),
+    (["stages=[{share: {layers: {exclude: [typo]}}}]"], "share.layers.exclude: no layer matches 'typo'"),
+    (["stages=[{factorize: {energy: 0.9, layers: {exclude: [typo]}}}]"], "factorize.layers.exclude: no layer matches"),
     (["stages=[{quantize: {layers: {exclude: [typo]}}}]"], "quantize.layers.exclude: no layer matches 'typo'"),
     # the model's layers are 0-4 (Flatten, Linear, ReLU, Dropout, Linear), the student's 0-3: '4' is gone after distill
     (
@@ -66,7 +66,7 @@ def test_a_distilled_student_is_what_the_next_stage_is_checked_against():
             "quickstart", ["model.hidden=[16]", f"stages=[{student}, {{prune: {{layers: {{exclude: ['5']}}}}}}]"]
         )
     )
-    with pytest.raises(ConfigError, match="prune.layers.exclude: no layer named '5'"):  # the model has no layer 5
+    with pytest.raises(ConfigError, match="prune.layers.exclude: no layer matches '5'"):  # the model has no layer 5
         check_recipe(load_recipe("quickstart", ["model.hidden=[16]", "stages=[{prune: {layers: {exclude: ['5']}}}]"]))
 
 
