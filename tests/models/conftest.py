@@ -1,31 +1,14 @@
-"""The torchvision wheel here is a CUDA build beside a CPU torch: its operator registrations fail on import.
-
-The model definitions are pure Python, so the tests replace the one module that registers
-operators with an empty one before torchvision (or timm, or onnx2torch, which import it) loads.
-The library itself never does this: it reports the failed import as a DependencyError.
-"""
+"""Model-source tests import torchvision's model definitions through the test-only operator stub."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-
 import pytest
+from vision_shim import stub_torchvision_operators
 
-
-def _stub_torchvision_operators() -> bool:
-    if "torchvision" in sys.modules:
-        return True
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-    try:
-        importlib.import_module("torchvision")
-    except Exception:  # noqa: BLE001  no torchvision at all: the tests that need it skip
-        return False
-    return True
+VISION_IMPORTABLE = stub_torchvision_operators()
 
 
 @pytest.fixture(scope="session")
 def vision_importable() -> None:
-    if not _stub_torchvision_operators():
+    if not VISION_IMPORTABLE:
         pytest.skip("torchvision cannot be imported here")

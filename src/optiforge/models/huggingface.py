@@ -42,10 +42,13 @@ def _is_tracing() -> bool:
 class HuggingFaceModel(nn.Module):
     """A transformers model behind a one-tensor forward that returns the tensor its ``task`` needs.
 
-    >>> import torch, transformers
-    >>> config = transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
-    ...                                  num_attention_heads=2, intermediate_size=16, num_labels=3)
-    >>> model = HuggingFaceModel(transformers.BertForSequenceClassification(config), "sequence_classification")
+    >>> import torch
+    >>> class Tiny(torch.nn.Module):  # stands in for a transformers model
+    ...     def __init__(self):
+    ...         super().__init__(); self.embed = torch.nn.Embedding(10, 3)
+    ...     def forward(self, input_ids, attention_mask, return_dict):
+    ...         return type("Output", (), {"logits": self.embed(input_ids).sum(dim=1)})()
+    >>> model = HuggingFaceModel(Tiny(), "sequence_classification", pad_token_id=0)
     >>> model(torch.tensor([[2, 5, 7, 0]])).shape
     torch.Size([1, 3])
     """
@@ -158,5 +161,10 @@ def huggingface_model(
             model = auto_class.from_pretrained(str(folder), **keywords)
     except Exception as error:  # noqa: BLE001  transformers' refusal names the file or the class
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "torchvision" in reason:  # transformers imports torchvision when it is installed, even for text
+            raise DependencyError(
+                f"{where}.huggingface: loading '{folder}' imports torchvision, which fails ({reason}); install a "
+                f"torchvision built for torch {torch.__version__}: pip install 'optiforge[vision]'"
+            ) from None
         raise ModelError(f"{where}.huggingface: cannot load '{folder}' for {task}: {reason}") from None
     return HuggingFaceModel(model, task, normalize=normalize).eval()
