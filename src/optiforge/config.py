@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from optiforge.errors import ConfigError
 from optiforge.registry import closest
@@ -36,14 +36,14 @@ class _Validated:
 
 
 class Config(_Validated, BaseModel):
-    """Base of all configs: frozen, unknown fields refused.
+    """Base of all configs: frozen, unknown fields refused, no infinite or NaN numbers.
 
     >>> TrainConfig(epochs=-1)
     Traceback (most recent call last):
     optiforge.errors.ConfigError: TrainConfig.epochs: Input should be greater than or equal to 0 (got -1)
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
     # old field name → its new dotted path, so a recipe written for an earlier version is told what to write
     renamed_fields: ClassVar[dict[str, str]] = {}
 
@@ -55,7 +55,7 @@ class OpenConfig(_Validated, BaseModel):
     so misspelt keyword arguments are still refused by name.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -68,7 +68,7 @@ class DataConfig(OpenConfig):
     name: str | None = "digits"
     factory: str | None = Field(None, description="'package.module:function' returning datasets")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    workers: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0, le=256)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -146,7 +146,7 @@ class HardwareConfig(Config):
     device: Literal["auto", "cpu", "cuda", "mps", "xla"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
     channels_last: bool = False
 
 
@@ -160,6 +160,13 @@ class OptimizerConfig(Config):
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_are_fractions(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError("each beta must be in [0, 1)")
+        return value
 
 
 class ScheduleConfig(Config):
@@ -198,9 +205,12 @@ class TrainConfig(Config):
     def _lr_shorthand(cls, data: Any) -> Any:
         if isinstance(data, dict) and "lr" in data:
             data = dict(data)
-            optimizer = dict(data.get("optimizer") or {})
+            optimizer = data.get("optimizer") or {}
             if isinstance(optimizer, BaseModel):
                 optimizer = optimizer.model_dump()
+            if not isinstance(optimizer, dict):
+                return data  # the optimizer field's own validation names the problem
+            optimizer = dict(optimizer)
             optimizer["lr"] = data.pop("lr")
             data["optimizer"] = optimizer
         return data
@@ -228,10 +238,10 @@ class ParallelConfig(Config):
 class MeasureConfig(Config):
     """How each stage is measured."""
 
-    latency_repeats: int = Field(50, ge=1)
-    warmup: int = Field(5, ge=0)
-    throughput_batch: int = Field(256, ge=1)
-    throughput_repeats: int = Field(5, ge=1)
+    latency_repeats: int = Field(50, ge=1, le=100_000)
+    warmup: int = Field(5, ge=0, le=10_000)
+    throughput_batch: int = Field(256, ge=1, le=65_536)
+    throughput_repeats: int = Field(5, ge=1, le=10_000)
 
 
 class FinetuneConfig(Config):
@@ -316,5 +326,5 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
             lines.append(f"missing field '{path}'")
         else:
             message = problem["msg"].removeprefix("Value error, ")
-            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r})")
+            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r:.100})")
     return "; ".join(lines)

@@ -1,14 +1,15 @@
-"""Model-source tests import torchvision's model definitions through the test-only operator stub."""
+"""Model-source tests need torchvision's model definitions (importable through the root conftest's stub)."""
 
 from __future__ import annotations
 
-import pytest
-from vision_shim import stub_torchvision_operators
+import importlib
 
-VISION_IMPORTABLE = stub_torchvision_operators()
+import pytest
 
 
 @pytest.fixture(scope="session")
 def vision_importable() -> None:
-    if not VISION_IMPORTABLE:
+    try:
+        importlib.import_module("torchvision")
+    except Exception:  # noqa: BLE001  no usable torchvision here: the tests that need it skip
         pytest.skip("torchvision cannot be imported here")

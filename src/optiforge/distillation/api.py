@@ -105,8 +105,10 @@ def distill(
     """Train ``student`` to imitate ``teacher`` on ``data`` and return the student.
 
     ``teacher`` is a module, a ``ModelConfig`` with a checkpoint, a
-    ``"package.module:function"`` factory, a TorchScript/``.pt2`` file or a
-    callable. ``train`` gives optimizer, schedule and batch size (default
+    ``"package.module:function"`` factory or a callable (a TorchScript or
+    ``.pt2`` file runs code when loaded: load one you made with
+    ``resolve_teacher(path, data, trusted=True)`` and pass the module).
+    ``train`` gives optimizer, schedule and batch size (default
     :data:`DEFAULT_TRAIN`); the number of epochs is ``config.epochs``.
 
     >>> import optiforge

@@ -21,6 +21,7 @@ from torch import nn
 from optiforge.config import ModelConfig
 from optiforge.data.builtin import TaskData, call_with_options
 from optiforge.errors import ConfigError, DataError, DependencyError, ModelError
+from optiforge.models.weights import model_state, read_weights
 from optiforge.registry import closest
 
 log = logging.getLogger("optiforge")
@@ -60,19 +61,10 @@ def _image_channels(input_shape: tuple[int, ...], where: str, source: str) -> in
 
 
 def read_state_dict(path: str | Path, where: str) -> dict[str, torch.Tensor]:
-    """A state dict from a local file (tensors only), or the model's entry of a training checkpoint."""
-    path = Path(path)
-    if not path.is_file():
+    """A state dict from a local file (tensors only, nothing in it run), or a training checkpoint's model entry."""
+    if not Path(path).is_file():
         raise ConfigError(f"{where}: no file '{path}'")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  a file that is not a plain state dict is refused, never executed
-        raise ModelError(f"{where}: '{path}' is not a state-dict file ({type(error).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ModelError(f"{where}: '{path}' holds {type(state).__name__}, not a state dict")
-    return state
+    return model_state(read_weights(path, where), path, where)
 
 
 def load_weights_with_new_head(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> list[str]:

@@ -3,11 +3,14 @@ so the report's ``size_bytes`` is what the compressed model really takes on disk
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from optiforge.compress.common import read_layer_values
 from optiforge.compress.config import FactorizeConfig, PruneConfig, ShareConfig
+from optiforge.compress.select import check_names
+from optiforge.data.builtin import TaskData
 from optiforge.stages.base import StageContext, StageOutput, register_stage
 from optiforge.training.callbacks import Callback
 
@@ -36,7 +39,25 @@ def _output(model: nn.Module, ctx: StageContext, finetune: _Finetune, info: dict
     return StageOutput(model, artifact=artifact, info=info, history=finetune.history)
 
 
-@register_stage("prune", PruneConfig, "magnitude (zeros) or structured (smaller layers) pruning, optional fine-tuning")
+def check_prune(model: nn.Module, config: PruneConfig, data: TaskData) -> None:
+    """Layer names in ``layers.exclude`` and ``layer_sparsity``; structured pruning keeps every name."""
+    check_names(model, config.layers.exclude, "prune.layers.exclude")
+    check_names(model, list(read_layer_values(config.layer_sparsity, "prune.layer_sparsity")), "prune.layer_sparsity")
+
+
+def check_layers(stage: str) -> Callable[[nn.Module, ShareConfig | FactorizeConfig, TaskData], None]:
+    def check(model: nn.Module, config: ShareConfig | FactorizeConfig, data: TaskData) -> None:
+        check_names(model, config.layers.exclude, f"{stage}.layers.exclude")
+
+    return check
+
+
+@register_stage(
+    "prune",
+    PruneConfig,
+    "magnitude (zeros) or structured (smaller layers) pruning, optional fine-tuning",
+    check=check_prune,
+)
 def prune_stage(model: nn.Module, config: PruneConfig, ctx: StageContext) -> StageOutput:
     from optiforge.compress.pruning import prune
 
@@ -45,7 +66,9 @@ def prune_stage(model: nn.Module, config: PruneConfig, ctx: StageContext) -> Sta
     return _output(model, ctx, finetune, {"method": config.method})
 
 
-@register_stage("share", ShareConfig, "k-means weight sharing per layer, shared values fine-tuned")
+@register_stage(
+    "share", ShareConfig, "k-means weight sharing per layer, shared values fine-tuned", check=check_layers("share")
+)
 def share_stage(model: nn.Module, config: ShareConfig, ctx: StageContext) -> StageOutput:
     from optiforge.compress.sharing import share
 
@@ -54,7 +77,12 @@ def share_stage(model: nn.Module, config: ShareConfig, ctx: StageContext) -> Sta
     return _output(model, ctx, finetune, {"clusters": config.clusters})
 
 
-@register_stage("factorize", FactorizeConfig, "low-rank (truncated SVD) factorisation of Linear and Conv layers")
+@register_stage(
+    "factorize",
+    FactorizeConfig,
+    "low-rank (truncated SVD) factorisation of Linear and Conv layers",
+    check=check_layers("factorize"),
+)
 def factorize_stage(model: nn.Module, config: FactorizeConfig, ctx: StageContext) -> StageOutput:
     from optiforge.compress.lowrank import factorize
 

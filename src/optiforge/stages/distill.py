@@ -14,11 +14,13 @@ from torch import nn
 
 from optiforge.bench.measure import measure
 from optiforge.config import Config, ModelConfig, OptimizerConfig, ScheduleConfig
+from optiforge.data.builtin import TaskData
 from optiforge.distillation.agreement import top1_agreement
 from optiforge.distillation.api import prepare
 from optiforge.distillation.config import DistillConfig
+from optiforge.distillation.hints import find_layer
 from optiforge.distillation.students import shrink
-from optiforge.distillation.teachers import resolve_teacher
+from optiforge.distillation.teachers import check_teacher, resolve_teacher
 from optiforge.models.builtin import build_model
 from optiforge.stages.base import StageContext, StageOutput, register_stage
 
@@ -66,7 +68,28 @@ def _teacher_figures(teacher: nn.Module, from_previous: bool, ctx: StageContext)
     }
 
 
-@register_stage("distill", DistillStageConfig, "train a smaller student to imitate the current model")
+def check_distill(model: nn.Module, config: DistillStageConfig, data: TaskData) -> nn.Module:
+    """Teacher, student and hint layers; the student is the model the next stage receives."""
+    check_teacher(config.teacher, data, "distill.teacher")
+    teacher = model
+    if config.teacher is not None and (config.shrink is not None or config.hints):  # their layers are needed
+        teacher = resolve_teacher(config.teacher, data, "distill.teacher")
+    if config.student is not None:
+        student = build_model(config.student, data, where="distill.student")
+    else:
+        student = shrink(teacher, config.shrink.width, config.shrink.depth, data.example_input(2))
+    for index, hint in enumerate(config.hints):
+        find_layer(teacher, hint.teacher, f"distill.hints[{index}].teacher", "teacher")
+        find_layer(student, hint.student, f"distill.hints[{index}].student", "student")
+    return student
+
+
+@register_stage(
+    "distill",
+    DistillStageConfig,
+    "train a smaller student to imitate the current model",
+    check=check_distill,
+)
 def distill_stage(model: nn.Module, config: DistillStageConfig, ctx: StageContext) -> StageOutput:
     teacher = resolve_teacher(config.teacher, ctx.data, "teacher") if config.teacher else model
     if config.student is not None:

@@ -29,7 +29,14 @@ from optiforge.hardware import Precision, compile_model, resolve_device, set_thr
 from optiforge.parallel import SingleProcess, Strategy
 from optiforge.tasks import Task, task_for
 from optiforge.training.callbacks import Callback, TrainState
-from optiforge.training.checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
+from optiforge.training.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    resuming,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from optiforge.training.optimizers import build_optimizer, is_full_batch
 from optiforge.training.progress import progress_bar
 from optiforge.training.schedules import Schedule
@@ -141,16 +148,17 @@ def train(
     finished = False
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path)
-        strategy.load_checkpoint_state(model, optimizer, saved["model"], saved["optimizer"], checkpoint_path.parent)
-        schedule.load_state_dict(saved["schedule"])
-        precision.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"])
-        state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
-        best_metric, best_weights = saved["best_metric"], saved["best_weights"]
-        epochs_without_improvement = saved["epochs_without_improvement"]
-        for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
-            callback.load_state_dict(callback_state)
-        finished = saved["finished"]
+        restore_training_state(strategy, model, optimizer, saved, checkpoint_path)
+        with resuming(checkpoint_path):
+            schedule.load_state_dict(saved["schedule"])
+            precision.scaler.load_state_dict(saved["scaler"])
+            set_rng_state(saved["rng"])
+            state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
+            best_metric, best_weights = saved["best_metric"], saved["best_weights"]
+            epochs_without_improvement = saved["epochs_without_improvement"]
+            for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
+                callback.load_state_dict(callback_state)
+            finished = saved["finished"]
         log.info("resumed %s from %s after epoch %d", description, checkpoint_path, state.epoch)
 
     for callback in callbacks:
@@ -185,10 +193,15 @@ def train(
                             loss = callback.compute_loss(state, inputs, targets, outputs, loss)
                 loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
                 if not math.isfinite(loss_value):
-                    where = f"'{checkpoint_path}'" if checkpoint_path else "nothing (no checkpoint folder)"
+                    if checkpoint_path is None:
+                        kept = "no checkpoint is kept (no checkpoint folder)"
+                    elif checkpoint_path.is_file():
+                        kept = f"last good checkpoint kept: '{checkpoint_path}'"
+                    else:
+                        kept = "no checkpoint was written yet (one is saved after each epoch)"
                     raise TrainingError(
                         f"{description}: the loss became {loss_value} at epoch {state.epoch + 1}, step {index + 1}; "
-                        f"training stopped, last good checkpoint kept: {where}. Try a lower learning rate or "
+                        f"training stopped, {kept}. Try a lower learning rate or "
                         "gradient clipping (train.grad_clip_norm)."
                     )
                 loss_sum, batches = loss_sum + loss_value, batches + 1
