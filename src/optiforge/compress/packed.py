@@ -27,6 +27,7 @@ import pickle
 import struct
 import sys
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,6 @@ import zstandard
 from torch import nn
 
 from optiforge.compress import codec
-from optiforge.compress.common import LOG_ATTRIBUTE
 from optiforge.errors import ModelError, OptiforgeError
 from optiforge.exporters.base import register_exporter
 from optiforge.files import atomic_write
@@ -186,7 +186,6 @@ def _skeleton(model: nn.Module) -> bytes:
             "cannot be stored; remove them (e.g. torch.nn.utils.prune.remove) first"
         )
     skeleton = copy.deepcopy(model, memo).eval()  # the mode is not part of what is stored: files stay reproducible
-    skeleton.__dict__.pop(LOG_ATTRIBUTE, None)  # kept in the header as JSON
     for module in skeleton.modules():
         if type(module).__setstate__ is nn.Module.__setstate__:
             for key in _REBUILT:
@@ -214,8 +213,12 @@ def _restore_hooks(model: nn.Module) -> None:
                 module.__dict__[key] = OrderedDict()
 
 
-def write_packed(model: nn.Module, path: str | Path) -> Path:
+def write_packed(model: nn.Module, path: str | Path, applied: Sequence[dict] = ()) -> Path:
     """Write ``model`` (architecture and every parameter and buffer) as a packed file.
+
+    ``applied`` lists the compression configs applied to the model, oldest
+    first (``[result.applied, ...]`` of the ``*_with_result`` verbs); the
+    header keeps them under ``compression``.
 
     >>> import torch, optiforge
     >>> from optiforge.compress import write_packed, load_packed
@@ -245,7 +248,7 @@ def write_packed(model: nn.Module, path: str | Path) -> Path:
         "version": VERSION,
         "torch": torch.__version__,
         "model": type(model).__name__,
-        "compression": getattr(model, LOG_ATTRIBUTE, []),
+        "compression": list(applied),
         "tensors": records,
     }
     raw = [json.dumps(header, separators=(",", ":")).encode(), _skeleton(model)]
@@ -464,8 +467,6 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
                     ) from error
         _refuse_hooks(model, path)
         _restore_hooks(model)
-        if header.get("compression"):
-            setattr(model, LOG_ATTRIBUTE, header["compression"])
         return model.eval()
     tensors = {
         name: tensor
