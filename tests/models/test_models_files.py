@@ -7,6 +7,7 @@ import pytest
 import torch
 from tiny_models import onnx_convnet, onnx_mlp, onnx_with_custom_operator
 from torch.utils.data import TensorDataset
+from vision import needs_vision
 
 from optiforge import ModelConfig, build_model
 from optiforge.data.builtin import TaskData
@@ -28,9 +29,8 @@ def onnxruntime_outputs(path, inputs: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize(
     ("write", "input_shape"), [(onnx_mlp, (64,)), (onnx_convnet, (1, 8, 8))], ids=["mlp", "convnet"]
 )
-def test_an_onnx_graph_becomes_layers_that_compute_what_onnx_runtime_does(
-    write, input_shape, tmp_path, vision_importable
-):
+@needs_vision
+def test_an_onnx_graph_becomes_layers_that_compute_what_onnx_runtime_does(write, input_shape, tmp_path):
     path = write(tmp_path / "model.onnx")
     model = build_model(ModelConfig(onnx=str(path)), task_data(input_shape))
     assert any(isinstance(module, torch.nn.Linear) for module in model.modules())
@@ -39,7 +39,8 @@ def test_an_onnx_graph_becomes_layers_that_compute_what_onnx_runtime_does(
         assert np.abs(model(inputs).numpy() - onnxruntime_outputs(path, inputs)).max() < 1e-5
 
 
-def test_an_onnx_model_from_onnxscript_converts(tmp_path, vision_importable):
+@needs_vision
+def test_an_onnx_model_from_onnxscript_converts(tmp_path):
     pytest.importorskip("onnxscript")
     import onnx
     from onnxscript_model import classifier
@@ -51,7 +52,8 @@ def test_an_onnx_model_from_onnxscript_converts(tmp_path, vision_importable):
     assert np.abs(model(inputs).detach().numpy() - onnxruntime_outputs(path, inputs)).max() < 1e-5
 
 
-def test_an_operator_without_a_converter_is_named(tmp_path, vision_importable):
+@needs_vision
+def test_an_operator_without_a_converter_is_named(tmp_path):
     path = onnx_with_custom_operator(tmp_path / "custom.onnx")
     with pytest.raises(ModelError, match="operators onnx2torch cannot convert: Swish \\(opset 1, node 'swish'\\)"):
         build_model(ModelConfig(onnx=str(path)), task_data((64,)))

@@ -8,9 +8,11 @@ import torch
 from small_runs import run_small
 from tiny_data import image_folder, npz_file, text_file, tokenizer_folder
 from tiny_models import hf_folder, onnx_convnet
+from vision import needs_vision
 
 
-def test_an_onnx_model_pytorch_did_not_write_is_trained_pruned_quantized_and_exported(tmp_path, vision_importable):
+@needs_vision
+def test_an_onnx_model_pytorch_did_not_write_is_trained_pruned_quantized_and_exported(tmp_path):
     images = image_folder(tmp_path / "images", classes=3, per_class=6)
     report = run_small(
         {"name": "image_folder", "path": str(images), "transforms": {"resize": 8, "crop": 8, "channels": 1}},
@@ -59,7 +61,8 @@ def test_a_hugging_face_classifier_trains_on_a_text_file(tmp_path):
 
 
 @pytest.mark.slow  # about 10 s on two cores; building and loading torchvision models is tested in the fast suite
-def test_a_torchvision_model_trains_on_an_image_folder(tmp_path, vision_importable):
+@needs_vision
+def test_a_torchvision_model_trains_on_an_image_folder(tmp_path):
     # 12 training images: batches of 8 and 4 (a last batch of one fails BatchNorm in training mode)
     images = image_folder(tmp_path / "images", classes=2, per_class=8)
     report = run_small(
@@ -76,8 +79,9 @@ def test_a_torchvision_model_trains_on_an_image_folder(tmp_path, vision_importab
     assert np.isfinite(train["value"])
 
 
+@needs_vision
 @pytest.mark.slow
-def test_a_timm_model_trains_on_an_image_folder(tmp_path, vision_importable):
+def test_a_timm_model_trains_on_an_image_folder(tmp_path):
     images = image_folder(tmp_path / "images", classes=2, per_class=8)
     report = run_small(
         {"name": "image_folder", "path": str(images), "transforms": {"resize": 32, "crop": 32}},

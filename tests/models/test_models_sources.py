@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.utils.data import TensorDataset
+from vision import needs_vision
 
 from optiforge import ModelConfig, build_model
 from optiforge.data.builtin import TaskData
@@ -38,16 +39,18 @@ def test_a_recipe_with_two_sources_is_refused_by_field():
 
 
 @pytest.fixture(scope="module")
-def shufflenet(vision_importable):
+def shufflenet():
     """A torchvision ShuffleNetV2 built for five classes (one build for the tests that compare with it)."""
     return build_model(ModelConfig(torchvision="shufflenet_v2_x0_5"), images(classes=5)).eval()
 
 
+@needs_vision
 def test_torchvision_builds_the_architecture_for_the_data_classes(shufflenet):
     assert type(shufflenet).__name__ == "ShuffleNetV2"
     assert shufflenet(torch.randn(2, 3, 32, 32)).shape == (2, 5)
 
 
+@needs_vision
 def test_torchvision_weights_load_and_a_differently_sized_head_is_made_new(shufflenet, tmp_path):
     torch.save(shufflenet.state_dict(), tmp_path / "shufflenet.pt")
     config = ModelConfig(torchvision="shufflenet_v2_x0_5", weights=str(tmp_path / "shufflenet.pt"))
@@ -57,12 +60,14 @@ def test_torchvision_weights_load_and_a_differently_sized_head_is_made_new(shuff
     assert model.fc.weight.shape == (3, 1024)
 
 
-def test_torchvision_weights_of_another_architecture_are_refused(vision_importable, tmp_path):
+@needs_vision
+def test_torchvision_weights_of_another_architecture_are_refused(tmp_path):
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "linear.pt")
     with pytest.raises(ModelError, match="model.weights: the weights do not fit the architecture"):
         build_model(ModelConfig(torchvision="squeezenet1_1", weights=str(tmp_path / "linear.pt")), images())
 
 
+@needs_vision
 def test_a_checkpoint_loads_into_a_torchvision_model(shufflenet, tmp_path):
     torch.save(shufflenet.state_dict(), tmp_path / "model.pt")
     config = ModelConfig(torchvision="shufflenet_v2_x0_5", checkpoint=str(tmp_path / "model.pt"))
@@ -71,12 +76,14 @@ def test_a_checkpoint_loads_into_a_torchvision_model(shufflenet, tmp_path):
     assert torch.equal(model(inputs), shufflenet(inputs))
 
 
-def test_timm_takes_the_data_channels_and_classes(vision_importable):
+@needs_vision
+def test_timm_takes_the_data_channels_and_classes():
     model = build_model(ModelConfig(timm="convnext_atto"), images(channels=1, classes=6))
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 6)
 
 
-def test_unknown_architectures_and_options_are_named(vision_importable):
+@needs_vision
+def test_unknown_architectures_and_options_are_named():
     with pytest.raises(ConfigError, match="unknown architecture 'resnet19' \\(did you mean 'resnet18'\\?\\)"):
         build_model(ModelConfig(torchvision="resnet19"), images())
     with pytest.raises(ConfigError, match="model.timm: unknown architecture 'convnext_attoo'"):
@@ -85,7 +92,8 @@ def test_unknown_architectures_and_options_are_named(vision_importable):
         build_model(ModelConfig(torchvision="resnet18", depth=3), images())
 
 
-def test_image_models_refuse_flat_data_by_shape(vision_importable):
+@needs_vision
+def test_image_models_refuse_flat_data_by_shape():
     dataset = TensorDataset(torch.randn(4, 64), torch.arange(4))
     flat = TaskData(dataset, dataset, dataset, (64,), 4)
     with pytest.raises(DataError, match="takes images \\(channels, height, width\\), the data gives .*\\(64,\\)"):
