@@ -116,30 +116,31 @@ def timm_model(architecture: str, input_shape: tuple[int, ...], num_classes: int
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **options)
 
 
-def _source_builders() -> dict[str, Callable[..., nn.Module]]:
+def _source_builders() -> dict[str, tuple[Callable[..., nn.Module], str]]:
+    """Source field → (builder, the builder's parameter that takes the field's value)."""
     from optiforge.models.files import exported_model, onnx_model
     from optiforge.models.huggingface import huggingface_model
 
     return {
-        "torchvision": torchvision_model,
-        "timm": timm_model,
-        "huggingface": huggingface_model,
-        "onnx": onnx_model,
-        "exported": exported_model,
+        "torchvision": (torchvision_model, "architecture"),
+        "timm": (timm_model, "architecture"),
+        "huggingface": (huggingface_model, "location"),
+        "onnx": (onnx_model, "path"),
+        "exported": (exported_model, "path"),
     }
 
 
 def build_from_source(config: ModelConfig, data: TaskData, where: str = "model") -> nn.Module:
     """The model of a ``torchvision``/``timm``/``huggingface``/``onnx``/``exported`` source, sized for ``data``."""
     source, value = config.source
-    builder = _source_builders()[source]
+    builder, value_parameter = _source_builders()[source]
     fixed = {"input_shape": tuple(data.input_shape), "num_classes": data.num_classes, "where": where}
     if source == "torchvision":
         fixed["weights"] = config.weights
     if source == "huggingface":
         fixed.update(task=config.task, data_task=data.task)
     try:
-        return call_with_options(builder, config.options, where, **fixed, **{_first_parameter(builder): value})
+        return call_with_options(builder, config.options, where, **fixed, **{value_parameter: value})
     except (ConfigError, DataError, ModelError, DependencyError):
         raise
     except TypeError as error:
@@ -147,7 +148,3 @@ def build_from_source(config: ModelConfig, data: TaskData, where: str = "model")
     except Exception as error:  # noqa: BLE001  the library's own refusal, named with the source
         reason = str(error).splitlines()[0] if str(error) else ""
         raise ModelError(f"{where}: building {source} '{value}' failed: {type(error).__name__}: {reason}") from None
-
-
-def _first_parameter(builder: Callable) -> str:
-    return next(iter(builder.__code__.co_varnames[: builder.__code__.co_argcount]))
