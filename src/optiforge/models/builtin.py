@@ -18,6 +18,7 @@ from torch import nn
 from optiforge.config import ModelConfig
 from optiforge.data.builtin import TaskData, call_with_options
 from optiforge.errors import ConfigError, DataError, ModelError
+from optiforge.models.sources import build_from_source
 from optiforge.models.weights import load_checkpoint_into
 from optiforge.registry import Registry, import_factory
 
@@ -197,14 +198,13 @@ def check_fits(model: nn.Module, data: TaskData, where: str = "model") -> None:
             )
 
 
-def build_model(config: ModelConfig, data: TaskData, where: str = "model") -> nn.Module:
-    """Build the model a ``model:`` section describes, sized for ``data``."""
+def _build_registered(config: ModelConfig, data: TaskData, where: str) -> nn.Module:
     if config.factory:
         builder = import_factory(config.factory, f"{where}.factory")
     else:
         builder = MODELS.get(config.name or "", field=f"{where}.name")
     try:
-        model = call_with_options(
+        return call_with_options(
             builder, config.options, where, input_shape=data.input_shape, num_classes=data.num_classes
         )
     except (ConfigError, DataError, ModelError):
@@ -215,6 +215,14 @@ def build_model(config: ModelConfig, data: TaskData, where: str = "model") -> nn
         if isinstance(error, TypeError):
             raise ConfigError(f"{where}: cannot build '{config.name}': {error}") from None
         raise
+
+
+def build_model(config: ModelConfig, data: TaskData, where: str = "model") -> nn.Module:
+    """Build the model a ``model:`` section describes (its one source), sized for ``data``."""
+    if config.name is None and config.factory is None:
+        model = build_from_source(config, data, where)
+    else:
+        model = _build_registered(config, data, where)
     if not isinstance(model, nn.Module):
         raise ModelError(f"{where}: the builder returned {type(model).__name__}, not an nn.Module")
     if config.checkpoint:
