@@ -16,7 +16,7 @@ class ProxyConfig(Config):
     """Successive halving: every candidate first with its fine-tuning shortened, then in full only when it can
     still reach the front.
 
-    Every ``epochs`` and ``finetune_epochs`` field of a candidate's stages is multiplied by ``fraction``
+    Every ``epochs`` field of a candidate's stages (``finetune.epochs`` included) is multiplied by ``fraction``
     (rounded up, at least 1). A candidate is trained in full when, with its metric raised by
     ``metric_slack``, no other candidate would dominate it and it would meet the constraint.
     """
