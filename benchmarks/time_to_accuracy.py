@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import optiforge
-from optiforge.hardware import cpu_has_bf16_units
+from optiforge.hardware.capabilities import cpu_has_bf16
 
 
 @dataclass
@@ -65,7 +65,7 @@ LEVERS: dict[str, list[str]] = {
 
 
 def not_applicable(lever: str, task: Task) -> str | None:
-    if lever == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16_units():
+    if lever == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
         return "no bf16 units on this CPU (emulated bf16 is slower)"
     if lever == "muon" and task.model["name"] == "cnn1d":
         return "cnn1d has no hidden Linear matrix for Muon"
@@ -190,7 +190,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown lever(s) {unknown}; choose from: {', '.join(LEVERS)}")
     data = optiforge.build_data(optiforge.DataConfig(name="mnist1d"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 units: {cpu_has_bf16_units()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 units: {cpu_has_bf16()}")
     for task_name in args.tasks.split(","):
         task = TASKS[task_name]
         if args.quick:

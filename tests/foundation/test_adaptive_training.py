@@ -10,7 +10,7 @@ from torch import nn
 
 import optiforge
 from optiforge.errors import ConfigError, TrainingError
-from optiforge.hardware import cpu_has_bf16_units
+from optiforge.hardware.capabilities import cpu_has_bf16
 from optiforge.training.auto_batch import CANDIDATES, scaled_lr
 
 
@@ -152,7 +152,7 @@ def test_eval_every_skips_validation_between_passes(digits, one_thread):
     assert ["val_accuracy" in record for record in history] == [False, True, False, True, True]
 
 
-@pytest.mark.skipif(cpu_has_bf16_units(), reason="this CPU computes in bf16 natively")
+@pytest.mark.skipif(cpu_has_bf16(), reason="this CPU computes in bf16 natively")
 def test_bf16_on_a_cpu_without_units_warns_with_the_measured_time(digits, caplog, one_thread):
     hardware = optiforge.HardwareConfig(device="cpu", precision="bf16")
     with caplog.at_level(logging.INFO, logger="optiforge"):

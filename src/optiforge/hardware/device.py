@@ -10,7 +10,6 @@ import contextlib
 import importlib.util
 import logging
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -52,15 +51,6 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise ConfigError("hardware.device: 'xla' needs the torch_xla package; use 'auto' or 'cpu'")
         return xla  # pragma: no cover
     return torch.device(name)
-
-
-def cpu_has_bf16_units() -> bool:
-    """Whether the CPU computes in bf16 natively (Intel AMX or AVX-512 BF16; Linux flags)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False  # not Linux: unknown, so assume not
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def set_threads(threads: int | None) -> None:

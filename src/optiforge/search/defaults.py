@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from optiforge.hardware import cpu_has_bf16_units
+from optiforge.hardware.capabilities import cpu_has_bf16
 
 FAMILIES = ("classifier", "encoder")
 
@@ -31,7 +31,7 @@ def _installed(package: str) -> bool:
 def quantize_variants(objective: str, cuda: bool) -> list[Any]:
     """``none`` (float) and each precision or int8 form the device and the installed engines run."""
     variants: list[Any] = ["none"]
-    if cuda or cpu_has_bf16_units():
+    if cuda or cpu_has_bf16():
         variants.append({"scheme": "bf16", "engine": "torch"})
     if cuda:
         variants.append({"scheme": "fp16", "engine": "torch"})

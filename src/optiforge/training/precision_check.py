@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from optiforge.data.builtin import TaskData
-from optiforge.hardware import Precision, cpu_has_bf16_units
+from optiforge.hardware import Precision
+from optiforge.hardware.capabilities import cpu_has_bf16
 from optiforge.tasks import Task
 
 log = logging.getLogger("optiforge")
@@ -39,7 +40,7 @@ def _step_ms(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task
 
 def warn_if_bf16_is_slow(model: nn.Module, data: TaskData, task: Task, precision: Precision) -> float | None:
     """The measured bf16/fp32 step-time ratio when bf16 runs on a CPU without the units, else ``None``."""
-    if precision.name != "bf16" or precision.device.type != "cpu" or cpu_has_bf16_units():
+    if precision.name != "bf16" or precision.device.type != "cpu" or cpu_has_bf16():
         return None
     trial = copy.deepcopy(model).train()
     inputs = torch.stack([data.train[i][0] for i in range(min(BATCH, len(data.train)))])
