@@ -78,7 +78,7 @@ def deep_compression(quick: bool, folder: Path) -> None:
         model = copy.deepcopy(base)
         prune(
             model,
-            PruneConfig(sparsity=sparsity, schedule="gradual", finetune_epochs=3 if quick else 20),
+            PruneConfig(sparsity=sparsity, schedule="gradual", finetune={"epochs": 3 if quick else 20}),
             data,
             train_config=finetune,
         )
@@ -90,7 +90,7 @@ def deep_compression(quick: bool, folder: Path) -> None:
         )
         share(
             model,
-            ShareConfig(clusters=16, include_bias=True, finetune_epochs=1 if quick else 5),
+            ShareConfig(clusters=16, include_bias=True, finetune={"epochs": 1 if quick else 5}),
             data,
             train_config=finetune.model_copy(
                 update={"optimizer": optiforge.OptimizerConfig(name="sgd", lr=0.005, momentum=0.9)}
@@ -120,7 +120,7 @@ def structured(quick: bool, folder: Path) -> None:
             method="structured",
             sparsity=0.6,
             scope="layer",
-            finetune_epochs=3 if quick else 15,
+            finetune={"epochs": 3 if quick else 15},
             structured={"importance": "l2", "iterative_steps": 3},
         ),
         data,
@@ -160,7 +160,7 @@ def low_rank(quick: bool, folder: Path) -> None:
     for ratio in (0.5, 0.25, 0.1):
         models[f"rank ratio {ratio}"] = factorize(
             copy.deepcopy(base),
-            FactorizeConfig(rank_ratio=ratio, finetune_epochs=2 if quick else 5),
+            FactorizeConfig(rank_ratio=ratio, finetune={"epochs": 2 if quick else 5}),
             data,
             train_config=settings.model_copy(
                 update={"optimizer": optiforge.OptimizerConfig(name="sgd", lr=0.01, momentum=0.9)}

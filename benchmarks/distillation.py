@@ -60,7 +60,7 @@ def run_family(title: str, data, teacher, student_spec: dict, epochs: int, peers
                 teacher,
                 student,
                 data,
-                config.model_copy(update={"epochs": epochs}),
+                config.model_copy(update={"finetune": config.finetune.model_copy(update={"epochs": epochs})}),
                 train=STUDENT_TRAIN,
                 progress=False,
             )
@@ -118,9 +118,13 @@ def main() -> None:
         args.epochs,
         {
             "student alone": None,
-            "student alone + cutmix": DistillConfig(alpha=0.0, mixing={"kind": "cutmix"}),
-            "naive KD (T=4, α=0.9, no mixing)": DistillConfig(temperature=4.0, alpha=0.9, mixing={"kind": "none"}),
-            "consistent KD (cutmix, T=2, α=1)": DistillConfig(temperature=2.0, alpha=1.0, mixing={"kind": "cutmix"}),
+            "student alone + cutmix": DistillConfig(loss={"alpha": 0.0}, mixing={"kind": "cutmix"}),
+            "naive KD (T=4, α=0.9, no mixing)": DistillConfig(
+                loss={"temperature": 4.0, "alpha": 0.9}, mixing={"kind": "none"}
+            ),
+            "consistent KD (cutmix, T=2, α=1)": DistillConfig(
+                loss={"temperature": 2.0, "alpha": 1.0}, mixing={"kind": "cutmix"}
+            ),
         },
         args.seed,
     )
@@ -154,7 +158,7 @@ def main() -> None:
         args.digits_epochs,
         {
             "student alone": None,
-            "KD (mixup/cutmix, T=2, α=0.9)": DistillConfig(temperature=2.0, alpha=0.9),
+            "KD (mixup/cutmix, T=2, α=0.9)": DistillConfig(loss={"temperature": 2.0, "alpha": 0.9}),
         },
         args.seed,
     )

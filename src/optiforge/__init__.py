@@ -26,6 +26,7 @@ from optiforge.quantization import QuantConfig, quantize
 from optiforge.recipe import Recipe, load_recipe
 from optiforge.runner import RunResult, run_recipe
 from optiforge.stages import STAGES, register_stage
+from optiforge.stages.search import optimize
 from optiforge.training import Callback, TrainResult, lr_find, train
 from optiforge.version import __version__
 
@@ -73,6 +74,7 @@ __all__ = [
     "load_recipe",
     "lr_find",
     "measure",
+    "optimize",
     "register_stage",
     "run_recipe",
     "train",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from optiforge.errors import OptiforgeError
@@ -50,17 +53,43 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("run", "run a recipe: train, apply its stages, measure and report", _run_arguments)
 def run_command(args: argparse.Namespace) -> int:
-    from optiforge.runner import run_recipe
-
     if args.nproc > 1:
         from optiforge.launch import launch
+        from optiforge.preflight import check_recipe
         from optiforge.recipe import load_recipe
+        from optiforge.run_folder import check_run_folder
 
-        return launch(args, load_recipe(args.recipe, args.overrides))
-    result = run_recipe(args.recipe, args.overrides, out=args.out, resume=args.resume, progress=not args.no_progress)
+        recipe = load_recipe(args.recipe, args.overrides)
+        check_recipe(recipe)
+        check_run_folder(Path(args.out) if args.out else Path("runs") / recipe.name)
+        return launch(args, recipe)
+    from optiforge.runner import run_recipe
+
+    with _terminate_as_exit():
+        result = run_recipe(
+            args.recipe, args.overrides, out=args.out, resume=args.resume, progress=not args.no_progress
+        )
     if result.report:
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (a scheduler, or the launcher stopping its workers) ends the run as Ctrl-C does:
+    the lock is released and ``run.json`` says the run stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @command("recipes", "list the built-in recipes", lambda parser: None)
@@ -84,13 +113,11 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
 def validate_command(args: argparse.Namespace) -> int:
     import yaml
 
-    from optiforge.data import build_data
-    from optiforge.models.builtin import build_model
+    from optiforge.preflight import check_recipe
     from optiforge.recipe import load_recipe, recipe_to_dict
 
     recipe = load_recipe(args.recipe, args.overrides)
-    data = build_data(recipe.data)
-    build_model(recipe.model, data)
+    check_recipe(recipe)
     if args.show:
         print(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     print(f"recipe '{recipe.name}' is valid ({len(recipe.stages)} stages)")
@@ -160,8 +187,37 @@ def report_command(args: argparse.Namespace) -> int:
     path = Path(args.run_dir) / "report.json"
     if not path.is_file():
         raise OptiforgeError(f"report: no report.json in '{args.run_dir}'")
-    print_table(json.loads(path.read_text()))
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise OptiforgeError(f"report: '{path}' cannot be read as JSON ({error})") from None
+    problem = _report_problem(report)
+    if problem:
+        raise OptiforgeError(f"report: '{path}' is not an optiforge report: {problem}")
+    print_table(report)
     return 0
+
+
+def _report_problem(report: object) -> str | None:
+    """What makes ``report`` unprintable as a run table, or None."""
+    number, maybe_number = (int, float), (int, float, type(None))
+    if not isinstance(report, dict) or not isinstance(report.get("recipe"), str):
+        return "expected a mapping with 'recipe', 'environment' and 'stages'"
+    if not isinstance(report.get("environment"), dict) or "device" not in report["environment"]:
+        return "'environment' must be a mapping with 'device'"
+    if not isinstance(report.get("stages"), list):
+        return "'stages' must be a list of rows"
+    types = {"stage": str, "metric": str, "value": maybe_number, "params": int, "nonzero_params": int}
+    types |= {"size_bytes": maybe_number, "throughput_per_s": number, "peak_memory_bytes": maybe_number}
+    for index, row in enumerate(report["stages"]):
+        if not isinstance(row, dict):
+            return f"stages[{index}] must be a mapping"
+        for key, allowed in (*types.items(), ("seconds", number)):
+            if not isinstance(row.get(key), allowed) or isinstance(row.get(key), bool):
+                return f"stages[{index}].{key} is {row.get(key)!r:.40}"
+        if not isinstance(row.get("latency_ms"), dict) or not isinstance(row["latency_ms"].get("p50"), number):
+            return f"stages[{index}].latency_ms must be a mapping with a number 'p50'"
+    return None
 
 
 def _load_plugins() -> None:
@@ -186,6 +242,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "TORCHELASTIC_RESTART_COUNT" in os.environ:  # a worker of torch's elastic launcher
+        from optiforge.launch import die_with_launcher
+
+        die_with_launcher()  # first: a worker whose launcher is killed from now on stops too
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -194,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][2](args)
     except OptiforgeError as error:
-        print(f"optiforge: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line even when a message quotes multi-line text
+        print(f"optiforge: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("optiforge: interrupted", file=sys.stderr)
@@ -202,4 +263,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m optiforge.cli` (as the --nproc workers are), this file is `__main__`, while the
+    # commands/ plugins register into the module `optiforge.cli`: dispatch through that one
+    from optiforge.cli import main as package_main
+
+    sys.exit(package_main())

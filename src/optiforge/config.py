@@ -8,10 +8,12 @@ field, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
+import operator
 import typing
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from optiforge.errors import ConfigError
 from optiforge.registry import closest
@@ -36,14 +38,14 @@ class _Validated:
 
 
 class Config(_Validated, BaseModel):
-    """Base of all configs: frozen, unknown fields refused.
+    """Base of all configs: frozen, unknown fields refused, no infinite or NaN numbers.
 
     >>> TrainConfig(epochs=-1)
     Traceback (most recent call last):
     optiforge.errors.ConfigError: TrainConfig.epochs: Input should be greater than or equal to 0 (got -1)
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
     # old field name → its new dotted path, so a recipe written for an earlier version is told what to write
     renamed_fields: ClassVar[dict[str, str]] = {}
 
@@ -55,7 +57,7 @@ class OpenConfig(_Validated, BaseModel):
     so misspelt keyword arguments are still refused by name.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -68,7 +70,7 @@ class DataConfig(OpenConfig):
     name: str | None = "digits"
     factory: str | None = Field(None, description="'package.module:function' returning datasets")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    workers: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0, le=256)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -79,11 +81,65 @@ class DataConfig(OpenConfig):
 
 
 class ModelConfig(OpenConfig):
-    """Which model to build. Extra fields go to the model builder."""
+    """Which model to build: exactly one source field. Extra fields go to the model's builder.
+
+    ``name`` (a registered builder), ``factory`` (``package.module:function``), ``torchvision`` or ``timm``
+    (an architecture by name, random weights), ``huggingface`` (a local folder or a package holding one),
+    ``onnx`` (an ``.onnx`` file) or ``exported`` (a ``torch.export`` ``.pt2`` file).
+
+    >>> ModelConfig(torchvision="resnet18").source
+    ('torchvision', 'resnet18')
+    >>> ModelConfig(name="mlp", onnx="model.onnx")
+    Traceback (most recent call last):
+    optiforge.errors.ConfigError: ModelConfig: give one model source, not 2: name='mlp', onnx='model.onnx'
+    """
+
+    sources: ClassVar[tuple[str, ...]] = ("name", "factory", "torchvision", "timm", "huggingface", "onnx", "exported")
 
     name: str | None = "mlp"
     factory: str | None = Field(None, description="'package.module:function' returning an nn.Module")
+    torchvision: str | None = Field(None, description="a torchvision.models architecture, e.g. resnet18")
+    timm: str | None = Field(None, description="a timm architecture, e.g. convnext_atto")
+    huggingface: str | None = Field(None, description="a local Hugging Face model folder, or a package holding one")
+    task: Literal["sequence_classification", "token_classification", "embedding", "causal_lm"] | None = Field(
+        None, description="huggingface: what the model returns (default: sequence_classification)"
+    )
+    onnx: str | None = Field(None, description="an .onnx file, converted to PyTorch")
+    exported: str | None = Field(None, description="a torch.export program (.pt2)")
+    weights: str | None = Field(None, description="torchvision: a local state-dict file (never downloaded)")
     checkpoint: str | None = Field(None, description="state dict to load into the built model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_yields(cls, data: Any) -> Any:
+        # ``name`` has a default; another source given without ``name`` replaces it
+        if isinstance(data, dict) and "name" not in data:
+            if any(data.get(source) is not None for source in cls.sources if source != "name"):
+                data = {**data, "name": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        given = [(source, getattr(self, source)) for source in self.sources if getattr(self, source) is not None]
+        if len(given) != 1:
+            listed = ", ".join(f"{source}={value!r}" for source, value in given) or "none given"
+            raise ValueError(
+                f"give one model source, not {len(given)}: {listed}"
+                if given
+                else f"give one model source ({', '.join(self.sources)}); none given"
+            )
+        if self.task is not None and self.huggingface is None:
+            raise ValueError(f"'task' is for huggingface models, not {given[0][0]}={given[0][1]!r}")
+        if self.weights is not None and self.torchvision is None:
+            raise ValueError(
+                f"'weights' is for torchvision models, not {given[0][0]}={given[0][1]!r}; use 'checkpoint'"
+            )
+        return self
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """``(field, value)`` of the one source this config names."""
+        return next((source, getattr(self, source)) for source in self.sources if getattr(self, source) is not None)
 
 
 class HardwareConfig(Config):
@@ -92,7 +148,7 @@ class HardwareConfig(Config):
     device: Literal["auto", "cpu", "cuda", "mps", "xla"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
     channels_last: bool = False
 
 
@@ -100,12 +156,32 @@ class OptimizerConfig(Config):
     """An optimizer from torch.optim by name (``gd`` and ``sgd`` are SGD)."""
 
     name: str = "sgd"
-    lr: float = Field(0.1, gt=0.0)
+    lr: float | Literal["auto"] = Field(0.1, description="a rate > 0, or 'auto': the range test's suggestion")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _rate_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("Input should be a number > 0 or 'auto'") from None
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("Input should be a finite number > 0 or 'auto'")
+        return rate
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_are_fractions(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError("each beta must be in [0, 1)")
+        return value
 
 
 class ScheduleConfig(Config):
@@ -133,20 +209,55 @@ class TrainConfig(Config):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     epochs: int = Field(10, ge=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int | Literal["auto"] = Field(64, description="samples per step, or 'auto': chosen by throughput")
     grad_clip_norm: float | None = Field(None, gt=0.0)
     accumulation_steps: int = Field(1, ge=1)
     early_stopping: EarlyStoppingConfig | None = None
+    stop_at: dict[str, float] | None = Field(
+        None, description="stop after the first epoch whose validation metric reaches this, e.g. {accuracy: 0.96}"
+    )
+    eval_every: int = Field(1, ge=1, description="epochs between validation passes (the last epoch always has one)")
+    data_on_device: bool = Field(
+        True, description="keep a tensor dataset whole on the device and slice batches from it (no DataLoader)"
+    )
     seed: int = 0
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _size_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            size = operator.index(value)  # ints, NumPy ints; not 1.5 or '64'
+        except TypeError:
+            raise ValueError("Input should be an integer >= 1 or 'auto'") from None
+        if isinstance(value, bool) or size < 1:
+            raise ValueError("Input should be an integer >= 1 or 'auto'")
+        return size
+
+    @field_validator("stop_at")
+    @classmethod
+    def _one_target(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        if len(value) != 1:
+            raise ValueError("give one metric and its target, e.g. {accuracy: 0.96}")
+        ((name, target),) = value.items()
+        if not math.isfinite(target):
+            raise ValueError(f"the target for '{name}' must be a finite number")
+        return value
 
     @model_validator(mode="before")
     @classmethod
     def _lr_shorthand(cls, data: Any) -> Any:
         if isinstance(data, dict) and "lr" in data:
             data = dict(data)
-            optimizer = dict(data.get("optimizer") or {})
+            optimizer = data.get("optimizer") or {}
             if isinstance(optimizer, BaseModel):
                 optimizer = optimizer.model_dump()
+            if not isinstance(optimizer, dict):
+                return data  # the optimizer field's own validation names the problem
+            optimizer = dict(optimizer)
             optimizer["lr"] = data.pop("lr")
             data["optimizer"] = optimizer
         return data
@@ -174,10 +285,10 @@ class ParallelConfig(Config):
 class MeasureConfig(Config):
     """How each stage is measured."""
 
-    latency_repeats: int = Field(50, ge=1)
-    warmup: int = Field(5, ge=0)
-    throughput_batch: int = Field(256, ge=1)
-    throughput_repeats: int = Field(5, ge=1)
+    latency_repeats: int = Field(50, ge=1, le=100_000)
+    warmup: int = Field(5, ge=0, le=10_000)
+    throughput_batch: int = Field(256, ge=1, le=65_536)
+    throughput_repeats: int = Field(5, ge=1, le=10_000)
 
 
 class FinetuneConfig(Config):
@@ -250,8 +361,10 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
     for problem in error.errors():
         loc = tuple(problem["loc"])
         path = _path(prefix, loc)
-        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1]))
-        if problem["type"] == "extra_forbidden" and renamed:
+        renamed = getattr(_class_at(root, loc[:-1]), "renamed_fields", {}).get(str(loc[-1])) if loc else None
+        if not loc:  # a check over the whole config: its message names the fields
+            lines.append(f"{path or 'recipe'}: {problem['msg'].removeprefix('Value error, ')}")
+        elif problem["type"] == "extra_forbidden" and renamed:
             lines.append(f"field '{path}' is now '{_path(prefix, loc[:-1] + (renamed,))}'")
         elif problem["type"] == "extra_forbidden":
             allowed = _fields_at(root, loc[:-1])
@@ -260,5 +373,5 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
             lines.append(f"missing field '{path}'")
         else:
             message = problem["msg"].removeprefix("Value error, ")
-            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r})")
+            lines.append(f"{path or 'recipe'}: {message} (got {problem.get('input')!r:.100})")
     return "; ".join(lines)

@@ -7,6 +7,7 @@ the new one, never a half-written file.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,3 +38,17 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+# mkstemp's names above: "." + the target's name + "." + eight random characters + ".tmp"
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_temporary_files(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that killed :func:`atomic_write` calls left under ``folder``; return them."""
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        if path.is_file() and _TEMPORARY_NAME.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from optiforge.data.builtin import build_data
@@ -22,6 +23,31 @@ from optiforge.recipe import Recipe
 from optiforge.training.optimizers import is_full_batch
 
 log = logging.getLogger("optiforge")
+
+# the launching process's PID, so a worker can tell whether its launcher ended before it asked to die with it
+LAUNCHER_PID = "OPTIFORGE_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_launcher() -> None:
+    """In a worker the elastic launcher started: have Linux send it SIGTERM when the launcher ends.
+
+    The launcher (``torch.distributed.run``, torch 2.13) starts each worker with ``Popen`` in a session of
+    its own, so neither Ctrl-C at the terminal nor the launcher's death (SIGKILL, a crash, a second Ctrl-C
+    while it stops the workers) reaches them: without this they run on as orphans. The signal comes when
+    the launcher's thread that started the worker ends, which is its main thread.
+    """
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("could not ask to stop with the launcher (prctl errno %d)", ctypes.get_errno())
+        return
+    launcher = os.environ.get(LAUNCHER_PID)
+    if launcher and os.getppid() != int(launcher):  # the launcher ended before the request above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def check_fits(recipe: Recipe, world_size: int) -> None:
@@ -41,6 +67,8 @@ def check_fits(recipe: Recipe, world_size: int) -> None:
             )
         return
     data_world = world_size
+    if recipe.train.batch_size == "auto":
+        raise ConfigError("train.batch_size: 'auto' is measured in one process; give the global batch as a number")
     if strategy in ("pipeline", "tensor") or (strategy == "hybrid" and config.inner != "shard"):
         from optiforge.parallel.sharded import hybrid_mesh_shape
 
@@ -145,6 +173,7 @@ def launch(args: argparse.Namespace, recipe: Recipe) -> int:
         # workers choose NCCL and a GPU each whenever CUDA is visible; a CPU recipe hides the GPUs from them
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     port = port or free_port()
+    os.environ[LAUNCHER_PID] = str(os.getpid())
     # One thread per worker unless told otherwise: N workers must not oversubscribe the cores.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
 

@@ -66,6 +66,8 @@ def import_factory(path: str, field: str) -> Callable:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(f"{field}: cannot import module '{module_name}' ({error})") from None
+    except (Exception, SystemExit) as error:  # the user's module failed while importing: their code, named
+        raise ConfigError(f"{field}: importing module '{module_name}' raised {type(error).__name__}: {error}") from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ConfigError(f"{field}: module '{module_name}' has no callable '{attribute}'")

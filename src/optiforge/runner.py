@@ -1,15 +1,15 @@
 """The recipe runner: train, apply each stage, measure after each, report.
 
-The runner only sequences. Everything a run needs is validated before the run
-folder is touched (recipe, data, model, shapes), so a user mistake leaves
-nothing behind. Resuming re-enters each stage; training inside a stage finds
-its checkpoint and continues (or returns at once when it had finished).
+The runner only sequences. Everything a run needs is checked before the run
+folder is touched (:func:`optiforge.preflight.check_recipe`: recipe, data,
+model, shapes, stage layer names), so a user mistake leaves nothing behind.
+Resuming re-enters each stage; training inside a stage finds its checkpoint
+and continues (or returns at once when it had finished).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +20,16 @@ from torch import nn
 from optiforge.bench.measure import measure
 from optiforge.bench.plots import plot_tradeoff, plot_training_curves
 from optiforge.bench.report import environment, print_table, write_report
-from optiforge.data.builtin import build_data
+from optiforge.errors import OptiforgeError
 from optiforge.exporters.base import EXPORTERS
-from optiforge.files import atomic_save, atomic_write_text
+from optiforge.files import atomic_save
 from optiforge.hardware import resolve_device, set_threads
-from optiforge.models.builtin import build_model
+from optiforge.parallel import Strategy
 from optiforge.parallel.strategies import strategy_for
+from optiforge.preflight import Prepared, check_recipe
 from optiforge.recipe import Recipe, load_recipe, recipe_to_dict
+from optiforge.run_folder import RunFolder, disk_error
 from optiforge.stages import STAGES, StageContext, StageOutput
-from optiforge.tasks import task_for
-from optiforge.training.checkpoint import seed_everything
 from optiforge.training.loop import train
 
 log = logging.getLogger("optiforge")
@@ -40,17 +40,6 @@ class RunResult:
     report: dict
     run_dir: Path
     model: nn.Module | object
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    if run_dir.exists() and not resume and any(run_dir.iterdir()):
-        if not (run_dir / "run.json").is_file():
-            from optiforge.errors import ConfigError
-
-            raise ConfigError(f"--out: '{run_dir}' exists and is not an optiforge run folder; choose another")
-        log.info("replacing the previous run in %s", run_dir)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _stage_names(recipe: Recipe) -> list[str]:
@@ -72,6 +61,10 @@ def run_recipe(
 ) -> RunResult:
     """Run a recipe (path, built-in name, mapping or Recipe) and return its report.
 
+    Everything checkable is checked before ``out`` (default ``runs/<name>``) is created. An earlier run's
+    own files there are replaced, other files are left alone (see :mod:`optiforge.run_folder`); the
+    folder is locked while the run lasts, and ``run.json`` says how the run ended.
+
     >>> import optiforge
     >>> result = optiforge.run_recipe("quickstart", ["train.epochs=1"], out="/tmp/of-doc", show_table=False,
     ...                               progress=False)
@@ -79,21 +72,51 @@ def run_recipe(
     ['train']
     """
     recipe = load_recipe(source, overrides)
+    set_threads(recipe.hardware.threads)
+    prepared = check_recipe(recipe)  # every mistake found here leaves nothing written
+    run_dir = Path(out) if out else Path("runs") / recipe.name
     strategy = strategy_for(recipe.parallel)
     resume = resume or strategy.restarted  # a worker restarted by the elastic launcher continues the run
-    set_threads(recipe.hardware.threads)
-    device = resolve_device(recipe.hardware.device)
-    data = build_data(recipe.data)
-    seed_everything(recipe.train.seed)  # the model's initial weights are part of a reproducible run
-    model = build_model(recipe.model, data)
-    task = task_for(data.task)
-    run_dir = Path(out) if out else Path("runs") / recipe.name
-    stage_names = _stage_names(recipe)
+    # only the main process locks and prepares the folder; the other workers must not refuse it as busy
+    folder = RunFolder(run_dir, ["train", *_stage_names(recipe), "export"]) if strategy.is_main else None
+    try:
+        if folder is not None:
+            folder.open(resume)
+        strategy.barrier()
+        result = _run(prepared, run_dir, strategy, resume=resume, progress=progress, show_table=show_table)
+        if folder is not None:
+            folder.finish()
+    except BaseException as error:
+        readable = disk_error(error, run_dir)
+        if folder is not None and folder.locked:
+            folder.fail(_reason(readable or error))
+        if readable is not None:
+            raise readable from None
+        raise
+    finally:
+        if folder is not None:
+            folder.close()
+    return result
 
-    if strategy.is_main:
-        _prepare_run_dir(run_dir, resume)
-        atomic_write_text(run_dir / "run.json", '{"status": "running"}\n')
-    strategy.barrier()
+
+def _reason(error: BaseException) -> str:
+    """What ``run.json`` says about a run that stopped."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, SystemExit):
+        return f"terminated (exit status {error.code})"
+    if isinstance(error, OptiforgeError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _run(
+    prepared: Prepared, run_dir: Path, strategy: Strategy, *, resume: bool, progress: bool, show_table: bool
+) -> RunResult:
+    """Train, apply the stages, measure, export and report into ``run_dir`` (opened and locked)."""
+    recipe, data, model, task = prepared.recipe, prepared.data, prepared.model, prepared.task
+    device = resolve_device(recipe.hardware.device)
+    stage_names = _stage_names(recipe)
 
     rows: list[dict] = []
     histories: dict[str, list[dict]] = {}
@@ -102,7 +125,9 @@ def run_recipe(
         artifact = output.artifact
         if artifact is None and isinstance(output.model, nn.Module) and strategy.is_main:
             artifact = atomic_save(output.model.state_dict(), stage_dir / "model.pt")
-        figures = measure(output.model, data, artifact=artifact, config=recipe.measure, task=task)
+        figures = measure(
+            output.model, data, artifact=artifact, config=recipe.measure, task=task, hardware=recipe.hardware
+        )
         row = {"stage": name, **figures.as_dict(), "seconds": time.perf_counter() - started}
         row["artifact"] = str(Path(artifact).relative_to(run_dir)) if artifact else None
         row.update(output.info)
@@ -122,10 +147,10 @@ def run_recipe(
             strategy=strategy,
             task=task,
         )
-        model = result.model
-        output = StageOutput(model, history=result.history, info={"epochs": result.epochs_run})
+        model, train_config = result.model, result.config  # with numbers in place of 'auto'
+        output = StageOutput(model, history=result.history, info={"epochs": result.epochs_run, **result.choices})
     else:
-        model = model.to(device)
+        model, train_config = model.to(device), recipe.train
         output = StageOutput(model)
     record("train" if recipe.train.epochs > 0 else "baseline", output, started, run_dir / "train")
 
@@ -135,7 +160,7 @@ def run_recipe(
             data=data,
             task=task,
             hardware=recipe.hardware,
-            train_config=recipe.train,
+            train_config=train_config,
             stage_dir=stage_dir,
             run_dir=run_dir,
             resume=resume,
@@ -179,7 +204,6 @@ def run_recipe(
                 report["plots"].append(plot.name)
         report["histories"] = histories
         write_report(report, run_dir)
-        atomic_write_text(run_dir / "run.json", '{"status": "complete"}\n')
         if show_table:
             print_table(report)
     strategy.barrier()

@@ -6,6 +6,7 @@ from torch import nn
 
 from optiforge.compress import FactorizeConfig, factorize
 from optiforge.compress.lowrank import choose_rank
+from optiforge.errors import ConfigError
 
 
 def test_linear_layer_is_replaced_by_two_smaller_ones_equal_to_the_truncated_svd():
@@ -82,7 +83,7 @@ def test_rank_rules_and_bad_values():
     assert choose_rank(values, FactorizeConfig(energy=0.75)) == 1  # 16 of 21 is 0.76 of the energy
     assert choose_rank(values, FactorizeConfig(energy=0.9)) == 2  # 20 of 21
     assert choose_rank(values, FactorizeConfig(energy=0.96)) == 3
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ConfigError, match="exactly one"):
         FactorizeConfig()
-    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+    with pytest.raises(ConfigError, match="in \\(0, 1\\)"):
         FactorizeConfig(rank_ratio=1.5)

@@ -14,8 +14,10 @@ from optiforge.compress import (
     describe_packed,
     load_packed,
     prune,
+    prune_with_result,
     read_packed_tensors,
     share,
+    share_with_result,
     write_packed,
 )
 
@@ -145,4 +147,16 @@ def test_export_format_packed_and_lazy_verbs(tmp_path):
     model = _compressed_mlp()
     path = optiforge.export(model, tmp_path / "m.ofpk", format="packed")
     assert torch.equal(optiforge.load_packed(path)[5].weight, model[5].weight)
-    assert [list(entry) for entry in optiforge.load_packed(path).optiforge_compression] == [["prune"], ["share"]]
+    assert describe_packed(path)["compression"] == []  # a bare export records nothing it was not told
+
+
+def test_packed_file_records_the_applied_configs_given_to_the_writer(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    pruned = prune_with_result(model, PruneConfig(sparsity=0.8, layers={"exclude": ["2"]}))
+    shared = share_with_result(pruned.model, ShareConfig(clusters=8))
+    path = write_packed(shared.model, tmp_path / "m.ofpk", applied=[pruned.applied, shared.applied])
+    assert describe_packed(path)["compression"] == [
+        {"prune": {"sparsity": 0.8, "layers": {"exclude": ["2"]}}},
+        {"share": {"clusters": 8}},
+    ]

@@ -7,7 +7,7 @@ import torch
 
 import optiforge
 from optiforge.cli import main
-from optiforge.compress import load_packed
+from optiforge.compress import describe_packed, load_packed
 from optiforge.errors import RecipeError
 
 # measuring latency is not what these tests check: a few repeats keep them quick
@@ -17,7 +17,7 @@ QUICK = ["measure.latency_repeats=2", "measure.throughput_repeats=1", "measure.w
 def test_compress_recipe_runs_and_reports_the_packed_size(tmp_path):
     result = optiforge.run_recipe(
         "compress",
-        ["train.epochs=3", "stages.0.prune.finetune_epochs=2", "stages.1.share.finetune_epochs=1", *QUICK],
+        ["train.epochs=3", "stages.0.prune.finetune.epochs=2", "stages.1.share.finetune.epochs=1", *QUICK],
         out=tmp_path,
         progress=False,
         show_table=False,
@@ -28,6 +28,9 @@ def test_compress_recipe_runs_and_reports_the_packed_size(tmp_path):
         artifact = tmp_path / rows[stage]["artifact"]
         assert artifact.suffix == ".ofpk" and rows[stage]["size_bytes"] == artifact.stat().st_size
     assert rows["prune"]["weight_sparsity"] == pytest.approx(0.94, abs=0.01)
+    applied = describe_packed(tmp_path / rows["share"]["artifact"])["compression"]
+    assert [list(entry) for entry in applied] == [["prune"], ["share"]]  # the configs of both stages
+    assert applied[0]["prune"]["schedule"] == {} and applied[1]["share"]["include_bias"] is True
     assert rows["share"]["size_bytes"] < rows["prune"]["size_bytes"] < rows["train"]["size_bytes"] / 5
     assert result.report["exports"][0]["format"] == "packed"
     loaded = load_packed(tmp_path / result.report["exports"][0]["artifact"])
@@ -42,7 +45,7 @@ def test_structured_recipe_runs_and_shrinks_the_model(tmp_path):
         [
             "train.epochs=1",
             "model.channels=[16,32,32]",
-            "stages.0.prune.finetune_epochs=1",
+            "stages.0.prune.finetune.epochs=1",
             "stages.0.prune.structured.iterative_steps=1",
             "train.batch_size=256",
             *QUICK,
@@ -62,7 +65,7 @@ def test_factorize_stage_in_a_recipe(tmp_path):
         "data": {"name": "digits"},
         "model": {"name": "mlp", "hidden": [128, 64]},
         "train": {"epochs": 1},
-        "stages": [{"factorize": {"rank_ratio": 0.1, "finetune_epochs": 1}}],
+        "stages": [{"factorize": {"rank_ratio": 0.1, "finetune": {"epochs": 1}}}],
     }
     result = optiforge.run_recipe(recipe, QUICK, out=tmp_path, progress=False, show_table=False)
     train, factorized = result.report["stages"]
@@ -97,15 +100,15 @@ def test_unknown_layer_in_a_recipe_is_a_one_line_error(tmp_path, capsys):
         ]
     )
     assert code == 2
-    assert "no layer named 'fc9'" in capsys.readouterr().err
+    assert "layers.exclude: no layer matches 'fc9'" in capsys.readouterr().err
 
 
 def test_a_resumed_run_reenters_the_stages_and_ends_with_the_same_model(tmp_path):
     overrides = [
         "train.epochs=1",
         "model.hidden=[32]",
-        "stages.0.prune.finetune_epochs=2",
-        "stages.1.share.finetune_epochs=1",
+        "stages.0.prune.finetune.epochs=2",
+        "stages.1.share.finetune.epochs=1",
         *QUICK,
     ]
     first = optiforge.run_recipe("compress", overrides, out=tmp_path, progress=False, show_table=False)

@@ -68,9 +68,9 @@ def test_command_writes_ratios_a_recipe_can_use(tmp_path, capsys):
         "compress",
         [
             "train.epochs=1",
-            "stages.0.prune.finetune_epochs=1",
+            "stages.0.prune.finetune.epochs=1",
             f"stages.0.prune.layer_sparsity={out / 'sensitivity.json'}",
-            "stages.1.share.finetune_epochs=0",
+            "stages.1.share.finetune.epochs=0",
             "measure.latency_repeats=2",
             "measure.throughput_repeats=1",
         ],

@@ -7,6 +7,7 @@ from torch import nn
 import optiforge
 from optiforge.compress import PruneConfig, ShareConfig, prune, share
 from optiforge.compress.sharing import ShareCallback, cluster_tensor
+from optiforge.errors import ConfigError
 
 
 def _mlp():
@@ -44,7 +45,7 @@ def test_sharing_after_pruning_keeps_zeros_zero():
 
 
 def test_clusters_below_two_are_refused():
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ConfigError, match="at least 2"):
         ShareConfig(clusters=1)
 
 
@@ -65,7 +66,7 @@ def test_finetuning_trains_the_shared_values_and_keeps_them_shared():
     zero = model[1].weight == 0
     reference = share(_copy(model), ShareConfig(clusters=8))
     settings = optiforge.TrainConfig(optimizer={"name": "sgd", "lr": 0.002, "momentum": 0.9})
-    model = share(model, ShareConfig(clusters=8, finetune_epochs=2), data, train_config=settings)
+    model = share(model, ShareConfig(clusters=8, finetune={"epochs": 2}), data, train_config=settings)
     for layer, before in ((model[1], reference[1]), (model[3], reference[3])):
         values = torch.unique(layer.weight[layer.weight != 0])
         assert values.numel() == 8

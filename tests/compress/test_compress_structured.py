@@ -96,9 +96,9 @@ def test_taylor_importance_and_iterative_steps():
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32, 32]), data)
     calls = []
 
-    def finetune(model, epochs, callbacks, name):
-        calls.append((name, epochs, model[1].out_features))
-        return model
+    def finetune(model, config, callbacks=(), name="finetune", lr_scale=1.0):
+        calls.append((name, config.epochs, model[1].out_features))
+        return optiforge.TrainResult(model, [{"epoch": 1}], config.epochs)
 
     prune(
         model,
@@ -106,7 +106,7 @@ def test_taylor_importance_and_iterative_steps():
             method="structured",
             sparsity=0.5,
             scope="layer",
-            finetune_epochs=3,
+            finetune={"epochs": 3},
             structured={"importance": "taylor", "iterative_steps": 3},
         ),
         data,

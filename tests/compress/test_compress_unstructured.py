@@ -66,18 +66,20 @@ def test_layer_sparsity_overrides_per_layer():
 
 
 def test_bad_input_gets_a_clear_error():
-    with pytest.raises(ValueError, match="sparsity must be in"):
+    with pytest.raises(ConfigError, match="sparsity must be in"):
         PruneConfig(sparsity=1.0)
-    with pytest.raises(ValueError, match="sparsity must be in"):
+    with pytest.raises(ConfigError, match="sparsity must be in"):
         PruneConfig(sparsity=-0.1)
-    with pytest.raises(ConfigError, match="no layer named 'fc9'"):
+    with pytest.raises(ConfigError, match="layers.exclude: no layer matches 'fc9'"):
         prune(_mlp(), PruneConfig(layers={"exclude": ["fc9"]}))
-    with pytest.raises(ModelError, match="no layer this technique can compress"):
+    with pytest.raises(ModelError, match="no layer this technique handles"):
         prune(nn.Sequential(nn.ReLU()), PruneConfig())
-    with pytest.raises(ValueError, match="finetune_epochs"):
+    with pytest.raises(ConfigError, match="finetune.epochs >= 1"):
         PruneConfig(schedule="gradual")
+    with pytest.raises(ConfigError, match="'oneshot', 'gradual' or a mapping"):
+        PruneConfig(schedule="cubic")
     with pytest.raises(ConfigError, match="needs data"):
-        prune(_mlp(), PruneConfig(finetune_epochs=1))
+        prune(_mlp(), PruneConfig(finetune={"epochs": 1}))
 
 
 def test_cubic_schedule_follows_zhu_and_gupta():
@@ -108,18 +110,14 @@ def test_gradual_pruning_reaches_and_keeps_target_through_momentum(digits):
         epochs=3, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}
     )
 
-    def finetune(model, epochs, callbacks, name):
+    def finetune(model, config, callbacks=(), name="finetune", lr_scale=1.0):
         return optiforge.train(
-            model,
-            digits,
-            settings.model_copy(update={"epochs": epochs}),
-            callbacks=[*callbacks, recorder],
-            progress=False,
-        ).model
+            model, digits, config.train_config(settings), callbacks=[*callbacks, recorder], progress=False
+        )
 
     model = prune(
         model,
-        PruneConfig(sparsity=0.9, schedule="gradual", finetune_epochs=3, gradual={"end": 0.5, "updates": 5}),
+        PruneConfig(sparsity=0.9, schedule={"end": 0.5, "updates": 5}, finetune={"epochs": 3}),
         digits,
         finetune=finetune,
     )

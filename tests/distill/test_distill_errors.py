@@ -12,16 +12,22 @@ from optiforge.distillation import DistillConfig, HintConfig, MixConfig, prepare
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"alpha": 1.5}, "alpha"),
-        ({"alpha": -0.1}, "alpha"),
-        ({"temperature": 0}, "temperature"),
-        ({"temperature": -2.0}, "temperature"),
-        ({"epochs": 0}, "epochs"),
+        ({"loss": {"alpha": 1.5}}, r"DistillConfig\.loss\.alpha"),
+        ({"loss": {"alpha": -0.1}}, r"DistillConfig\.loss\.alpha"),
+        ({"loss": {"temperature": 0}}, r"DistillConfig\.loss\.temperature"),
+        ({"loss": {"temperature": -2.0}}, r"DistillConfig\.loss\.temperature"),
+        ({"finetune": {"epochs": 0}}, r"DistillConfig: finetune\.epochs must be at least 1"),
     ],
 )
 def test_out_of_range_values_raise_config_error_naming_the_field(fields, named):
-    with pytest.raises(ConfigError, match=rf"DistillConfig\.{named}"):
+    with pytest.raises(ConfigError, match=named):
         DistillConfig(**fields)
+
+
+def test_training_defaults_to_a_patient_schedule():
+    assert DistillConfig().finetune.epochs == 150
+    assert DistillConfig(finetune={"lr": 0.01}).finetune.epochs == 150
+    assert DistillConfig(finetune={"epochs": 3}).finetune.epochs == 3
 
 
 def test_nested_mixing_errors_name_the_nested_field():
@@ -58,15 +64,33 @@ def test_recipe_errors_name_the_stage_field():
         "data": {"name": "digits"},
         "model": {"name": "mlp", "hidden": [16]},
         "train": {"epochs": 0},
-        "stages": [{"distill": {"student": {"name": "mlp", "hidden": [8]}, "alpha": 2}}],
+        "stages": [{"distill": {"student": {"model": {"name": "mlp", "hidden": [8]}}, "loss": {"alpha": 2}}}],
     }
-    with pytest.raises(RecipeError, match=r"stages\[0\]\.distill\.alpha"):
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.distill\.loss\.alpha"):
         optiforge.load_recipe(recipe)
-    recipe["stages"] = [{"distill": {"alpha": 0.5}}]
-    with pytest.raises(RecipeError, match="exactly one of 'student'"):
+    recipe["stages"] = [{"distill": {"loss": {"alpha": 0.5}}}]
+    with pytest.raises(RecipeError, match=r"missing field 'stages\[0\]\.distill\.student'"):
         optiforge.load_recipe(recipe)
-    recipe["stages"] = [{"distill": {"student": {"name": "mlp"}, "temprature": 2}}]
+    recipe["stages"] = [{"distill": {"student": {"model": {"name": "mlp"}, "shrink": {"width": 0.5}}}}]
+    with pytest.raises(RecipeError, match="exactly one of 'model'"):
+        optiforge.load_recipe(recipe)
+    recipe["stages"] = [{"distill": {"student": {"name": "mlp", "hidden": [8]}}}]
+    with pytest.raises(RecipeError, match=r"distill\.student: give the student as \{model: "):
+        optiforge.load_recipe(recipe)
+    recipe["stages"] = [{"distill": {"student": {"model": {"name": "mlp"}}, "loss": {"temprature": 2}}}]
     with pytest.raises(RecipeError, match=r"temprature.*did you mean 'temperature'"):
+        optiforge.load_recipe(recipe)
+
+
+def test_old_field_names_are_refused_and_their_replacement_is_known():
+    from optiforge.distillation.config import RENAMED
+
+    assert RENAMED["epochs"] == "finetune.epochs" and RENAMED["alpha"] == "loss.alpha"
+    recipe = {
+        "model": {"name": "mlp", "hidden": [16]},
+        "stages": [{"distill": {"student": {"model": {"name": "mlp", "hidden": [8]}}, "epochs": 2}}],
+    }
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.distill\.epochs"):
         optiforge.load_recipe(recipe)
 
 

@@ -53,7 +53,7 @@ def test_student_follows_the_teacher_not_the_labels(digits, trained_teacher):
         teacher,
         _student(digits),
         digits,
-        DistillConfig(epochs=6, alpha=1.0, temperature=1.0, mixing={"kind": "none"}),
+        DistillConfig(finetune={"epochs": 6}, loss={"alpha": 1.0, "temperature": 1.0}, mixing={"kind": "none"}),
         train=FAST,
         progress=False,
     )
@@ -78,7 +78,7 @@ def test_teacher_sees_exactly_the_students_mixed_inputs_in_eval_mode_without_gra
             trained_teacher,
             student,
             digits,
-            DistillConfig(epochs=1, mixing={"kind": "mixup"}),
+            DistillConfig(finetune={"epochs": 1}, mixing={"kind": "mixup"}),
             train=FAST,
             progress=False,
         )
@@ -104,14 +104,18 @@ def test_alpha_weighs_task_loss_against_the_distillation_term(digits, trained_te
     with torch.no_grad():
         kd = soft_target_loss(outputs, trained_teacher.eval()(inputs), 3.0)
     for alpha, expected in ((0.0, task_loss), (1.0, kd), (0.25, 0.75 * task_loss + 0.25 * kd)):
-        _, callback = prepare(trained_teacher, _student(digits), digits, DistillConfig(alpha=alpha, temperature=3.0))
+        _, callback = prepare(
+            trained_teacher, _student(digits), digits, DistillConfig(loss={"alpha": alpha, "temperature": 3.0})
+        )
         loss = callback.compute_loss(None, inputs, targets, outputs, task_loss)
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_hint_adapter_is_trained_and_dropped_and_hint_loss_falls(digits, trained_teacher):
     student = _student(digits)
-    config = DistillConfig(epochs=4, mixing={"kind": "none"}, hints=[HintConfig(student="2", teacher="2", weight=1.0)])
+    config = DistillConfig(
+        finetune={"epochs": 4}, mixing={"kind": "none"}, hints=[HintConfig(student="2", teacher="2", weight=1.0)]
+    )
     wrapped, callback = prepare(trained_teacher, student, digits, config)
     adapter = wrapped.adapters[0]
     assert adapter.linear.in_features == 16 and adapter.linear.out_features == 64
@@ -132,7 +136,7 @@ def test_cached_teacher_outputs_replace_teacher_calls_and_match_them(digits, tra
             trained_teacher,
             _student(digits),
             digits,
-            DistillConfig(epochs=2, cache_teacher=True, mixing={"kind": "none"}),
+            DistillConfig(finetune={"epochs": 2}, cache_teacher=True, mixing={"kind": "none"}),
             train=FAST,
             progress=False,
         )
@@ -151,7 +155,9 @@ def test_cached_teacher_outputs_replace_teacher_calls_and_match_them(digits, tra
 
 
 def test_resumed_distillation_returns_the_finished_weights(digits, trained_teacher, tmp_path):
-    config = DistillConfig(epochs=2, mixing={"kind": "cutmix"}, hints=[HintConfig(student="1", teacher="1")])
+    config = DistillConfig(
+        finetune={"epochs": 2}, mixing={"kind": "cutmix"}, hints=[HintConfig(student="1", teacher="1")]
+    )
     first = distill(
         trained_teacher, _student(digits), digits, config, train=FAST, progress=False, checkpoint_dir=tmp_path
     )
@@ -186,7 +192,7 @@ def test_teacher_sources_module_spec_with_checkpoint_callable_and_torchscript(di
         str(scripted),
     ]
     for source in sources:
-        teacher = resolve_teacher(source, digits).eval()
+        teacher = resolve_teacher(source, digits, trusted=True).eval()  # the TorchScript file was made here
         with torch.no_grad():
             assert torch.allclose(teacher(example), expected, atol=1e-6)
 
@@ -196,7 +202,7 @@ def test_distillation_runs_under_bf16_autocast(digits, trained_teacher):
         trained_teacher,
         _student(digits),
         digits,
-        DistillConfig(epochs=1),
+        DistillConfig(finetune={"epochs": 1}),
         train=FAST,
         hardware=optiforge.HardwareConfig(precision="bf16", device="cpu"),
         progress=False,

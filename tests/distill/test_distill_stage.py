@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_distill_recipe_reports_teacher_and_student_side_by_side(tmp_path):
-    overrides = ["train.epochs=3", "stages.0.distill.epochs=3", *QUICK_MEASURE]
+    overrides = ["train.epochs=3", "stages.0.distill.finetune.epochs=3", *QUICK_MEASURE]
     result = optiforge.run_recipe("distill", overrides, out=tmp_path, progress=False, show_table=False)
     report = json.loads((tmp_path / "report.json").read_text())
     teacher_row, student_row = report["stages"]
@@ -31,7 +31,7 @@ def test_distill_recipe_reports_teacher_and_student_side_by_side(tmp_path):
 def test_distill_mnist1d_recipe_runs_a_few_epochs(tmp_path):
     result = optiforge.run_recipe(
         "distill-mnist1d",
-        ["train.epochs=1", "stages.0.distill.epochs=1", *QUICK_MEASURE],
+        ["train.epochs=1", "stages.0.distill.finetune.epochs=1", *QUICK_MEASURE],
         out=tmp_path,
         progress=False,
         show_table=False,
@@ -59,8 +59,8 @@ def test_stage_with_a_checkpointed_teacher_and_a_shrunk_student(tmp_path):
         "stages": [
             {
                 "distill": {
-                    "shrink": {"width": 0.5},
-                    "epochs": 2,
+                    "student": {"shrink": {"width": 0.5}},
+                    "finetune": {"epochs": 2},
                     "mixing": {"kind": "none"},
                     "teacher": {"name": "mlp", "hidden": [64], "checkpoint": str(weights)},
                 }
@@ -72,10 +72,12 @@ def test_stage_with_a_checkpointed_teacher_and_a_shrunk_student(tmp_path):
     assert row["teacher_params"] == sum(p.numel() for p in teacher.parameters())
     assert row["teacher_value"] > 0.8  # the checkpoint's figures, not the untrained incoming model's
     assert result.model[1].out_features == 32  # half the teacher's 64, not the incoming 8
+    assert [history["epoch"] for history in result.report["histories"]["distill"]] == [1, 2]
+    assert row["epochs"] == 2
 
 
 def test_stage_resumes_from_its_checkpoint(tmp_path):
-    overrides = ["train.epochs=1", "stages.0.distill.epochs=1", *QUICK_MEASURE]
+    overrides = ["train.epochs=1", "stages.0.distill.finetune.epochs=1", *QUICK_MEASURE]
     first = optiforge.run_recipe("distill", overrides, out=tmp_path, progress=False, show_table=False)
     again = optiforge.run_recipe("distill", overrides, out=tmp_path, resume=True, progress=False, show_table=False)
     assert (tmp_path / "distill" / "distill" / "checkpoint.pt").is_file()

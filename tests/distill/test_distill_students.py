@@ -123,7 +123,12 @@ def test_embedding_distillation_pulls_the_student_embedding_towards_the_teachers
         before = cosine_loss(student.eval()(ids), teacher(ids)).item()
     train = optiforge.TrainConfig(optimizer={"name": "adamw", "lr": 0.003}, batch_size=32)
     student = distill(
-        teacher, student, data, DistillConfig(loss="cosine", alpha=1.0, epochs=10), train=train, progress=False
+        teacher,
+        student,
+        data,
+        DistillConfig(loss={"kind": "cosine", "alpha": 1.0}, finetune={"epochs": 10}),
+        train=train,
+        progress=False,
     )
     with torch.no_grad():
         after = cosine_loss(student.eval()(ids), teacher(ids)).item()

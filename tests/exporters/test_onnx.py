@@ -157,7 +157,7 @@ def test_onnx_runtime_model_exports_as_its_own_file(trained, digits, tmp_path):
 
 
 def test_half_precision_model_exports_its_float_graph_with_a_warning(trained, digits, tmp_path, caplog):
-    half = quantize_with_result(trained, QuantConfig(scheme="bf16"))
+    half = quantize_with_result(trained, QuantConfig(scheme="bf16", engine="torch"))
     with caplog.at_level("WARNING", logger="optiforge"):
         path = half.export_onnx(tmp_path / "half.onnx", digits.example_input(1))
     assert "no CPU kernels for bf16" in caplog.text

@@ -79,7 +79,7 @@ def test_auto_measures_every_installed_engine_and_says_why(cnn, loaders, tmp_pat
         output_dir=tmp_path,
     )
     measured = {row["engine"]: row for row in result.candidates}
-    assert set(measured) == {"torch", "onnxruntime"}
+    assert set(measured) == {"torch", "pt2e", "onnxruntime"}
     assert all(row["throughput_per_s"] > 0 for row in measured.values())
     fastest = max((row for row in measured.values() if row["target_met"]), key=lambda row: row["throughput_per_s"])
     assert result.engine == fastest["engine"] and not result.baseline_kept
@@ -203,7 +203,10 @@ class TinyEncoder(torch.nn.Module):
 
 @pytest.mark.parametrize(
     "scheme, engines",
-    [("int8_dynamic", {"torch", "torchao", "onnxruntime"}), ("int8_static", {"torch", "onnxruntime"})],
+    [
+        ("int8_dynamic", {"torch", "pt2e", "torchao", "onnxruntime"}),
+        ("int8_static", {"torch", "pt2e", "onnxruntime"}),
+    ],
 )
 def test_encoder_with_named_int64_inputs_is_quantized_by_every_engine(tmp_path, scheme, engines):
     torch.manual_seed(0)

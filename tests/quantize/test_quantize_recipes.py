@@ -37,11 +37,12 @@ def test_quantize_recipe_reports_engine_size_and_exports_int8_onnx(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     rows = _rows(report)
     quantized = rows["quantize"]
-    assert quantized["engine"] in ("torch", "onnxruntime")
+    assert quantized["engine"] in ("torch", "pt2e", "onnxruntime")
     assert quantized["engine_reason"]
-    assert {row["engine"] for row in quantized["candidates"]} == {"torch", "onnxruntime"}
+    assert {row["engine"] for row in quantized["candidates"]} == {"torch", "pt2e", "onnxruntime"}
     assert (tmp_path / quantized["artifact"]).stat().st_size == quantized["size_bytes"]
-    assert rows["train"]["size_bytes"] / quantized["size_bytes"] > 2.5
+    # a .pt2 program carries its graph (about 30 KB), which weighs on a 50k-parameter model
+    assert rows["train"]["size_bytes"] / quantized["size_bytes"] > (1.5 if quantized["engine"] == "pt2e" else 2.5)
     assert quantized["value"] > rows["train"]["value"] - 0.05
     onnx_file = tmp_path / report["exports"][0]["artifact"]
     assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(onnx_file)  # int8, whichever engine won

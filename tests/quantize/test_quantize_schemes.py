@@ -115,7 +115,7 @@ def test_int4_pack_round_trip():
 
 @pytest.mark.parametrize("scheme, dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
 def test_casts_halve_the_file_and_keep_float32_outputs(trained, digits, tmp_path, scheme, dtype):
-    quantized = quantize(trained, QuantConfig(scheme=scheme))
+    quantized = quantize(trained, QuantConfig(scheme=scheme, engine="torch"))
     assert all(parameter.dtype == dtype for parameter in quantized.parameters())
     out = quantized(_inputs(digits))
     assert out.dtype == torch.float32

@@ -2,7 +2,10 @@
 
 Latency is wall-clock at batch 1 after warm-up (median and p95 over repeats);
 throughput is samples per second at a large batch. Figures are taken by the
-same code after every stage so they compare.
+same code after every stage so they compare, and of the model in the form it
+ships (:mod:`optiforge.bench.deployment`): under ``hardware.precision``'s
+autocast, compiled when ``hardware.compile`` says so (compile time reported
+apart, in ``compile_seconds``), int8/ONNX artefacts as they are.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import torch
 from torch import nn
 
 from optiforge.bench import timing
+from optiforge.bench.deployment import artifact_parameters, deploy
 from optiforge.bench.memory import peak_forward_bytes
-from optiforge.config import MeasureConfig
+from optiforge.config import HardwareConfig, MeasureConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.exporters.onnx import OnnxModule
-from optiforge.models.builtin import count_parameters
 from optiforge.tasks import Task, task_for
+
+EVALUATION_BATCH = 512
 
 
 @dataclass
@@ -37,6 +42,8 @@ class Measurement:
     throughput_per_s: float
     peak_memory_bytes: int | None
     metrics: dict = field(default_factory=dict)
+    deployment: dict = field(default_factory=dict)  # engine, precision, compiled, threads (see bench.deployment)
+    compile_seconds: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,11 +64,16 @@ def measure(
     config: MeasureConfig = MeasureConfig(),
     task: Task | None = None,
     device: torch.device | None = None,
+    hardware: HardwareConfig | None = None,
 ) -> Measurement:
-    """Measure a model on the test split.
+    """Measure a model on the test split, in the form ``hardware`` deploys it.
 
-    ``model`` may be any callable taking a batch of inputs (an ONNX Runtime
-    session wrapper, say); parameters are then counted as 0.
+    ``model`` may be any callable taking a batch of inputs; an
+    :class:`~optiforge.exporters.onnx.OnnxModule` counts its ONNX initializers
+    as parameters, another callable counts 0. ``hardware.precision`` (bf16,
+    fp16) runs a float32 model under autocast; ``hardware.compile`` compiles it
+    (inductor, frozen weights, dynamic batch) and reports the compile time in
+    ``compile_seconds``, apart from the timed calls.
 
     >>> import optiforge
     >>> data = optiforge.build_data(optiforge.DataConfig(name="digits"))
@@ -74,17 +86,22 @@ def measure(
     if isinstance(model, nn.Module):
         device = device or _device_of(model)
         model.eval()
-        params, nonzero = count_parameters(model)
     else:
         device = device or torch.device("cpu")
-        params = nonzero = 0
+    params, nonzero = artifact_parameters(model)
+    single = data.example_input(1).to(device)
+    batch = data.example_input(config.throughput_batch).to(device)
+    # every batch size measured below, so that compiling (once per size for a graph specialised per size) is
+    # timed as compile_seconds and never inside the figures
+    evaluated = [min(EVALUATION_BATCH, len(data.test)), len(data.test) % EVALUATION_BATCH]
+    examples = [batch, single] + [data.example_input(size).to(device) for size in evaluated if size > 1]
+    deployed = deploy(model, hardware, device, examples)
+    onnx, model = isinstance(model, OnnxModule), deployed.model
     metrics = (
-        task.evaluate(model, make_loader(data.test, 512), device)
+        task.evaluate(model, make_loader(data.test, EVALUATION_BATCH), device)
         if isinstance(model, nn.Module)
         else _evaluate_callable(model, data, task)
     )
-    single = data.example_input(1).to(device)
-    batch = data.example_input(config.throughput_batch).to(device)
     latency = timing.timed(lambda: model(single), config.latency_repeats, config.warmup, device)
     batch_times = timing.timed(lambda: model(batch), config.throughput_repeats, max(1, config.warmup // 2), device)
     size = Path(artifact).stat().st_size if artifact is not None and Path(artifact).is_file() else None
@@ -97,14 +114,16 @@ def measure(
         latency_ms={"batch": 1, **timing.latency_ms(latency)},
         throughput_per_s=timing.per_second(config.throughput_batch, batch_times),
         # ONNX Runtime allocates its own memory: PyTorch's peak says nothing about it
-        peak_memory_bytes=None if isinstance(model, OnnxModule) else peak_forward_bytes(lambda: model(batch), device),
+        peak_memory_bytes=None if onnx else peak_forward_bytes(lambda: model(batch), device),
         metrics=metrics,
+        deployment=deployed.form.as_dict(),
+        compile_seconds=deployed.compile_seconds,
     )
 
 
 def _evaluate_callable(model: Callable, data: TaskData, task: Task) -> dict[str, float]:
     sums: dict[str, float] = {}
-    for inputs, targets in make_loader(data.test, 512):
+    for inputs, targets in make_loader(data.test, EVALUATION_BATCH):
         outputs = torch.as_tensor(model(inputs))
         for key, value in task.batch_sums(outputs.float(), targets).items():
             sums[key] = sums.get(key, 0.0) + value

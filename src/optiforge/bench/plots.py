@@ -85,3 +85,37 @@ def plot_series(
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     return _save(figure, path)
+
+
+def plot_front(
+    points: list[dict], front: list[str], path: Path, metric: str, objective: tuple[str, str] | None = None
+) -> Path | None:
+    """Metric against latency and against size (and against ``objective`` = (figure, label) when it is
+    neither), one point per candidate (``name``, ``value`` and the figures), the front drawn as a line."""
+    points = [point for point in points if point.get("value") is not None]
+    if not points:
+        return None
+    axes_figures = [("latency_ms", "latency p50 (ms)"), ("size_bytes", "size on disk (bytes)")]
+    if objective is not None and objective[0] not in dict(axes_figures):
+        axes_figures.append(objective)
+    plt = _figure()
+    figure, axes = plt.subplots(1, len(axes_figures), figsize=(5 * len(axes_figures), 3.8))
+    for axis, (key, label) in zip(axes, axes_figures, strict=True):
+        shown = [point for point in points if point.get(key) is not None]
+        axis.scatter([p[key] for p in shown], [p["value"] for p in shown], color="grey", s=14, label="candidates")
+        on_front = sorted((p for p in shown if p["name"] in front), key=lambda p: p[key])
+        if on_front:
+            xs, ys = [p[key] for p in on_front], [p["value"] for p in on_front]
+            front_label = f"front ({objective[1].split(' (')[0]})" if objective else "front"
+            axis.plot(xs, ys, "o-", color="tab:red", label=front_label)
+            for point in on_front:
+                axis.annotate(point["name"], (point[key], point["value"]), fontsize=6)
+        baseline = [p for p in shown if p["name"] == "baseline"]
+        if baseline:
+            axis.scatter([baseline[0][key]], [baseline[0]["value"]], marker="*", s=90, color="black", label="baseline")
+        axis.set(xlabel=label, ylabel=metric, title=f"{metric} vs {label.split(' (')[0]}")
+        if key == "size_bytes":
+            axis.set_xscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return _save(figure, path)

@@ -50,6 +50,16 @@ def human_bytes(size: float | None) -> str:
     return str(size)
 
 
+def form_label(deployment: dict | None) -> str:
+    """A row's deployment form in a few words: ``torch compiled int8 ×2``, ``onnxruntime fp32 ×1``."""
+    if not deployment:
+        return "-"
+    compiled = "compiled" if deployment.get("compiled") else ""
+    autocast = "autocast" if deployment.get("autocast") else ""
+    parts = [deployment.get("engine", ""), compiled, autocast, deployment.get("precision", "")]
+    return " ".join(part for part in parts if part) + f" ×{deployment.get('threads', '?')}"
+
+
 def _rows(report: dict) -> list[list[str]]:
     rows = []
     first_size = next((row["size_bytes"] for row in report["stages"] if row.get("size_bytes")), None)
@@ -59,6 +69,7 @@ def _rows(report: dict) -> list[list[str]]:
         rows.append(
             [
                 row["stage"],
+                form_label(row.get("deployment")),
                 f"{row['metric']} {value:.4f}" if value is not None else "-",
                 f"{row['params']:,}",
                 f"{row['nonzero_params']:,}",
@@ -73,13 +84,25 @@ def _rows(report: dict) -> list[list[str]]:
     return rows
 
 
-HEADERS = ["stage", "metric", "params", "non-zero", "size", "smaller", "latency p50 ms", "samples/s", "peak mem", "s"]
+HEADERS = [
+    "stage",
+    "form",
+    "metric",
+    "params",
+    "non-zero",
+    "size",
+    "smaller",
+    "latency p50 ms",
+    "samples/s",
+    "peak mem",
+    "s",
+]
 
 
 def print_table(report: dict, console: Console | None = None) -> None:
     table = Table(title=f"optiforge · {report['recipe']} · {report['environment']['device']}")
     for header in HEADERS:
-        table.add_column(header, justify="left" if header == "stage" else "right")
+        table.add_column(header, justify="left" if header in ("stage", "form") else "right")
     for row in _rows(report):
         table.add_row(*row)
     if console is None:
@@ -94,7 +117,8 @@ def markdown(report: dict) -> str:
     lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
     for row in report["stages"]:
-        extra = {key: value for key, value in row.items() if key not in CONTRACT_KEYS and key != "metrics"}
+        hidden = ("metrics", "deployment")  # the deployment form has its column
+        extra = {key: value for key, value in row.items() if key not in CONTRACT_KEYS and key not in hidden}
         if extra:
             lines += ["", f"**{row['stage']}**: " + ", ".join(f"{key} = {value}" for key, value in extra.items())]
     if report.get("exports"):

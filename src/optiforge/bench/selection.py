@@ -104,3 +104,41 @@ def select(
     if others:
         reason += f"; others: {others}"
     return Selection(best, reason, candidates)
+
+
+def dominates(first: dict, second: dict, keys: Sequence[tuple[str, bool]]) -> bool:
+    """Whether figures ``first`` are at least as good as ``second`` on every key and better on one.
+
+    ``keys`` pairs a figure's name with whether higher is better.
+    """
+    better = False
+    for key, maximize in keys:
+        a, b = (first[key], second[key]) if maximize else (second[key], first[key])
+        if a < b:
+            return False
+        better = better or a > b
+    return better
+
+
+def pareto_front(candidates: Sequence[Candidate], keys: Sequence[tuple[str, bool]]) -> list[Candidate]:
+    """The non-dominated ``candidates`` on the figures ``keys`` (name, higher is better), in input order.
+
+    Failed candidates and those missing a figure are never on the front; candidates with equal
+    figures do not dominate each other, so ties are all kept.
+
+    >>> points = [Candidate("a", figures={"accuracy": 0.9, "latency_ms": 2.0}),
+    ...           Candidate("b", figures={"accuracy": 0.8, "latency_ms": 1.0}),
+    ...           Candidate("c", figures={"accuracy": 0.8, "latency_ms": 3.0})]
+    >>> [c.name for c in pareto_front(points, [("accuracy", True), ("latency_ms", False)])]
+    ['a', 'b']
+    """
+    measured = [
+        candidate
+        for candidate in candidates
+        if candidate.error is None and all(candidate.figures.get(key) is not None for key, _ in keys)
+    ]
+    return [
+        candidate
+        for candidate in measured
+        if not any(dominates(other.figures, candidate.figures, keys) for other in measured if other is not candidate)
+    ]

@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from optiforge.cli import command
+from optiforge.errors import ConfigError
+
+
+def check_onnx_file(path: Path) -> None:
+    """Refuse a file that ONNX cannot read as a model (empty, truncated, not ONNX), naming the file."""
+    try:
+        import onnx
+    except ImportError:
+        return  # the quantizer names the missing package
+    if path.stat().st_size == 0:
+        raise ConfigError(f"quantize-onnx: '{path}' is empty, not an ONNX model")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as error:  # the file is the user's: any parse or check failure means it is not a usable model
+        reason = " ".join(str(error).split())[:200]
+        raise ConfigError(
+            f"quantize-onnx: '{path}' is not a readable ONNX model ({type(error).__name__}: {reason})"
+        ) from None
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +41,16 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("quantize-onnx", "quantize an ONNX model to int8 with ONNX Runtime", _arguments)
 def quantize_onnx_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from optiforge.errors import ConfigError
     from optiforge.quantization import quantize_onnx
 
-    if not Path(args.source).is_file():
+    source, destination = Path(args.source), Path(args.destination)
+    if not source.is_file():
         raise ConfigError(f"quantize-onnx: no file '{args.source}'")
+    if destination.is_dir():
+        raise ConfigError(f"quantize-onnx: '{destination}' is a folder; give the file to write")
+    if source.resolve() == destination.resolve() or (destination.exists() and destination.samefile(source)):
+        raise ConfigError(f"quantize-onnx: the destination '{destination}' is the source file; choose another")
+    check_onnx_file(source)
     calibration = None
     if args.scheme == "int8_static":
         if not args.data:

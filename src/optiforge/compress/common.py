@@ -1,51 +1,105 @@
-"""What the compression verbs share: fine-tuning, per-layer values, the applied-config log."""
+"""What the compression verbs share: their result, fine-tuning, per-layer values, weight sparsity."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel
 from torch import nn
 
-from optiforge.config import TrainConfig
+from optiforge.config import FinetuneConfig, TrainConfig
 from optiforge.data.builtin import TaskData
-from optiforge.errors import ConfigError
+from optiforge.errors import ConfigError, ModelError
+from optiforge.layers import WEIGHTED_TYPES, LayerFilter, check_patterns, matches, weighted_layers
 from optiforge.training.callbacks import Callback
-
-# finetune(model, epochs, callbacks, name) -> trained model
-Finetune = Callable[[nn.Module, int, Sequence[Callback], str], nn.Module]
-
-LOG_ATTRIBUTE = "optiforge_compression"
+from optiforge.training.finetune import Finetune, finetuner
 
 
-def make_finetune(
-    data: TaskData | None, train_config: TrainConfig | None, finetune: Finetune | None, epochs: int, verb: str
-) -> Finetune | None:
-    """The fine-tuning function a verb uses: the caller's, or the training engine on ``data``."""
-    if finetune is not None:
-        return finetune
-    if data is None:
-        if epochs > 0:
-            raise ConfigError(f"{verb}: finetune_epochs={epochs} needs data=... (a TaskData) to train on")
-        return None
-    settings = train_config or TrainConfig()
+@dataclass
+class CompressionResult:
+    """What a compression verb did: the model, the config applied, the layers touched and left alone.
 
-    def run(model: nn.Module, epochs: int, callbacks: Sequence[Callback], name: str) -> nn.Module:
-        from optiforge.training.loop import train
+    ``weight_sparsity`` is the share of zero entries over the weights of every
+    Linear and Conv layer the model holds (``optiforge.layers.WEIGHTED_TYPES``),
+    compressed or not. ``history`` holds the fine-tuning epochs, each row
+    naming its ``run``.
+    """
 
-        return train(
-            model,
-            data,
-            settings.model_copy(update={"epochs": epochs}),
-            callbacks=callbacks,
-            progress=False,
-            description=name,
-        ).model
+    model: nn.Module
+    verb: str
+    config: BaseModel
+    layers: list[str]
+    skipped: list[str]
+    weight_sparsity: float
+    history: list[dict] = field(default_factory=list)
 
-    return run
+    @property
+    def applied(self) -> dict:
+        """``{verb: the config's non-default fields}``, as the packed file records it."""
+        return {self.verb: self.config.model_dump(mode="json", exclude_defaults=True)}
+
+    def info(self) -> dict:
+        """The fields a stage adds to its report row."""
+        return {
+            "weight_sparsity": round(self.weight_sparsity, 4),
+            "layers_compressed": len(self.layers),
+            "layers_skipped": self.skipped,
+        }
+
+
+@dataclass
+class PruneResult(CompressionResult):
+    """What :func:`~optiforge.compress.pruning.prune_with_result` did."""
+
+
+@dataclass
+class ShareResult(CompressionResult):
+    """What :func:`~optiforge.compress.sharing.share_with_result` did."""
+
+
+@dataclass
+class FactorizeResult(CompressionResult):
+    """What :func:`~optiforge.compress.lowrank.factorize_with_result` did (``layers``: those replaced)."""
+
+
+class Trainer:
+    """Runs a :class:`Finetune` with the verb's config, keeping each run's history rows."""
+
+    def __init__(self, finetune: Finetune | None, config: FinetuneConfig) -> None:
+        self.finetune = finetune
+        self.config = config
+        self.history: list[dict] = []
+
+    def __call__(
+        self, model: nn.Module, callbacks: Sequence[Callback] = (), name: str = "finetune", epochs: int | None = None
+    ) -> nn.Module:
+        epochs = self.config.epochs if epochs is None else epochs
+        if epochs <= 0 or self.finetune is None:
+            return model
+        config = self.config if epochs == self.config.epochs else self.config.model_copy(update={"epochs": epochs})
+        result = self.finetune(model, config, callbacks=callbacks, name=name)
+        self.history += [{**row, "run": name} for row in result.history]
+        return result.model
+
+
+def trainer(
+    data: TaskData | None,
+    train_config: TrainConfig | None,
+    finetune: Finetune | None,
+    config: FinetuneConfig,
+    verb: str,
+) -> Trainer:
+    """The verb's fine-tuning: the caller's ``finetune``, or the training engine on ``data``."""
+    if finetune is None and data is not None:
+        finetune = finetuner(data, train_config)
+    if finetune is None and config.epochs > 0:
+        raise ConfigError(
+            f"{verb}: finetune.epochs={config.epochs} needs data=... (a TaskData) or finetune=... to train with"
+        )
+    return Trainer(finetune, config)
 
 
 def read_layer_values(value: dict[str, float] | str | None, field: str) -> dict[str, float]:
@@ -71,31 +125,52 @@ def read_layer_values(value: dict[str, float] | str | None, field: str) -> dict[
     return result
 
 
-def record(model: nn.Module, verb: str, config: BaseModel) -> None:
-    """Append ``{verb: config}`` to the model's log of applied compression configs."""
-    log = list(getattr(model, LOG_ATTRIBUTE, []))
-    log.append({verb: config.model_dump(mode="json", exclude_defaults=True)})
-    setattr(model, LOG_ATTRIBUTE, log)
+def layer_values(
+    model: nn.Module, chosen: Sequence[str], value: dict[str, float] | str | None, field: str
+) -> dict[str, float]:
+    """Layer name → value for the chosen layers that ``value``'s patterns name (the last matching pattern wins).
+
+    A pattern that matches no layer of the model, or none of the chosen ones, is a :class:`ConfigError`.
+    """
+    patterns = read_layer_values(value, field)
+    check_patterns(model, list(patterns), field)
+    result: dict[str, float] = {}
+    for pattern, fraction in patterns.items():
+        named = [name for name in chosen if matches(name, [pattern])]
+        if not named:
+            raise ConfigError(
+                f"{field}: '{pattern}' names no layer this technique touches after the 'layers' filter; "
+                f"touched: {', '.join(chosen)}"
+            )
+        result.update(dict.fromkeys(named, fraction))
+    return result
 
 
-def applied(model: nn.Module) -> list[dict]:
-    """The compression configs applied to ``model``, oldest first."""
-    return list(getattr(model, LOG_ATTRIBUTE, []))
+def chosen_layers(model: nn.Module, layers: LayerFilter, technique: str) -> dict[str, nn.Module]:
+    """The layers ``layers`` chooses; when only the default ``keep_last`` left none, the error says so."""
+    chosen = layers.select(model, require=False)
+    if chosen:
+        return chosen
+    candidates = list(weighted_layers(model))
+    if len(candidates) == 1 and layers == LayerFilter(keep_last=True):
+        raise ModelError(
+            f"no layer of {type(model).__name__} is left to compress: {technique} keeps the last layer "
+            f"'{candidates[0]}' (layers.keep_last: its outputs are the model's outputs), and it is the only "
+            "Linear or Conv layer"
+        )
+    return layers.select(model)  # raises, naming the setting that left nothing
+
+
+def skipped_layers(model: nn.Module, touched: Sequence[str]) -> list[str]:
+    """The Linear and Conv layers of ``model`` left alone."""
+    return [name for name in weighted_layers(model) if name not in set(touched)]
 
 
 def weight_sparsity(model: nn.Module) -> float:
-    """Share of zero entries over the weights of Linear and Conv layers."""
-    from optiforge.compress.select import WEIGHTED_TYPES
-
+    """Share of zero entries over the weights of the model's Linear and Conv layers (``WEIGHTED_TYPES``)."""
     total = zeros = 0
     for module in model.modules():
         if isinstance(module, WEIGHTED_TYPES):
             total += module.weight.numel()
             zeros += int((module.weight.detach() == 0).sum())
     return zeros / total if total else 0.0
-
-
-def device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from optiforge.config import Config
+from optiforge.config import Config, FinetuneConfig
+from optiforge.layers import LayerFilter
+
+# fields that were replaced: the recipe error for an old name points at its replacement
+RENAMED = {
+    "finetune_epochs": "finetune.epochs",
+    "gradual": "schedule",  # schedule: {end: 0.5, updates: 10} is a gradual schedule with those settings
+}
 
 
 def _check_fraction(value: float, name: str, show: bool = False) -> float:
@@ -15,19 +22,18 @@ def _check_fraction(value: float, name: str, show: bool = False) -> float:
     return value
 
 
-class LayerSelection(Config):
-    """Which layers a technique touches.
-
-    ``exclude`` holds module names (``named_modules`` paths; shell-style
-    patterns such as ``"encoder.*.attention"`` are allowed); ``exclude_types``
-    holds class names such as ``Conv1d``. A name that matches no layer is an
-    error, so a typo never silently prunes everything.
-    """
-
-    exclude: list[str] = Field(default_factory=list)
-    exclude_types: list[str] = Field(default_factory=list)
-    keep_first: bool = Field(False, description="leave the first prunable layer untouched")
-    keep_last: bool = Field(False, description="leave the last prunable layer untouched")
+def _keep_last_by_default(data: Any) -> Any:
+    """``layers.keep_last`` is on unless the user set it: the last layer's outputs are the model's outputs."""
+    if not isinstance(data, dict):
+        return data
+    layers = data.get("layers")
+    if layers is None:
+        return {**data, "layers": {"keep_last": True}}
+    if isinstance(layers, dict) and "keep_last" not in layers:
+        return {**data, "layers": {**layers, "keep_last": True}}
+    if isinstance(layers, LayerFilter) and "keep_last" not in layers.model_fields_set:
+        return {**data, "layers": layers.model_copy(update={"keep_last": True})}
+    return data
 
 
 class GradualConfig(Config):
@@ -46,7 +52,7 @@ class GradualConfig(Config):
     @model_validator(mode="after")
     def _ordered(self) -> GradualConfig:
         if self.end <= self.start:
-            raise ValueError(f"gradual.end ({self.end}) must be after gradual.start ({self.start})")
+            raise ValueError(f"schedule.end ({self.end}) must be after schedule.start ({self.start})")
         return self
 
 
@@ -71,23 +77,47 @@ class PruneConfig(Config):
 
     ``sparsity`` is the share of weights set to zero (``magnitude``) or of
     output channels/neurons removed (``structured``). ``layer_sparsity``
-    gives per-layer values (a mapping, or the path of a ``sensitivity.json``
-    written by ``optiforge sensitivity``); listed layers take their own value.
+    gives per-layer values (a mapping of layer patterns, or the path of a
+    ``sensitivity.json`` written by ``optiforge sensitivity``); listed layers
+    take their own value. ``schedule`` is ``oneshot``, or gradual pruning
+    during fine-tuning: ``gradual`` or a mapping of :class:`GradualConfig`
+    settings. Structured pruning keeps the last layer (``layers.keep_last``)
+    unless told otherwise.
 
     >>> from optiforge.compress import PruneConfig
-    >>> PruneConfig(sparsity=0.9, schedule="gradual", finetune_epochs=10).scope
-    'global'
+    >>> config = PruneConfig(sparsity=0.9, schedule="gradual", finetune={"epochs": 10})
+    >>> config.schedule.end, config.scope
+    (0.75, 'global')
     """
 
     method: Literal["magnitude", "structured"] = "magnitude"
     sparsity: float = 0.5
     scope: Literal["global", "layer"] = "global"
-    schedule: Literal["oneshot", "gradual"] = "oneshot"
-    finetune_epochs: int = Field(0, ge=0)
-    layers: LayerSelection = LayerSelection()
+    schedule: GradualConfig | None = Field(
+        None, description="None (oneshot) or the gradual schedule; recipes write 'oneshot', 'gradual' or a mapping"
+    )
+    finetune: FinetuneConfig = FinetuneConfig()
+    layers: LayerFilter = LayerFilter()
     layer_sparsity: dict[str, float] | str | None = None
-    gradual: GradualConfig = GradualConfig()
     structured: StructuredConfig = StructuredConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("method") == "structured":
+            data = _keep_last_by_default(data)
+        return data
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        if value is None or value == "oneshot":
+            return None
+        if value == "gradual":
+            return {}
+        if isinstance(value, str):
+            raise ValueError(f"schedule must be 'oneshot', 'gradual' or a mapping of gradual settings, got '{value}'")
+        return value
 
     @field_validator("sparsity")
     @classmethod
@@ -104,11 +134,11 @@ class PruneConfig(Config):
 
     @model_validator(mode="after")
     def _consistent(self) -> PruneConfig:
-        if self.schedule == "gradual" and self.finetune_epochs < 1:
-            raise ValueError("schedule 'gradual' prunes during fine-tuning: set finetune_epochs >= 1")
-        if self.schedule == "gradual" and self.method == "structured":
+        if self.schedule is not None and self.finetune.epochs < 1:
+            raise ValueError("a gradual schedule prunes during fine-tuning: set finetune.epochs >= 1")
+        if self.schedule is not None and self.method == "structured":
             raise ValueError(
-                "schedule 'gradual' is for method 'magnitude'; structured pruning uses structured.iterative_steps"
+                "a gradual schedule is for method 'magnitude'; structured pruning uses structured.iterative_steps"
             )
         return self
 
@@ -124,8 +154,8 @@ class ShareConfig(Config):
     clusters: int = Field(16, description="shared values per layer (k)")
     init: Literal["linear", "random", "density"] = "linear"
     include_bias: bool = Field(False, description="cluster biases too (each with its own k values)")
-    finetune_epochs: int = Field(0, ge=0)
-    layers: LayerSelection = LayerSelection()
+    finetune: FinetuneConfig = FinetuneConfig()
+    layers: LayerFilter = LayerFilter()
     seed: int = 0
 
     @field_validator("clusters")
@@ -143,17 +173,24 @@ class FactorizeConfig(Config):
 
     Give ``rank_ratio`` (share of the full rank kept) or ``energy`` (share of
     the squared singular values kept). A layer is replaced by two smaller
-    ones only where that saves parameters.
+    ones only where that saves parameters. The last layer is kept
+    (``layers.keep_last``) unless told otherwise.
 
     >>> from optiforge.compress import FactorizeConfig
-    >>> FactorizeConfig(energy=0.9).rank_ratio is None
-    True
+    >>> config = FactorizeConfig(energy=0.9)
+    >>> config.rank_ratio is None, config.layers.keep_last
+    (True, True)
     """
 
     rank_ratio: float | None = None
     energy: float | None = None
-    finetune_epochs: int = Field(0, ge=0)
-    layers: LayerSelection = LayerSelection(keep_last=True)
+    finetune: FinetuneConfig = FinetuneConfig()
+    layers: LayerFilter = LayerFilter()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return _keep_last_by_default(data)
 
     @model_validator(mode="after")
     def _one_rule(self) -> FactorizeConfig:
@@ -164,3 +201,8 @@ class FactorizeConfig(Config):
             if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
         return self
+
+
+PruneConfig.renamed_fields = RENAMED
+ShareConfig.renamed_fields = {"finetune_epochs": RENAMED["finetune_epochs"]}
+FactorizeConfig.renamed_fields = {"finetune_epochs": RENAMED["finetune_epochs"]}

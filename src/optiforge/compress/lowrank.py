@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from optiforge.compress.common import Finetune, make_finetune, record
+from optiforge.compress.common import FactorizeResult, chosen_layers, skipped_layers, trainer, weight_sparsity
 from optiforge.compress.config import FactorizeConfig
-from optiforge.compress.select import select_layers
 from optiforge.config import TrainConfig
 from optiforge.data.builtin import TaskData
+from optiforge.training.finetune import Finetune
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -71,6 +71,35 @@ def factorize_layer(layer: nn.Module, config: FactorizeConfig) -> nn.Module | No
     return nn.Sequential(first, second).to(layer.weight.device)
 
 
+def factorize_with_result(
+    model: nn.Module,
+    config: FactorizeConfig,
+    data: TaskData | None = None,
+    *,
+    train_config: TrainConfig | None = None,
+    finetune: Finetune | None = None,
+) -> FactorizeResult:
+    """Factorize ``model`` in place; return it with the layers replaced (see :func:`factorize`).
+
+    ``skipped`` lists the Linear and Conv layers left whole: filtered out, or
+    where the kept rank would not save parameters.
+    """
+    train = trainer(data, train_config, finetune, config.finetune, "factorize")
+    layers = chosen_layers(model, config.layers, "factorize")
+    replaced = []
+    for name, layer in layers.items():
+        replacement = factorize_layer(layer, config)
+        if replacement is None:
+            continue
+        owner_name, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(owner_name) if owner_name else model, attribute, replacement)
+        replaced.append(name)
+    if replaced:
+        model = train(model)
+    skipped = [name for name in skipped_layers(model, replaced) if name.rpartition(".")[0] not in replaced]
+    return FactorizeResult(model, "factorize", config, replaced, skipped, weight_sparsity(model), train.history)
+
+
 def factorize(
     model: nn.Module,
     config: FactorizeConfig,
@@ -81,6 +110,9 @@ def factorize(
 ) -> nn.Module:
     """Replace layers by low-rank pairs where that saves parameters (in place).
 
+    With ``finetune.epochs`` the factorized model is trained by ``finetune``,
+    or else on ``data`` with ``train_config``.
+
     >>> import torch
     >>> from optiforge.compress import FactorizeConfig, factorize
     >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
@@ -88,17 +120,4 @@ def factorize(
     >>> [tuple(p.shape) for p in model[0].parameters()]
     [(16, 64), (64, 16), (64,)]
     """
-    finetune = make_finetune(data, train_config, finetune, config.finetune_epochs, "factorize")
-    layers = select_layers(model, config.layers)
-    replaced = 0
-    for name, layer in layers.items():
-        replacement = factorize_layer(layer, config)
-        if replacement is None:
-            continue
-        owner_name, _, attribute = name.rpartition(".")
-        setattr(model.get_submodule(owner_name) if owner_name else model, attribute, replacement)
-        replaced += 1
-    if replaced and config.finetune_epochs > 0 and finetune is not None:
-        model = finetune(model, config.finetune_epochs, [], "finetune")
-    record(model, "factorize", config)
-    return model
+    return factorize_with_result(model, config, data, train_config=train_config, finetune=finetune).model

@@ -18,12 +18,16 @@ a float16), ``sparse`` (positions + non-zero values), ``shared`` (codebook +
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import importlib
 import io
 import json
 import pickle
 import struct
+import sys
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,6 @@ import zstandard
 from torch import nn
 
 from optiforge.compress import codec
-from optiforge.compress.common import LOG_ATTRIBUTE
 from optiforge.errors import ModelError, OptiforgeError
 from optiforge.exporters.base import register_exporter
 from optiforge.files import atomic_write
@@ -183,13 +186,24 @@ def _skeleton(model: nn.Module) -> bytes:
             "cannot be stored; remove them (e.g. torch.nn.utils.prune.remove) first"
         )
     skeleton = copy.deepcopy(model, memo).eval()  # the mode is not part of what is stored: files stay reproducible
-    skeleton.__dict__.pop(LOG_ATTRIBUTE, None)  # kept in the header as JSON
     for module in skeleton.modules():
         if type(module).__setstate__ is nn.Module.__setstate__:
             for key in _REBUILT:
                 if key in module.__dict__ and not module.__dict__[key]:
                     del module.__dict__[key]
     return pickle.dumps(skeleton, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+_RUN_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _refuse_hooks(model: nn.Module, path: Path) -> None:
+    """:func:`write_packed` stores no hooks, so a stored hook was put there by hand: it would run on forward."""
+    for name, module in model.named_modules():
+        tables = [key for key in _RUN_HOOKS if vars(module).get(key)]
+        if tables:
+            where = f"'{path}': layer '{name or type(model).__name__}'"
+            raise PackedFileError(f"{where} carries {tables[0]}, which packed files never hold")
 
 
 def _restore_hooks(model: nn.Module) -> None:
@@ -199,8 +213,12 @@ def _restore_hooks(model: nn.Module) -> None:
                 module.__dict__[key] = OrderedDict()
 
 
-def write_packed(model: nn.Module, path: str | Path) -> Path:
+def write_packed(model: nn.Module, path: str | Path, applied: Sequence[dict] = ()) -> Path:
     """Write ``model`` (architecture and every parameter and buffer) as a packed file.
+
+    ``applied`` lists the compression configs applied to the model, oldest
+    first (``[result.applied, ...]`` of the ``*_with_result`` verbs); the
+    header keeps them under ``compression``.
 
     >>> import torch, optiforge
     >>> from optiforge.compress import write_packed, load_packed
@@ -230,7 +248,7 @@ def write_packed(model: nn.Module, path: str | Path) -> Path:
         "version": VERSION,
         "torch": torch.__version__,
         "model": type(model).__name__,
-        "compression": getattr(model, LOG_ATTRIBUTE, []),
+        "compression": list(applied),
         "tensors": records,
     }
     raw = [json.dumps(header, separators=(",", ":")).encode(), _skeleton(model)]
@@ -256,14 +274,28 @@ def _read_sections(path: Path) -> tuple[dict, dict[str, bytes]]:
     body = content[16:]
     if hashlib.blake2b(body, digest_size=8).digest() != content[8:16]:
         raise PackedFileError(f"'{path}' is corrupted (checksum mismatch); refusing to load it")
-    (count,) = struct.unpack("<I", body[:4])
-    lengths = struct.unpack(f"<{count}I", body[4 : 4 + 4 * count])
-    offset, sections = 4 + 4 * count, {}
-    decompressor = zstandard.ZstdDecompressor()
-    for name, length in zip(SECTIONS, lengths, strict=True):
-        sections[name] = decompressor.decompress(body[offset : offset + length])
-        offset += length
-    return json.loads(sections["header"]), sections
+    try:  # past the checksum only a file written on purpose can be malformed; it gets one error, not a traceback
+        (count,) = struct.unpack("<I", body[:4])
+        lengths = struct.unpack(f"<{count}I", body[4 : 4 + 4 * count])
+        offset, sections = 4 + 4 * count, {}
+        decompressor = zstandard.ZstdDecompressor()
+        for name, length in zip(SECTIONS, lengths, strict=True):
+            sections[name] = decompressor.decompress(body[offset : offset + length])
+            offset += length
+        header = json.loads(sections["header"])
+    except (struct.error, zstandard.ZstdError, ValueError) as error:
+        raise PackedFileError(f"'{path}' is malformed ({type(error).__name__}: {error})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("tensors"), list):
+        raise PackedFileError(f"'{path}' is malformed (its header lists no tensors)")
+    return header, sections
+
+
+def _decoded(header: dict, sections: dict[str, bytes], path: Path) -> list[tuple[dict, torch.Tensor]]:
+    """(record, tensor) for every tensor record in the header."""
+    try:
+        return [(record, _decode_tensor(record, sections)) for record in header["tensors"]]
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise PackedFileError(f"'{path}' holds a malformed tensor record ({type(error).__name__}: {error})") from None
 
 
 def describe_packed(path: str | Path) -> dict:
@@ -277,34 +309,113 @@ def read_packed_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Name → tensor for every parameter and buffer in a packed file (aliases included)."""
     header, sections = _read_sections(Path(path))
     tensors = {}
-    for record in header["tensors"]:
-        tensor = _decode_tensor(record, sections)
+    for record, tensor in _decoded(header, sections, Path(path)):
         for name in [record["name"], *record.get("aliases", [])]:
             tensors[name] = tensor
     return tensors
 
 
-class _ModuleUnpickler(pickle.Unpickler):
-    """Only rebuilds classes from torch.nn, optiforge and plain containers: no arbitrary code."""
-
-    _ALLOWED_MODULES = ("torch.nn.modules.", "optiforge.")
-    _ALLOWED = {
-        ("collections", "OrderedDict"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("torch", "Size"),
-        ("builtins", "slice"),
-        ("torch", "float32"),
-        ("torch", "device"),
+# optiforge's own module classes that a packed architecture may name (module, qualified name)
+_OPTIFORGE_MODULES = frozenset(
+    {
+        ("optiforge.encoders.smoothing", "SmoothedLinear"),
+        ("optiforge.encoders.unpadded", "FusedQKV"),
+        ("optiforge.encoders.unpadded", "UnpaddedAttention"),
+        ("optiforge.encoders.unpadded", "UnpaddedLayer"),
+        ("optiforge.encoders.unpadded", "UnpaddedEncoderStack"),
+        ("optiforge.encoders.unpadded", "UnpaddedBert"),
+        ("optiforge.distillation.hints", "HintAdapter"),
+        ("optiforge.distillation.callback", "DistillationStudent"),
     }
+)
+# what module attributes hold besides modules: activation functions (e.g. TransformerEncoderLayer.activation)
+_FUNCTIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu", "softmax")
+_RISK = "trusted=True runs code from the file; use it only for files you made"
+
+
+@functools.cache
+def _torch_allowlist() -> tuple[dict[tuple[str, str], Any], frozenset[int]]:
+    """Exact (module, qualified name) → object for what a stored architecture may name, and the ids of the
+    few of them that the file may call (containers and value types; never a module class)."""
+    allowed: dict[tuple[str, str], Any] = {}
+    for module_name, module in list(sys.modules.items()):
+        if not module_name.startswith("torch.nn.modules.") or module is None:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, nn.Module) and value.__module__ == module_name:
+                allowed[(value.__module__, value.__qualname__)] = value
+    for name in _FUNCTIONS:
+        allowed[("torch.nn.functional", name)] = getattr(torch.nn.functional, name)
+    for name, value in vars(torch).items():
+        if isinstance(value, torch.dtype):
+            allowed[("torch", name)] = value
+    callables = {
+        ("collections", "OrderedDict"): OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "slice"): slice,
+        ("torch", "Size"): torch.Size,
+        ("torch", "device"): torch.device,
+    }
+    allowed.update(callables)
+    return allowed, frozenset(id(value) for value in callables.values())
+
+
+class _ArchitectureUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so each opcode can be checked
+    """Rebuilds a module tree from exact allowlisted names only; nothing in the file is called but containers.
+
+    A name is looked up as one exact ``(module, qualified name)`` pair, never as a dotted path, so
+    ``optiforge.cli`` + ``os.system`` is refused. Modules are created with ``cls.__new__`` and filled by
+    ``nn.Module.__setstate__``; their constructors never run.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        super().__init__(io.BytesIO(data))
+        self.path = path
+
+    def refuse(self, what: str) -> PackedFileError:
+        return PackedFileError(
+            f"'{self.path}': the stored architecture {what}, which load_packed does not rebuild by default; "
+            f"pass model=<a module of the same architecture>, or trusted=True ({_RISK})"
+        )
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED or module.startswith(self._ALLOWED_MODULES):
-            return super().find_class(module, name)
-        raise PackedFileError(
-            f"the architecture in this packed file uses {module}.{name}, which load_packed does not rebuild "
-            "by default; pass model=<a module of the same architecture>, or trusted=True for files you trust"
-        )
+        allowed, _ = _torch_allowlist()
+        if (module, name) in allowed:
+            return allowed[(module, name)]
+        if (module, name) in _OPTIFORGE_MODULES:
+            found = getattr(importlib.import_module(module), name)
+            if isinstance(found, type) and issubclass(found, nn.Module):
+                return found
+        raise self.refuse(f"uses {module}:{name}")
+
+    def _load_reduce(self) -> None:
+        if id(self.stack[-2]) not in _torch_allowlist()[1]:
+            raise self.refuse(f"calls {getattr(self.stack[-2], '__qualname__', type(self.stack[-2]).__name__)}")
+        pickle._Unpickler.load_reduce(self)
+
+    def _load_newobj(self) -> None:
+        cls = self.stack[-2]
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise self.refuse(f"creates {getattr(cls, '__qualname__', type(cls).__name__)} objects")
+        pickle._Unpickler.load_newobj(self)
+
+    def _load_build(self) -> None:
+        if not isinstance(self.stack[-2], (nn.Module, OrderedDict)):
+            raise self.refuse(f"sets the state of a {type(self.stack[-2]).__name__}")
+        pickle._Unpickler.load_build(self)
+
+    def _load_refused(self) -> None:
+        raise self.refuse("uses a pickle instruction that can call classes (INST, OBJ, NEWOBJ_EX or PERSID)")
+
+    dispatch[pickle.REDUCE[0]] = _load_reduce
+    dispatch[pickle.NEWOBJ[0]] = _load_newobj
+    dispatch[pickle.BUILD[0]] = _load_build
+    for _opcode in (pickle.INST, pickle.OBJ, pickle.NEWOBJ_EX, pickle.PERSID, pickle.BINPERSID):
+        dispatch[_opcode[0]] = _load_refused
+    del _opcode
 
 
 def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor, kind: str) -> None:
@@ -321,35 +432,45 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
 
     With ``model`` the tensors are loaded into that module (same architecture
     required) and the stored architecture is not read. Otherwise the stored
-    architecture is rebuilt from torch.nn and optiforge classes only, unless
-    ``trusted=True`` (files you made yourself), which allows any class.
+    architecture is rebuilt from an exact allowlist (torch.nn layer classes,
+    optiforge's module classes, a few activation functions, containers); no
+    constructor and nothing else named in the file is called, so loading a file
+    from anyone cannot run code. ``trusted=True`` allows any class, and so
+    **runs code from the file**: use it only for files you made.
+
+    The checksum detects corruption; it has no key, so it says nothing about
+    who wrote the file.
     """
     path = Path(path)
     header, sections = _read_sections(path)
     if model is None:
         data = sections["architecture"]
         try:
-            model = pickle.loads(data) if trusted else _ModuleUnpickler(io.BytesIO(data)).load()
+            model = pickle.loads(data) if trusted else _ArchitectureUnpickler(data, path).load()
         except PackedFileError:
             raise
         except Exception as error:
             raise PackedFileError(
                 f"'{path}': the stored architecture cannot be rebuilt ({type(error).__name__}: {error})"
             ) from None
-        for record in header["tensors"]:
-            tensor = _decode_tensor(record, sections)
+        if not isinstance(model, nn.Module):
+            raise PackedFileError(f"'{path}': the stored architecture is a {type(model).__name__}, not a module")
+        for record, tensor in _decoded(header, sections, path):
             if record["kind"] == "param":  # one Parameter for all its names keeps tied weights tied
                 tensor = nn.Parameter(tensor, requires_grad=not record.get("frozen", False))
             for name in [record["name"], *record.get("aliases", [])]:
-                _set_tensor(model, name, tensor, record["kind"])
+                try:
+                    _set_tensor(model, name, tensor, record["kind"])
+                except (AttributeError, TypeError) as error:
+                    raise PackedFileError(
+                        f"'{path}': tensor '{name}' has no place in the stored architecture"
+                    ) from error
+        _refuse_hooks(model, path)
         _restore_hooks(model)
-        if header.get("compression"):
-            setattr(model, LOG_ATTRIBUTE, header["compression"])
         return model.eval()
     tensors = {
         name: tensor
-        for record in header["tensors"]
-        for tensor in [_decode_tensor(record, sections)]
+        for record, tensor in _decoded(header, sections, path)
         for name in [record["name"], *record.get("aliases", [])]
     }
     current = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))

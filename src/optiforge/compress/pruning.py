@@ -6,12 +6,43 @@ from typing import Any
 
 from torch import nn
 
-from optiforge.compress.common import Finetune, make_finetune, record
+from optiforge.compress.common import PruneResult, skipped_layers, trainer, weight_sparsity
 from optiforge.compress.config import PruneConfig
 from optiforge.compress.structured import prune_structured
 from optiforge.compress.unstructured import prune_unstructured
 from optiforge.config import TrainConfig
 from optiforge.data.builtin import TaskData
+from optiforge.training.finetune import Finetune
+
+
+def prune_with_result(
+    model: nn.Module,
+    config: PruneConfig | None = None,
+    data: TaskData | None = None,
+    *,
+    train_config: TrainConfig | None = None,
+    finetune: Finetune | None = None,
+    example_inputs: Any = None,
+) -> PruneResult:
+    """Prune ``model`` in place; return it with what was done (see :func:`prune`).
+
+    >>> import optiforge
+    >>> from optiforge.compress import PruneConfig, prune_with_result
+    >>> data = optiforge.build_data(optiforge.DataConfig(name="digits"))
+    >>> model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32]), data)
+    >>> result = prune_with_result(model, PruneConfig(sparsity=0.75, scope="layer", layers={"exclude": ["3"]}))
+    >>> result.layers, result.skipped, round(result.weight_sparsity, 2)
+    (['1'], ['3'], 0.65)
+    """
+    config = config or PruneConfig()
+    train = trainer(data, train_config, finetune, config.finetune, "prune")
+    if config.method == "structured":
+        model, layers = prune_structured(model, config, train, data=data, example_inputs=example_inputs)
+    else:
+        model, layers = prune_unstructured(model, config, train)
+    return PruneResult(
+        model, "prune", config, layers, skipped_layers(model, layers), weight_sparsity(model), train.history
+    )
 
 
 def prune(
@@ -27,8 +58,9 @@ def prune(
 
     ``method: magnitude`` zeroes the smallest weights (a sparse model);
     ``method: structured`` removes whole channels, neurons or attention
-    heads (a smaller dense model). With ``finetune_epochs`` the model is
-    trained on ``data`` with ``train_config`` (or a ``finetune`` function).
+    heads (a smaller dense model). With ``finetune.epochs`` the model is
+    trained by ``finetune`` (a :class:`~optiforge.training.finetune.Finetune`),
+    or else on ``data`` with ``train_config``.
 
     >>> import optiforge
     >>> from optiforge.compress import PruneConfig, prune
@@ -38,11 +70,6 @@ def prune(
     >>> round(float((model[1].weight == 0).float().mean()), 2)
     0.75
     """
-    config = config or PruneConfig()
-    finetune = make_finetune(data, train_config, finetune, config.finetune_epochs, "prune")
-    if config.method == "structured":
-        model = prune_structured(model, config, finetune, data=data, example_inputs=example_inputs)
-    else:
-        model = prune_unstructured(model, config, finetune)
-    record(model, "prune", config)
-    return model
+    return prune_with_result(
+        model, config, data, train_config=train_config, finetune=finetune, example_inputs=example_inputs
+    ).model

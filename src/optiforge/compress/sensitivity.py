@@ -16,10 +16,10 @@ from pathlib import Path
 
 from torch import nn
 
+from optiforge.compress.common import chosen_layers
 from optiforge.compress.config import PruneConfig
 from optiforge.compress.pruning import prune
-from optiforge.compress.select import WEIGHTED_TYPES, select_layers
-from optiforge.compress.structured import ROOT_TYPES
+from optiforge.config import FinetuneConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.errors import ConfigError
@@ -71,15 +71,16 @@ def analyze(
     loader = make_loader(split, 512)
     device = next(model.parameters()).device
     structured = config.method == "structured"
-    selection = config.layers.model_copy(update={"keep_last": True}) if structured else config.layers
-    layers = list(select_layers(model, selection, ROOT_TYPES if structured else WEIGHTED_TYPES))
+    layers = list(
+        chosen_layers(model, config.layers, "structured pruning") if structured else config.layers.select(model)
+    )
     params_before, nonzero_before = count_parameters(model)
     base = config.model_copy(
         update={
             "sparsity": 0.0,
             "scope": "layer",
-            "schedule": "oneshot",
-            "finetune_epochs": 0,
+            "schedule": None,
+            "finetune": FinetuneConfig(),
             "layer_sparsity": None,
             "structured": config.structured.model_copy(update={"iterative_steps": 1}),
         }

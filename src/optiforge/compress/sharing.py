@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from optiforge.compress.common import Finetune, make_finetune, record
+from optiforge.compress.common import ShareResult, skipped_layers, trainer, weight_sparsity
 from optiforge.compress.config import ShareConfig
-from optiforge.compress.select import select_layers
 from optiforge.config import TrainConfig
 from optiforge.data.builtin import TaskData
 from optiforge.training.callbacks import Callback, TrainState
+from optiforge.training.finetune import Finetune
 
 
 def _initial_centroids(values: np.ndarray, k: int, init: str, seed: int) -> np.ndarray:
@@ -101,6 +101,35 @@ class ShareCallback(Callback):
         self.indices = dict(state["indices"])
 
 
+def share_with_result(
+    model: nn.Module,
+    config: ShareConfig | None = None,
+    data: TaskData | None = None,
+    *,
+    train_config: TrainConfig | None = None,
+    finetune: Finetune | None = None,
+) -> ShareResult:
+    """Cluster each chosen layer's weights (in place); return the model with what was done (see :func:`share`)."""
+    config = config or ShareConfig()
+    train = trainer(data, train_config, finetune, config.finetune, "share")
+    layers = config.layers.select(model)
+    tensors: dict[str, nn.Parameter] = {}
+    for name, layer in layers.items():
+        tensors[f"{name}.weight"] = layer.weight
+        if config.include_bias and getattr(layer, "bias", None) is not None:
+            tensors[f"{name}.bias"] = layer.bias
+    indices = {
+        name: cluster_tensor(tensor, config.clusters, config.init, config.seed) for name, tensor in tensors.items()
+    }
+    callback = ShareCallback(tensors, indices, config.clusters)
+    model = train(model, [callback])
+    callback.tie()
+    names = list(layers)
+    return ShareResult(
+        model, "share", config, names, skipped_layers(model, names), weight_sparsity(model), train.history
+    )
+
+
 def share(
     model: nn.Module,
     config: ShareConfig | None = None,
@@ -111,26 +140,13 @@ def share(
 ) -> nn.Module:
     """Cluster each layer's weights into ``config.clusters`` shared values (in place).
 
+    With ``finetune.epochs`` the shared values are trained by ``finetune``, or
+    else on ``data`` with ``train_config``.
+
     >>> import torch
     >>> from optiforge.compress import ShareConfig, share
     >>> model = share(torch.nn.Sequential(torch.nn.Linear(32, 16)), ShareConfig(clusters=4))
     >>> torch.unique(model[0].weight).numel()
     4
     """
-    config = config or ShareConfig()
-    finetune = make_finetune(data, train_config, finetune, config.finetune_epochs, "share")
-    layers = select_layers(model, config.layers)
-    tensors: dict[str, nn.Parameter] = {}
-    for name, layer in layers.items():
-        tensors[f"{name}.weight"] = layer.weight
-        if config.include_bias and getattr(layer, "bias", None) is not None:
-            tensors[f"{name}.bias"] = layer.bias
-    indices = {
-        name: cluster_tensor(tensor, config.clusters, config.init, config.seed) for name, tensor in tensors.items()
-    }
-    callback = ShareCallback(tensors, indices, config.clusters)
-    if config.finetune_epochs > 0 and finetune is not None:
-        model = finetune(model, config.finetune_epochs, [callback], "finetune")
-    callback.tie()
-    record(model, "share", config)
-    return model
+    return share_with_result(model, config, data, train_config=train_config, finetune=finetune).model

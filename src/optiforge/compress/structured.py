@@ -12,15 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiforge.compress.common import Finetune, read_layer_values
+from optiforge.compress.common import Trainer, chosen_layers, layer_values
 from optiforge.compress.config import PruneConfig
-from optiforge.compress.select import check_names, select_layers
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.errors import ConfigError, DependencyError, ModelError
+from optiforge.layers import WEIGHTED_TYPES
 from optiforge.tasks import task_for
 
-ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # leaf layers whose parameters Torch-Pruning knows how to slice
 _SLICEABLE = (
     nn.Linear,
@@ -149,11 +148,11 @@ def _check_runs(model: nn.Module, example_inputs: Any) -> None:
 def prune_structured(
     model: nn.Module,
     config: PruneConfig,
-    finetune: Finetune | None,
+    finetune: Trainer,
     data: TaskData | None = None,
     example_inputs: Any = None,
-) -> nn.Module:
-    """Remove the least important channels/neurons (and heads), then fine-tune."""
+) -> tuple[nn.Module, list[str]]:
+    """Remove the least important channels/neurons (and heads), then fine-tune. Returns (model, layers pruned)."""
     tp = _torch_pruning()
     if example_inputs is None:
         if data is None:
@@ -164,10 +163,11 @@ def prune_structured(
         example_inputs = example_inputs.to(device)
     elif isinstance(example_inputs, dict):
         example_inputs = {key: value.to(device) for key, value in example_inputs.items()}
-    selection = config.layers.model_copy(update={"keep_last": True})  # the classifier's outputs are the classes
-    layers = select_layers(model, selection, ROOT_TYPES)
+    layers = chosen_layers(model, config.layers, "structured pruning")
     heads = attention_heads(model)
-    ignored = [module for module in model.modules() if isinstance(module, ROOT_TYPES) and module not in layers.values()]
+    ignored = [
+        module for module in model.modules() if isinstance(module, WEIGHTED_TYPES) and module not in layers.values()
+    ]
     if heads:
         # the residual stream of an encoder keeps its width: only heads and feed-forward neurons shrink
         width = next(iter(heads)).in_features
@@ -176,10 +176,8 @@ def prune_structured(
             for module in layers.values()
             if isinstance(module, nn.Linear) and module.out_features == width and module not in heads
         ]
-    layer_sparsity = read_layer_values(config.layer_sparsity, "layer_sparsity")
-    check_names(model, list(layer_sparsity), "layer_sparsity")
-    named = dict(model.named_modules())
-    ratio_dict = {named[name]: fraction for name, fraction in layer_sparsity.items()}
+    layer_sparsity = layer_values(model, list(layers), config.layer_sparsity, "layer_sparsity")
+    ratio_dict = {layers[name]: fraction for name, fraction in layer_sparsity.items()}
     head_sparsity = config.structured.head_sparsity if config.structured.head_sparsity is not None else config.sparsity
     steps = config.structured.iterative_steps
     try:
@@ -208,9 +206,8 @@ def prune_structured(
             f"structured pruning cannot follow the dependencies of {type(model).__name__}: {hint}; "
             "exclude it with layers.exclude or use method 'magnitude'"
         ) from None
-    epochs_per_step = [
-        config.finetune_epochs // steps + (1 if index < config.finetune_epochs % steps else 0) for index in range(steps)
-    ]
+    epochs = config.finetune.epochs
+    epochs_per_step = [epochs // steps + (1 if index < epochs % steps else 0) for index in range(steps)]
     for step in range(steps):
         if config.structured.importance == "taylor":
             _taylor_gradients(model, data, config.structured.taylor_batches)
@@ -218,6 +215,6 @@ def prune_structured(
         model.zero_grad(set_to_none=True)
         _fix_attention_sizes(model)
         _check_runs(model, example_inputs)
-        if epochs_per_step[step] > 0 and finetune is not None:
-            model = finetune(model, epochs_per_step[step], [], f"finetune-{step + 1}" if steps > 1 else "finetune")
-    return model
+        name = f"finetune-{step + 1}" if steps > 1 else "finetune"
+        model = finetune(model, name=name, epochs=epochs_per_step[step])
+    return model, list(layers)

@@ -115,6 +115,29 @@ def _labels(dataset: Dataset) -> torch.Tensor:
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
 
 
+def _check_split(split: object, split_name: str, name: str) -> None:
+    """Refuse a split that is not a dataset of (tensor, class index) pairs, naming what it is instead."""
+    where = f"data: the {split_name} split of '{name}'"
+    if not hasattr(split, "__len__") or not hasattr(split, "__getitem__"):
+        raise DataError(f"{where} is a {type(split).__name__}, not a dataset of (tensor, label) pairs")
+    if len(split) == 0:
+        return
+    try:  # the dataset is the user's code: its failures are data problems
+        item = split[0]
+        is_pair = isinstance(item, (tuple, list)) and len(item) == 2
+        labels = _labels(split) if is_pair else None
+    except Exception as error:
+        raise DataError(f"{where}: reading its items failed: {type(error).__name__}: {error}") from None
+    if not is_pair or not isinstance(item[0], torch.Tensor):
+        raise DataError(f"{where}: items must be (tensor, label) pairs, got {type(item).__name__} {item!r:.60}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
+        raise DataError(
+            f"{where}: labels must be integer class indices, got {labels.dtype} of shape {tuple(labels.shape)}"
+        )
+    if int(labels.min()) < 0:
+        raise DataError(f"{where}: labels must be class indices 0, 1, 2, ..., got {int(labels.min())}")
+
+
 def build_data(config: DataConfig) -> TaskData:
     """Build the splits a recipe's ``data:`` section describes."""
     if config.factory:
@@ -124,15 +147,21 @@ def build_data(config: DataConfig) -> TaskData:
         builder = DATASETS.get(config.name or "", field="data.name")
         name = config.name or "data"
     try:
-        splits = call_with_options(builder, config.options, "data")
+        # a builder that cuts its own splits takes the section's seed and validation fraction
+        splits = call_with_options(builder, config.options, "data", seed=config.seed, val_fraction=config.val_fraction)
     except (ConfigError, DataError):
         raise
-    except Exception as error:  # a user factory failing is a data problem, not a bug of ours
+    except (Exception, SystemExit) as error:  # a user factory failing is a data problem, not a bug of ours
         raise DataError(f"data: building '{name}' failed: {type(error).__name__}: {error}") from None
     if isinstance(splits, TaskData):
+        splits.workers = splits.workers or config.workers
         return splits
     if not isinstance(splits, (tuple, list)) or len(splits) not in (2, 3):
         raise DataError(f"data: '{name}' must return (train, test) or (train, val, test) datasets")
+    for split_name, split in zip(
+        ("train", "test") if len(splits) == 2 else ("train", "val", "test"), splits, strict=True
+    ):
+        _check_split(split, split_name, name)
     num_classes = max(_num_classes(split) for split in splits)
     if len(splits) == 2:
         train_full, test = splits

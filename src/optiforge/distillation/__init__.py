@@ -7,19 +7,22 @@ logit MSE, hints, embedding losses, input mixing seen by both models);
 """
 
 from optiforge.distillation import students
-from optiforge.distillation.api import DEFAULT_TRAIN, distill, prepare
+from optiforge.distillation.api import DEFAULT_TRAIN, DistillResult, distill, distill_with_result, prepare
 from optiforge.distillation.callback import DistillationCallback, DistillationStudent
-from optiforge.distillation.config import DistillConfig, HintConfig, MixConfig
+from optiforge.distillation.config import DistillConfig, DistillLossConfig, HintConfig, MixConfig
 from optiforge.distillation.teachers import resolve_teacher
 
 __all__ = [
     "DEFAULT_TRAIN",
     "DistillConfig",
+    "DistillLossConfig",
+    "DistillResult",
     "DistillationCallback",
     "DistillationStudent",
     "HintConfig",
     "MixConfig",
     "distill",
+    "distill_with_result",
     "prepare",
     "resolve_teacher",
     "students",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,11 +16,11 @@ from optiforge.distillation.hints import FeatureRecorder, find_layer, make_adapt
 from optiforge.distillation.teachers import TeacherSource, resolve_teacher
 from optiforge.errors import ConfigError, ModelError
 from optiforge.tasks import Task
-from optiforge.training.loop import train as train_loop
+from optiforge.training.finetune import Finetune, finetuner
 
 # Used when the caller gives no training settings: AdamW with a one-cycle
 # schedule learned fastest in our MNIST-1D and digits runs; epochs always come
-# from DistillConfig.epochs.
+# from DistillConfig.finetune.epochs.
 DEFAULT_TRAIN = TrainConfig(
     optimizer=OptimizerConfig(name="adamw", lr=0.003, weight_decay=0.01),
     schedule=ScheduleConfig(name="onecycle"),
@@ -89,12 +90,55 @@ def prepare(
     return wrapped, callback
 
 
+@dataclass
+class DistillResult:
+    """What :func:`distill_with_result` did: the trained student, the config, the training history."""
+
+    model: nn.Module
+    config: DistillConfig
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+
+
+def distill_with_result(
+    teacher: TeacherSource,
+    student: nn.Module,
+    data: TaskData,
+    config: DistillConfig | None = None,
+    *,
+    finetune: Finetune | None = None,
+    train: TrainConfig | None = None,
+    hardware: HardwareConfig | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    task: Task | None = None,
+) -> DistillResult:
+    """Train ``student`` to imitate ``teacher``; return it with the training history (see :func:`distill`)."""
+    config = config or DistillConfig()
+    teacher_module = resolve_teacher(teacher, data)
+    wrapped, callback = prepare(teacher_module, student, data, config)
+    if finetune is None:
+        finetune = finetuner(
+            data,
+            train or DEFAULT_TRAIN,
+            hardware=hardware,
+            checkpoint_root=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+            task=task,
+        )
+    result = finetune(wrapped, config.finetune, callbacks=[callback], name="distill")
+    return DistillResult(result.model.student, config, result.epochs_run, result.history)
+
+
 def distill(
     teacher: TeacherSource,
     student: nn.Module,
     data: TaskData,
     config: DistillConfig | None = None,
     *,
+    finetune: Finetune | None = None,
     train: TrainConfig | None = None,
     hardware: HardwareConfig | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -105,9 +149,14 @@ def distill(
     """Train ``student`` to imitate ``teacher`` on ``data`` and return the student.
 
     ``teacher`` is a module, a ``ModelConfig`` with a checkpoint, a
-    ``"package.module:function"`` factory, a TorchScript/``.pt2`` file or a
-    callable. ``train`` gives optimizer, schedule and batch size (default
-    :data:`DEFAULT_TRAIN`); the number of epochs is ``config.epochs``.
+    ``"package.module:function"`` factory or a callable (a TorchScript or
+    ``.pt2`` file runs code when loaded: load one you made with
+    ``resolve_teacher(path, data, trusted=True)`` and pass the module).
+    Training runs ``config.finetune`` through ``finetune`` (a
+    :class:`~optiforge.training.finetune.Finetune`) or else the training
+    engine, whose unset settings come from ``train`` (default
+    :data:`DEFAULT_TRAIN`); with ``checkpoint_dir`` it checkpoints into
+    ``checkpoint_dir/distill``.
 
     >>> import optiforge
     >>> from optiforge import DistillConfig, ModelConfig
@@ -115,24 +164,20 @@ def distill(
     >>> teacher = optiforge.build_model(ModelConfig(name="mlp", hidden=[64]), data)
     >>> _ = optiforge.train(teacher, data, optiforge.TrainConfig(epochs=2), progress=False)
     >>> student = optiforge.build_model(ModelConfig(name="mlp", hidden=[16]), data)
-    >>> student = optiforge.distill(teacher, student, data, DistillConfig(epochs=2), progress=False)
+    >>> student = optiforge.distill(teacher, student, data, DistillConfig(finetune={"epochs": 2}), progress=False)
     >>> type(student).__name__
     'Sequential'
     """
-    config = config or DistillConfig()
-    teacher_module = resolve_teacher(teacher, data)
-    wrapped, callback = prepare(teacher_module, student, data, config)
-    settings = (train or DEFAULT_TRAIN).model_copy(update={"epochs": config.epochs})
-    result = train_loop(
-        wrapped,
+    return distill_with_result(
+        teacher,
+        student,
         data,
-        settings,
-        hardware=hardware or HardwareConfig(),
-        callbacks=[callback],
+        config,
+        finetune=finetune,
+        train=train,
+        hardware=hardware,
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         progress=progress,
         task=task,
-        description="distill",
-    )
-    return result.model.student
+    ).model

@@ -100,17 +100,17 @@ class DistillationCallback(Callback):
     def compute_loss(
         self, state: TrainState, inputs: Any, targets: Any, outputs: Any, loss: torch.Tensor
     ) -> torch.Tensor:
-        config = self.config
+        config, alpha = self.config, self.config.loss.alpha
         self._batches += 1
-        if config.alpha == 0 and not config.hints:
+        if alpha == 0 and not config.hints:
             return loss  # nothing to learn from the teacher: spare its forward pass
         teacher_outputs = self._teacher_outputs(inputs)
         # at alpha = 1 the task loss is left out entirely (not multiplied by 0: 0 · inf is NaN)
-        total = (1 - config.alpha) * loss if config.alpha < 1 else None
-        if config.alpha > 0:
-            term = output_loss(outputs, teacher_outputs.detach(), config.loss, config.temperature)
+        total = (1 - alpha) * loss if alpha < 1 else None
+        if alpha > 0:
+            term = output_loss(outputs, teacher_outputs.detach(), config.loss.kind, config.loss.temperature)
             self._add("distill_loss", term)
-            total = config.alpha * term if total is None else total + config.alpha * term
+            total = alpha * term if total is None else total + alpha * term
         for index, hint in enumerate(config.hints):
             student_features = self._student_recorder.features[hint.student]
             teacher_features = self._teacher_recorder.features[hint.teacher].detach()

@@ -2,68 +2,28 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from optiforge.config import Config
-from optiforge.errors import ConfigError
+from optiforge.config import Config, FinetuneConfig
 
+# fields of the ``distill`` stage that were replaced: the recipe error for an old name points at its replacement
+RENAMED = {
+    "epochs": "finetune.epochs",
+    "optimizer": "finetune.optimizer",
+    "schedule": "finetune.schedule",
+    "batch_size": "finetune.batch_size",
+    "temperature": "loss.temperature",
+    "alpha": "loss.alpha",
+    "shrink": "student.shrink",
+}
 
-def _describe(error: ValidationError, name: str) -> str:
-    """One line per problem naming the field, e.g. ``DistillConfig.alpha: ... (got 1.5)``."""
-    lines = []
-    for problem in error.errors():
-        where = name
-        for part in problem["loc"]:
-            if isinstance(part, int):
-                where += f"[{part}]"
-            elif not str(part).startswith("function-"):
-                where += f".{part}"
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            lines.append(f"unknown field '{where}'")
-        else:
-            lines.append(f"{where}: {message} (got {problem.get('input')!r})")
-    return "; ".join(lines)
+# patient teaching: long schedules by default
+DEFAULT_EPOCHS = 150
 
 
-# Set while pydantic validates: then errors stay ValidationErrors, so an outer
-# config (or the recipe loader) reports them with the full field path.
-_VALIDATING: ContextVar[bool] = ContextVar("_VALIDATING", default=False)
-
-
-class _PeopleConfig(Config):
-    """A config whose Python constructor raises :class:`ConfigError` naming the field.
-
-    ``DistillConfig(alpha=2)`` raises ConfigError; ``model_validate`` (used by
-    the recipe loader, which words the error with the stage's path) and
-    configs nested in another keep pydantic's ValidationError.
-    """
-
-    def __init__(self, **data: Any) -> None:
-        if _VALIDATING.get():
-            super().__init__(**data)
-            return
-        token = _VALIDATING.set(True)
-        try:
-            super().__init__(**data)
-        except ValidationError as error:
-            raise ConfigError(_describe(error, type(self).__name__)) from None
-        finally:
-            _VALIDATING.reset(token)
-
-    @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
-        token = _VALIDATING.set(True)
-        try:
-            return super().model_validate(obj, **kwargs)
-        finally:
-            _VALIDATING.reset(token)
-
-
-class MixConfig(_PeopleConfig):
+class MixConfig(Config):
     """Input mixing applied to each training batch (student and teacher see the same result)."""
 
     kind: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "mixup_cutmix"
@@ -71,7 +31,7 @@ class MixConfig(_PeopleConfig):
     probability: float = Field(1.0, ge=0.0, le=1.0, description="share of samples that are mixed")
 
 
-class HintConfig(_PeopleConfig):
+class HintConfig(Config):
     """Match an intermediate student layer to a teacher layer (FitNets, Romero et al. 2015).
 
     Layer names are those of ``model.named_modules()`` (``"3"`` in a Sequential,
@@ -86,25 +46,51 @@ class HintConfig(_PeopleConfig):
     loss: Literal["mse", "cosine"] = "mse"
 
 
-class DistillConfig(_PeopleConfig):
-    """How a student learns from a teacher.
+class DistillLossConfig(Config):
+    """The distillation term on the outputs and its weight against the task loss.
 
-    The loss is ``(1 − alpha) · task loss + alpha · distillation term + Σ hint
-    weight · hint loss``. ``loss`` picks the distillation term on the outputs:
-    ``kl`` soft targets at ``temperature`` (scaled by T²), ``mse`` on logits,
-    ``cosine``/``mse`` for encoders whose output is a pooled embedding.
+    ``kind``: ``kl`` soft targets at ``temperature`` (scaled by T²), ``mse``
+    on logits, ``cosine``/``mse`` for encoders whose output is a pooled embedding.
     """
 
-    loss: Literal["kl", "mse", "cosine"] = "kl"
+    kind: Literal["kl", "mse", "cosine"] = "kl"
     temperature: float = Field(2.0, gt=0.0)
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the distillation term")
-    epochs: int = Field(150, ge=1, description="patient teaching: long schedules by default")
+
+
+class DistillConfig(Config):
+    """How a student learns from a teacher.
+
+    The loss is ``(1 − loss.alpha) · task loss + loss.alpha · distillation term
+    + Σ hint weight · hint loss``. ``finetune`` is the training run (150 epochs
+    unless ``finetune.epochs`` says otherwise; other unset fields take the
+    recipe's ``train:``, or :data:`~optiforge.distillation.api.DEFAULT_TRAIN`
+    from Python).
+
+    >>> DistillConfig(finetune={"lr": 0.01}).finetune.epochs
+    150
+    """
+
+    loss: DistillLossConfig = DistillLossConfig()
+    finetune: FinetuneConfig = FinetuneConfig(epochs=DEFAULT_EPOCHS)
     mixing: MixConfig = MixConfig()
     hints: list[HintConfig] = Field(default_factory=list)
     cache_teacher: bool = Field(False, description="compute teacher outputs once (needs mixing.kind: none)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _patient_by_default(cls, data: Any) -> Any:
+        finetune = data.get("finetune") if isinstance(data, dict) else None
+        if isinstance(finetune, dict) and "epochs" not in finetune:
+            return {**data, "finetune": {**finetune, "epochs": DEFAULT_EPOCHS}}
+        if isinstance(finetune, FinetuneConfig) and "epochs" not in finetune.model_fields_set:
+            return {**data, "finetune": finetune.model_copy(update={"epochs": DEFAULT_EPOCHS})}
+        return data
+
     @model_validator(mode="after")
-    def _cache_needs_fixed_inputs(self) -> DistillConfig:
+    def _checks(self) -> DistillConfig:
+        if self.finetune.epochs < 1:
+            raise ValueError("finetune.epochs must be at least 1: distillation is a training run")
         if self.cache_teacher and self.mixing.kind != "none":
             raise ValueError(
                 "cache_teacher needs the same inputs every epoch; set mixing.kind: none "
@@ -113,3 +99,6 @@ class DistillConfig(_PeopleConfig):
         if self.cache_teacher and self.hints:
             raise ValueError("cache_teacher stores outputs only; it cannot be combined with hints")
         return self
+
+
+DistillConfig.renamed_fields = RENAMED

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optiforge.errors import DependencyError, ModelError
-from optiforge.imports import quiet_optional_imports
+from optiforge.imports import hide_if_broken, quiet_optional_imports
 
 log = logging.getLogger("optiforge")
 
@@ -93,6 +93,7 @@ def read_settings(folder: Path) -> EncoderSettings:
 def _transformers():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local; never reach for the network
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    hide_if_broken("torchvision")  # transformers imports it whenever it is installed
     try:
         import transformers
     except ImportError:

@@ -3,4 +3,11 @@
 from optiforge.hardware.device import Precision, compile_model, resolve_device, set_threads
 from optiforge.hardware.onnx_runtime import bench_onnx, installed_providers
 
-__all__ = ["Precision", "bench_onnx", "compile_model", "installed_providers", "resolve_device", "set_threads"]
+__all__ = [
+    "Precision",
+    "bench_onnx",
+    "compile_model",
+    "installed_providers",
+    "resolve_device",
+    "set_threads",
+]

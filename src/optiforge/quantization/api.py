@@ -27,9 +27,11 @@ from torch import nn
 from optiforge.bench.selection import Candidate, select
 from optiforge.bench.timing import interleaved, per_second
 from optiforge.errors import ConfigError, OptiforgeError
+from optiforge.hardware.inference_compile import FrozenCompiled
 from optiforge.layers import WEIGHTED_TYPES, weighted_layers
 from optiforge.quantization import torch_engine
 from optiforge.quantization.calibration import call, check_fits, model_inputs, take_batches
+from optiforge.quantization.casts import check_cast
 from optiforge.quantization.config import QuantConfig
 from optiforge.quantization.fidelity import Fidelity, compare, float_outputs, labels_of
 from optiforge.quantization.schemes import candidates, require
@@ -143,7 +145,9 @@ class QuantizeResult:
 def _build_torch(job: Job, float_layers: list[str]) -> Built:
     scheme = job.config.scheme
     if scheme in ("fp16", "bf16"):
-        return Built(torch_engine.cast(job.model, scheme), [])
+        cast = torch_engine.cast(job.model, scheme)
+        check_cast(job.model, cast, job.example, job.config)
+        return Built(cast, [])
     if scheme == "int8_dynamic":
         return Built(*torch_engine.dynamic(job.model, job.config, float_layers))
     trained, history = None, []
@@ -160,6 +164,21 @@ def _build_torch(job: Job, float_layers: list[str]) -> Built:
         trained, history = result.model.cpu(), list(result.history)
         model = torch_engine.convert_qat(trained)
     return Built(model, torch_engine.unconverted_layers(model, float_layers, job.layers), trained, history)
+
+
+def _build_pt2e(job: Job, float_layers: list[str]) -> Built:
+    from optiforge.quantization import pt2e_engine
+
+    scheme = job.config.scheme
+    if scheme == "int8_static":
+        return Built(pt2e_engine.static(job.model, job.batches, float_layers), [])
+    if scheme == "int8_dynamic":
+        return Built(*pt2e_engine.dynamic(job.model, job.example, float_layers))
+    if job.finetune is None:
+        raise ConfigError("quantize: scheme 'qat_int8' needs finetune= a fine-tune callable (see engine torch)")
+    prepared = pt2e_engine.prepare_qat(job.model, job.example, float_layers)
+    result = job.finetune(prepared, job.config.finetune, name="qat", lr_scale=QAT_LR_SCALE)
+    return Built(pt2e_engine.convert_qat(result.model, job.example), [], None, list(result.history))
 
 
 def _build_torchao(job: Job, float_layers: list[str]) -> Built:
@@ -183,9 +202,16 @@ def _build_onnxruntime(job: Job, float_layers: list[str]) -> Built:
 
 BUILDERS: dict[str, Callable[[Job, list[str]], Built]] = {
     "torch": _build_torch,
+    "pt2e": _build_pt2e,
     "torchao": _build_torchao,
     "onnxruntime": _build_onnxruntime,
 }
+
+
+def _reference(model: nn.Module) -> nn.Module:
+    """The eager graph behind a compiled model: fidelity is measured on it (inductor's int8 kernels compute
+    the same quantized arithmetic), so a mixed-precision search does not compile every candidate."""
+    return model.model if isinstance(model, FrozenCompiled) else model
 
 
 def _timing_batch(job: Job) -> Any:
@@ -236,7 +262,10 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
         )
     if not evaluation:
         return attempt
-    evaluate = functools.partial(compare, batches=evaluation, reference=reference)
+
+    def evaluate(model: nn.Module) -> Fidelity:
+        return compare(_reference(model), batches=evaluation, reference=reference)
+
     attempt.fidelity = evaluate(built.model)
     constrained = config.has_target or config.engine == "auto"
     attempt.target_met = not constrained or attempt.fidelity.meets(*_target(config))

@@ -5,6 +5,10 @@ torchao tensors are stored by their parts (codes, scales, zero points); int4
 codes, which torchao keeps one per byte in memory, are packed two per byte,
 so the file is what an int4 model really ships as.
 ``load_quantized_state`` reads such a file back as a float state dict.
+
+The file holds only tensors (int8 and quantized tensors included), dtypes and
+plain containers, so ``torch.load(path, weights_only=True)`` reads it and
+loading it cannot run code.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from optiforge.errors import ModelError
 from optiforge.files import atomic_save
+from optiforge.models.weights import read_weights
 
 FORMAT = "optiforge-quantized-1"
 
@@ -49,16 +55,46 @@ def _parts(tensor: torch.Tensor) -> dict | None:
     return entry
 
 
+_PLAIN = (str, int, float, bool, type(None), torch.dtype, torch.Size)
+
+
+def _check_plain(value: object, name: str) -> None:
+    """Refuse what ``weights_only=True`` could not read back (any object but tensors, dtypes and containers)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, name)
+            _check_plain(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(item, name)
+    elif torch.is_tensor(value):
+        if type(value) not in (torch.Tensor, nn.Parameter):
+            raise ModelError(f"save_quantized: '{name}' is a {type(value).__name__}, which cannot be stored as tensors")
+    elif not isinstance(value, _PLAIN):
+        raise ModelError(
+            f"save_quantized: '{name}' is a {type(value).__name__}; the quantized file holds only tensors "
+            "and plain values so that loading it cannot run code"
+        )
+
+
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s quantized state; returns the path."""
+    """Write ``model``'s quantized state as tensors and plain values; returns the path.
+
+    A model that ships as a program (PT2E int8: a ``save_program`` method) is written as a ``torch.export``
+    program beside ``path``, with the suffix ``.pt2``.
+    """
+    save = getattr(model, "save_program", None)
+    if callable(save):
+        return save(Path(path).with_suffix(".pt2"))
     state = model.state_dict()
-    if not any(_parts(value) is not None for value in state.values() if torch.is_tensor(value)):
-        return atomic_save(state, path)
-    tensors = {}
-    for name, value in state.items():
-        parts = _parts(value) if torch.is_tensor(value) else None
-        tensors[name] = parts if parts is not None else value
-    return atomic_save({"format": FORMAT, "tensors": tensors}, path)
+    if any(_parts(value) is not None for value in state.values() if torch.is_tensor(value)):
+        tensors = {}
+        for name, value in state.items():
+            parts = _parts(value) if torch.is_tensor(value) else None
+            tensors[name] = parts if parts is not None else value
+        state = {"format": FORMAT, "tensors": tensors}
+    _check_plain(state, "")
+    return atomic_save(state, path)
 
 
 def _dequantize(entry: dict) -> torch.Tensor:
@@ -75,8 +111,12 @@ def _dequantize(entry: dict) -> torch.Tensor:
 
 
 def load_quantized_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A float state dict from a file written by :func:`save_quantized` (torchao layouts)."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    """A float state dict from a file written by :func:`save_quantized` (torchao layouts).
+
+    The file is read with ``weights_only=True``: a file holding anything but
+    tensors and plain values is refused with a ModelError, never run.
+    """
+    saved = read_weights(path, "quantized state")
     if not (isinstance(saved, dict) and saved.get("format") == FORMAT):
         return saved
     return {name: _dequantize(value) if isinstance(value, dict) else value for name, value in saved["tensors"].items()}

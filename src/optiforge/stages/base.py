@@ -99,22 +99,31 @@ class StageContext:
         )
 
 
+StageCheck = Callable[[nn.Module, BaseModel, TaskData], nn.Module | None]
+
+
 @dataclass(frozen=True)
 class StageKind:
+    """A stage kind. ``check(model, config, data)``, when given, runs before the run writes anything:
+    it raises an :class:`~optiforge.errors.OptiforgeError` for what the stage would refuse later (a layer
+    name the model lacks) and returns the model the next stage receives when the stage changes the
+    architecture (a distilled student), else ``None``. It must not change ``model``."""
+
     name: str
     config: type[BaseModel]
     apply: Callable[[nn.Module, BaseModel, StageContext], StageOutput | nn.Module]
     description: str
+    check: StageCheck | None = None
 
 
 STAGES: Registry[StageKind] = Registry("stage kind")
 
 
-def register_stage(name: str, config: type[BaseModel], description: str) -> Callable:
-    """Decorator registering ``apply(model, config, ctx)`` as stage kind ``name``."""
+def register_stage(name: str, config: type[BaseModel], description: str, check: StageCheck | None = None) -> Callable:
+    """Decorator registering ``apply(model, config, ctx)`` as stage kind ``name``, with its pre-run ``check``."""
 
     def add(apply: Callable) -> Callable:
-        STAGES.add(name, StageKind(name, config, apply, description))
+        STAGES.add(name, StageKind(name, config, apply, description, check))
         return apply
 
     return add

@@ -1,63 +1,83 @@
 """Stage kinds ``prune``, ``share`` and ``factorize``: each writes its model as a packed file,
-so the report's ``size_bytes`` is what the compressed model really takes on disk."""
+so the report's ``size_bytes`` is what the compressed model really takes on disk.
+
+The row of each stage adds ``weight_sparsity`` (share of zeros over the
+weights of every Linear and Conv layer of the model), the layers compressed
+and skipped, and ``compression``: the configs applied so far by this and the
+compression stages right before it, as the packed file's header records them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 from torch import nn
 
+from optiforge.compress.common import CompressionResult, read_layer_values
 from optiforge.compress.config import FactorizeConfig, PruneConfig, ShareConfig
+from optiforge.data.builtin import TaskData
+from optiforge.layers import check_patterns
 from optiforge.stages.base import StageContext, StageOutput, register_stage
-from optiforge.training.callbacks import Callback
 
 
-class _Finetune:
-    """Fine-tuning through the recipe's training engine, keeping each run's history."""
-
-    def __init__(self, ctx: StageContext) -> None:
-        self.ctx = ctx
-        self.history: list[dict] = []
-
-    def __call__(self, model: nn.Module, epochs: int, callbacks: Sequence[Callback], name: str) -> nn.Module:
-        result = self.ctx.finetune(model, epochs, callbacks=callbacks, name=name)
-        self.history += [{**row, "run": name} for row in result.history]
-        return result.model
-
-
-def _output(model: nn.Module, ctx: StageContext, finetune: _Finetune, info: dict) -> StageOutput:
-    from optiforge.compress.common import weight_sparsity
+def _output(result: CompressionResult, ctx: StageContext, info: dict) -> StageOutput:
     from optiforge.compress.packed import write_packed
 
+    earlier = ctx.previous[-1].get("compression", []) if ctx.previous else []
+    applied = [*earlier, result.applied]
     artifact = None
     if ctx.strategy.is_main:
-        artifact = write_packed(model, ctx.stage_dir / "model.ofpk")
-    info = {"weight_sparsity": round(weight_sparsity(model), 4), **info}
-    return StageOutput(model, artifact=artifact, info=info, history=finetune.history)
+        artifact = write_packed(result.model, ctx.stage_dir / "model.ofpk", applied=applied)
+    info = {**result.info(), **info, "compression": applied}
+    return StageOutput(result.model, artifact=artifact, info=info, history=result.history)
 
 
-@register_stage("prune", PruneConfig, "magnitude (zeros) or structured (smaller layers) pruning, optional fine-tuning")
+def check_prune(model: nn.Module, config: PruneConfig, data: TaskData) -> None:
+    """Layer names in ``layers.exclude`` and ``layer_sparsity``; structured pruning keeps every name."""
+    config.layers.check(model, "prune.layers")
+    check_patterns(
+        model, list(read_layer_values(config.layer_sparsity, "prune.layer_sparsity")), "prune.layer_sparsity"
+    )
+
+
+def check_layers(stage: str) -> Callable[[nn.Module, ShareConfig | FactorizeConfig, TaskData], None]:
+    def check(model: nn.Module, config: ShareConfig | FactorizeConfig, data: TaskData) -> None:
+        config.layers.check(model, f"{stage}.layers")
+
+    return check
+
+
+@register_stage(
+    "prune",
+    PruneConfig,
+    "magnitude (zeros) or structured (smaller layers) pruning, optional fine-tuning",
+    check=check_prune,
+)
 def prune_stage(model: nn.Module, config: PruneConfig, ctx: StageContext) -> StageOutput:
-    from optiforge.compress.pruning import prune
+    from optiforge.compress.pruning import prune_with_result
 
-    finetune = _Finetune(ctx)
-    model = prune(model, config, ctx.data, finetune=finetune)
-    return _output(model, ctx, finetune, {"method": config.method})
+    result = prune_with_result(model, config, ctx.data, finetune=ctx.finetuner)
+    return _output(result, ctx, {"method": config.method})
 
 
-@register_stage("share", ShareConfig, "k-means weight sharing per layer, shared values fine-tuned")
+@register_stage(
+    "share", ShareConfig, "k-means weight sharing per layer, shared values fine-tuned", check=check_layers("share")
+)
 def share_stage(model: nn.Module, config: ShareConfig, ctx: StageContext) -> StageOutput:
-    from optiforge.compress.sharing import share
+    from optiforge.compress.sharing import share_with_result
 
-    finetune = _Finetune(ctx)
-    model = share(model, config, ctx.data, finetune=finetune)
-    return _output(model, ctx, finetune, {"clusters": config.clusters})
+    result = share_with_result(model, config, ctx.data, finetune=ctx.finetuner)
+    return _output(result, ctx, {"clusters": config.clusters})
 
 
-@register_stage("factorize", FactorizeConfig, "low-rank (truncated SVD) factorisation of Linear and Conv layers")
+@register_stage(
+    "factorize",
+    FactorizeConfig,
+    "low-rank (truncated SVD) factorisation of Linear and Conv layers",
+    check=check_layers("factorize"),
+)
 def factorize_stage(model: nn.Module, config: FactorizeConfig, ctx: StageContext) -> StageOutput:
-    from optiforge.compress.lowrank import factorize
+    from optiforge.compress.lowrank import factorize_with_result
 
-    finetune = _Finetune(ctx)
-    model = factorize(model, config, ctx.data, finetune=finetune)
-    return _output(model, ctx, finetune, {})
+    result = factorize_with_result(model, config, ctx.data, finetune=ctx.finetuner)
+    return _output(result, ctx, {})

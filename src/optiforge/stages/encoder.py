@@ -17,6 +17,7 @@ from torch import nn
 
 from optiforge import encoders  # noqa: F401  registers model 'minilm' and task 'embedding'
 from optiforge.config import Config
+from optiforge.data.builtin import TaskData
 from optiforge.encoders.optimize import EncoderRuntimeConfig
 from optiforge.errors import ModelError
 from optiforge.stages.base import StageContext, StageOutput, register_stage
@@ -44,7 +45,23 @@ def _encoder_of(model: nn.Module, stage: str) -> nn.Module:
     return model
 
 
-@register_stage("encoder_runtime", EncoderRuntimeConfig, "sentence encoder → fused (smoothed, int8) ONNX Runtime graph")
+def _check_runtime(encoder: nn.Module, config: EncoderRuntimeConfig, field: str) -> None:
+    """Every layer pattern and type name must match a layer of the encoder."""
+    config.layers.check(encoder, f"{field}.layers")
+    if config.smoothing is not None:
+        config.smoothing.layers.check(encoder, f"{field}.smoothing.layers")
+
+
+def check_encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, data: TaskData) -> None:
+    _check_runtime(_encoder_of(model, "encoder_runtime"), config, "encoder_runtime")
+
+
+@register_stage(
+    "encoder_runtime",
+    EncoderRuntimeConfig,
+    "sentence encoder → fused (smoothed, int8) ONNX Runtime graph",
+    check=check_encoder_runtime,
+)
 def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
     from optiforge.encoders.optimize import optimize_encoder_with_result
 
@@ -68,10 +85,17 @@ class EncoderSearchConfig(Config):
     )
 
 
+def check_encoder_search(model: nn.Module, config: EncoderSearchConfig, data: TaskData) -> None:
+    encoder = _encoder_of(model, "encoder_search")
+    for index, candidate in enumerate(config.candidates):
+        _check_runtime(encoder, candidate, f"encoder_search.candidates[{index}]")
+
+
 @register_stage(
     "encoder_search",
     EncoderSearchConfig,
     "measure runtime configurations side by side, keep the fastest faithful one (else float), plot the trade-off",
+    check=check_encoder_search,
 )
 def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageContext) -> StageOutput:
     from optiforge.encoders.search import search_runtime

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.quantization.config import QuantConfig
 from optiforge.stages.base import StageContext, StageOutput, register_stage
+
+
+def check_quantize(model: nn.Module, config: QuantConfig, data: TaskData) -> None:
+    config.layers.check(model, "quantize.layers")
 
 
 def _candidate_row(row: dict) -> dict:
@@ -29,6 +34,7 @@ def _candidate_row(row: dict) -> dict:
     QuantConfig,
     "int8 dynamic/static, weight-only int8/int4, fp16/bf16 or QAT, "
     "engine chosen by measurement, optional mixed precision",
+    check=check_quantize,
 )
 def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> StageOutput:
     from optiforge.exporters.onnx import OnnxModule

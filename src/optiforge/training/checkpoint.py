@@ -2,25 +2,86 @@
 
 Checkpoints are written atomically (:mod:`optiforge.files`), so a run killed
 at any moment leaves either the previous complete checkpoint or the new one.
-Loading uses ``weights_only=True`` so a checkpoint cannot run code.
+Loading uses ``weights_only=True`` (:mod:`optiforge.models.weights`) so a checkpoint cannot run code,
+and a checkpoint that does not fit the run is one TrainingError, not a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from optiforge.errors import TrainingError
+from optiforge.errors import OptiforgeError, TrainingError
+from optiforge.models.weights import describe_misfit, read_weights
+from optiforge.parallel import Strategy
+
+CHECKPOINT_KEYS = (
+    "epoch",
+    "step",
+    "finished",
+    "model",
+    "optimizer",
+    "schedule",
+    "scaler",
+    "rng",
+    "history",
+    "best_metric",
+    "best_weights",
+    "epochs_without_improvement",
+    "callbacks",
+)
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint written by the loop; anything else (truncated, foreign, code) is a TrainingError."""
+    saved = read_weights(path, "checkpoint", TrainingError)
+    if not isinstance(saved, dict):
+        raise TrainingError(
+            f"checkpoint: '{path}' holds a {type(saved).__name__}, not an optiforge training checkpoint"
+        )
+    missing = [key for key in CHECKPOINT_KEYS if key not in saved]
+    if missing:
+        raise TrainingError(
+            f"checkpoint: '{path}' is not an optiforge training checkpoint (it lacks {', '.join(map(repr, missing))}); "
+            "resume only from a run folder optiforge wrote, or start without --resume"
+        )
+    return saved
+
+
+def restore_training_state(
+    strategy: Strategy, model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict, path: Path
+) -> None:
+    """Put the checkpoint's model and optimizer state back; a checkpoint of another model is a TrainingError."""
+    model_state, optimizer_state = saved["model"], saved["optimizer"]
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise TrainingError(f"checkpoint '{path}' cannot be read ({type(error).__name__}: {error})") from None
+        strategy.load_checkpoint_state(model, optimizer, model_state, optimizer_state, path.parent)
+    except OptiforgeError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as failure:
+        problem = describe_misfit(model, model_state) if isinstance(model_state, Mapping) else None
+        if problem is None:
+            problem = f"{str(failure).splitlines()[0]}: the checkpoint is from another recipe, model or optimizer"
+        raise TrainingError(f"--resume: checkpoint '{path}' does not fit this run: {problem}") from None
+
+
+@contextlib.contextmanager
+def resuming(path: Path) -> Iterator[None]:
+    """Restoring the rest of a checkpoint (schedule, scaler, RNG, callbacks): a misfit is one TrainingError."""
+    try:
+        yield
+    except OptiforgeError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as failure:
+        raise TrainingError(
+            f"--resume: checkpoint '{path}' does not fit this run ({type(failure).__name__}: "
+            f"{str(failure).splitlines()[0] if str(failure) else ''}): the checkpoint is from another recipe"
+        ) from None
 
 
 def rng_state() -> dict:

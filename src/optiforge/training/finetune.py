@@ -71,7 +71,7 @@ def finetuner(
         name: str = "finetune",
         lr_scale: float = 1.0,
     ) -> TrainResult:
-        default_lr = None if lr_scale == 1.0 else base.optimizer.lr * lr_scale
+        default_lr = None if lr_scale == 1.0 or base.optimizer.lr == "auto" else base.optimizer.lr * lr_scale
         return train(
             model,
             data,

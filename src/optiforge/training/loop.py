@@ -22,17 +22,27 @@ from torch import nn
 
 from optiforge.config import HardwareConfig, TrainConfig
 from optiforge.data.builtin import TaskData
-from optiforge.data.loaders import make_loader
 from optiforge.errors import TrainingError
 from optiforge.files import atomic_save
 from optiforge.hardware import Precision, compile_model, resolve_device, set_threads
 from optiforge.parallel import SingleProcess, Strategy
 from optiforge.tasks import Task, task_for
 from optiforge.training.callbacks import Callback, TrainState
-from optiforge.training.checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
+from optiforge.training.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    resuming,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from optiforge.training.choices import resolve_choices
 from optiforge.training.optimizers import build_optimizer, is_full_batch
+from optiforge.training.precision_check import warn_if_bf16_is_slow
 from optiforge.training.progress import progress_bar
 from optiforge.training.schedules import Schedule
+from optiforge.training.stop_at import StopAt
+from optiforge.training.tensor_batches import make_batches
 
 log = logging.getLogger("optiforge")
 
@@ -41,13 +51,20 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 @dataclass
 class TrainResult:
-    """The trained model (unwrapped, on its device) and per-epoch history."""
+    """The trained model (unwrapped, on its device) and per-epoch history.
+
+    ``choices`` says what training decided for itself and why (``lr: auto``,
+    ``batch_size: auto``, ``stop_at``); ``config`` is the configuration as
+    trained, with numbers in place of ``auto``.
+    """
 
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     epochs_run: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    choices: dict = field(default_factory=dict)
+    config: TrainConfig | None = None
 
 
 def _improved(task: Task, value: float, best: float | None, min_delta: float) -> bool:
@@ -93,13 +110,36 @@ def train(
     seed_everything(config.seed)
     model.to(device)
     precision = Precision(hardware.precision, device)
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    saved = load_checkpoint(checkpoint_path) if resume and checkpoint_path and checkpoint_path.is_file() else None
+
+    single_process = isinstance(strategy, SingleProcess)
+    config, choices = resolve_choices(
+        model, data, config, hardware, single_process=single_process, saved=saved.get("choices") if saved else None
+    )
+    if saved is None:
+        warn_if_bf16_is_slow(model, data, task, precision)
+    seed_everything(config.seed)  # measuring drew random numbers; start where a run without measurements starts
+    stop_at = StopAt(config.stop_at, task, len(data.val) > 0) if config.stop_at else None
 
     batch_size = len(data.train) if is_full_batch(config.optimizer) else strategy.per_process_batch(config.batch_size)
     sampler = strategy.train_sampler(data.train, config.seed)
-    train_loader = make_loader(
-        data.train, batch_size, shuffle=True, seed=config.seed, sampler=sampler, workers=data.workers
+    # without a sampler or workers a tensor dataset is sliced on the device; otherwise a DataLoader
+    on_device = config.data_on_device
+    train_loader = make_batches(
+        data.train,
+        batch_size,
+        device,
+        on_device=on_device,
+        shuffle=True,
+        seed=config.seed,
+        sampler=sampler,
+        workers=data.workers,
     )
-    val_loader = make_loader(data.val, 512, sampler=strategy.eval_sampler(data.val)) if len(data.val) else None
+    val_sampler = strategy.eval_sampler(data.val)
+    val_loader = (
+        make_batches(data.val, 512, device, on_device=on_device, sampler=val_sampler) if len(data.val) else None
+    )
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
 
     # Wrap before building the optimizer: sharding strategies replace the parameters.
@@ -110,7 +150,6 @@ def train(
     best_metric: float | None = None
     best_weights: dict | None = None
     epochs_without_improvement = 0
-    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
 
     def save_checkpoint(finished: bool) -> None:
         if checkpoint_path is None:
@@ -134,23 +173,24 @@ def train(
                 "best_weights": best_weights,
                 "epochs_without_improvement": epochs_without_improvement,
                 "callbacks": [callback.state_dict() for callback in callbacks],
+                "choices": choices,
             },
             checkpoint_path,
         )
 
     finished = False
-    if resume and checkpoint_path is not None and checkpoint_path.is_file():
-        saved = load_checkpoint(checkpoint_path)
-        strategy.load_checkpoint_state(model, optimizer, saved["model"], saved["optimizer"], checkpoint_path.parent)
-        schedule.load_state_dict(saved["schedule"])
-        precision.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"])
-        state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
-        best_metric, best_weights = saved["best_metric"], saved["best_weights"]
-        epochs_without_improvement = saved["epochs_without_improvement"]
-        for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
-            callback.load_state_dict(callback_state)
-        finished = saved["finished"]
+    if saved is not None:
+        restore_training_state(strategy, model, optimizer, saved, checkpoint_path)
+        with resuming(checkpoint_path):
+            schedule.load_state_dict(saved["schedule"])
+            precision.scaler.load_state_dict(saved["scaler"])
+            set_rng_state(saved["rng"])
+            state.epoch, state.step, state.history = saved["epoch"], saved["step"], list(saved["history"])
+            best_metric, best_weights = saved["best_metric"], saved["best_weights"]
+            epochs_without_improvement = saved["epochs_without_improvement"]
+            for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
+                callback.load_state_dict(callback_state)
+            finished = saved["finished"]
         log.info("resumed %s from %s after epoch %d", description, checkpoint_path, state.epoch)
 
     for callback in callbacks:
@@ -185,10 +225,15 @@ def train(
                             loss = callback.compute_loss(state, inputs, targets, outputs, loss)
                 loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
                 if not math.isfinite(loss_value):
-                    where = f"'{checkpoint_path}'" if checkpoint_path else "nothing (no checkpoint folder)"
+                    if checkpoint_path is None:
+                        kept = "no checkpoint is kept (no checkpoint folder)"
+                    elif checkpoint_path.is_file():
+                        kept = f"last good checkpoint kept: '{checkpoint_path}'"
+                    else:
+                        kept = "no checkpoint was written yet (one is saved after each epoch)"
                     raise TrainingError(
                         f"{description}: the loss became {loss_value} at epoch {state.epoch + 1}, step {index + 1}; "
-                        f"training stopped, last good checkpoint kept: {where}. Try a lower learning rate or "
+                        f"training stopped, {kept}. Try a lower learning rate or "
                         "gradient clipping (train.grad_clip_norm)."
                     )
                 loss_sum, batches = loss_sum + loss_value, batches + 1
@@ -219,7 +264,8 @@ def train(
                 "train_loss": totals["loss"] / max(totals["batches"], 1),
                 "lr": optimizer.param_groups[0]["lr"],
             }
-            if val_loader is not None:
+            last = state.epoch + 1 == config.epochs
+            if val_loader is not None and ((state.epoch + 1) % config.eval_every == 0 or last):
                 metrics = task.evaluate(forward_model, val_loader, device, precision.autocast, strategy.reduce_sums)
                 record.update({f"val_{key}": value for key, value in metrics.items()})
                 for callback in callbacks:
@@ -243,6 +289,9 @@ def train(
                             best_metric,
                         )
                         state.stop = True
+            if stop_at is not None and stop_at.reached(record):
+                log.info("%s: %s reached after epoch %d", description, stop_at.describe(), state.epoch)
+                state.stop = True
             for callback in callbacks:
                 callback.on_epoch_end(state)
             save_checkpoint(finished=state.epoch >= config.epochs or state.stop)
@@ -261,4 +310,7 @@ def train(
         best_metric is not None
         and epochs_without_improvement >= (config.early_stopping.patience if config.early_stopping else math.inf)
     )
-    return TrainResult(trained, state.history, state.epoch, stopped, time.perf_counter() - started)
+    if stop_at is not None:
+        choices = {**choices, **stop_at.summary(state.history)}
+        stopped = stopped or choices["stop_at_epoch"] is not None
+    return TrainResult(trained, state.history, state.epoch, stopped, time.perf_counter() - started, choices, config)

@@ -18,12 +18,12 @@ from torch import nn
 
 from optiforge.config import HardwareConfig, TrainConfig
 from optiforge.data.builtin import TaskData
-from optiforge.data.loaders import make_loader
 from optiforge.errors import ConfigError
 from optiforge.hardware import Precision, resolve_device
 from optiforge.tasks import task_for
 from optiforge.training.checkpoint import seed_everything
 from optiforge.training.optimizers import build_optimizer
+from optiforge.training.tensor_batches import make_batches
 
 
 @dataclass
@@ -58,6 +58,8 @@ def lr_find(
         raise ConfigError(f"lr-find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
     if steps < 5:
         raise ConfigError(f"lr-find: steps must be at least 5, got {steps}")
+    if config.batch_size == "auto":
+        raise ConfigError("lr-find: train.batch_size is 'auto'; give the size to test at, e.g. train.batch_size=128")
     seed_everything(config.seed)
     device = resolve_device(hardware.device)
     precision = Precision(hardware.precision, device)
@@ -66,7 +68,9 @@ def lr_find(
     model.to(device).train()
     optimizer = build_optimizer(model, config.optimizer.model_copy(update={"lr": start_lr}))
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
-    loader = make_loader(data.train, config.batch_size, shuffle=True, seed=config.seed)
+    loader = make_batches(
+        data.train, config.batch_size, device, on_device=config.data_on_device, shuffle=True, seed=config.seed
+    )
     rates, losses = [], []
     smoothed, best = None, math.inf
     step = 0

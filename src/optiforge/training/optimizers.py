@@ -20,6 +20,7 @@ from optiforge.errors import ConfigError
 from optiforge.registry import closest
 
 _ALIASES = {"gd": "SGD", "sgd": "SGD"}
+PLACEHOLDER_LR = 1e-3
 
 
 def optimizer_names() -> list[str]:
@@ -125,6 +126,9 @@ def _muon(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     """An optimizer over the model's trainable parameters."""
+    if config.lr == "auto":
+        # only a check of the options builds one before the range test has chosen (train() chooses first)
+        config = config.model_copy(update={"lr": PLACEHOLDER_LR})
     if config.name.lower() == "muon":
         return _muon(model, config)
     cls = optimizer_class(config.name)

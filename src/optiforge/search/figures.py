@@ -1,0 +1,154 @@
+"""What a candidate's figures are, taken with the same code as the report's rows.
+
+The metric, size and memory come from :func:`optiforge.bench.measure.measure` on the validation split
+(the test split is kept for the final report). The speed objective is timed interleaved with the
+baseline (:func:`optiforge.bench.timing.interleaved`) and reported relative to the baseline's first
+timing, so a change of load on the machine between two candidates does not reorder them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from optiforge.bench import timing
+from optiforge.bench.measure import measure
+from optiforge.bench.memory import peak_forward_bytes
+from optiforge.data.builtin import TaskData
+from optiforge.errors import ConfigError
+from optiforge.exporters.onnx import OnnxModule
+from optiforge.search.config import SearchConfig
+from optiforge.tasks import Task
+
+# objective -> (figure ranked, higher is better, how it reads)
+OBJECTIVE_FIGURES: dict[str, tuple[str, bool, str]] = {
+    "latency": ("latency_ms", False, "latency (ms)"),
+    "throughput": ("throughput_per_s", True, "samples/s"),
+    "size": ("size_bytes", False, "size on disk (bytes)"),
+    "memory": ("peak_memory_bytes", False, "peak memory (bytes)"),
+}
+PREFERENCE_FIGURES = {"smallest": ("size_bytes", False, "size on disk (bytes)")}
+
+
+def validation_view(data: TaskData) -> TaskData:
+    """``data`` whose test split is its validation split (the test split itself when there is none)."""
+    return dataclasses.replace(data, test=data.val) if len(data.val) else data
+
+
+def _device(model: Any) -> torch.device:
+    if isinstance(model, nn.Module):
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _outputs(model: Any, inputs: torch.Tensor) -> torch.Tensor | None:
+    with torch.inference_mode():
+        result = model(inputs.to(_device(model)))
+    return (
+        torch.as_tensor(result).float().cpu()
+        if isinstance(result, (torch.Tensor,)) or not isinstance(result, (dict, tuple, list))
+        else None
+    )
+
+
+def output_cosine(reference: torch.Tensor | None, outputs: torch.Tensor | None) -> float | None:
+    """Mean cosine between corresponding rows of two output batches (1.0: the same direction)."""
+    if reference is None or outputs is None or reference.shape != outputs.shape:
+        return None
+    cosine = torch.nn.functional.cosine_similarity(reference.flatten(1), outputs.flatten(1), dim=1)
+    return float(cosine.mean())
+
+
+class Measurer:
+    """Figures of candidates, all against the one baseline."""
+
+    def __init__(self, baseline: Any, data: TaskData, task: Task, config: SearchConfig) -> None:
+        self.baseline, self.task, self.config = baseline, task, config
+        self.data = validation_view(data)
+        self.inputs = self.data.example_input(config.timing_batch)
+        self.fidelity_inputs = self.data.example_input(min(256, len(self.data.test)))
+        self.reference_outputs = _outputs(baseline, self.fidelity_inputs)
+        self.reference_seconds: float | None = None
+        self.baseline_figures: dict = {}
+
+    def refuse_unmeasurable(self, model: Any, name: str) -> None:
+        if self.config.objective == "memory" and isinstance(model, OnnxModule):
+            raise ConfigError(
+                f"search.objective: memory cannot be measured for {name}: ONNX Runtime allocates its own memory, "
+                "which PyTorch's peak does not see; choose latency, throughput or size, or leave onnxruntime out"
+            )
+
+    def _speed(self, model: Any) -> tuple[float, float]:
+        """(candidate seconds per call scaled to the baseline's first timing, speedup over the baseline)."""
+        device = _device(model)
+        inputs = self.inputs.to(device)
+        base_inputs = self.inputs.to(_device(self.baseline))
+        times = timing.interleaved(
+            {"baseline": lambda: self.baseline(base_inputs), "candidate": lambda: model(inputs)},
+            rounds=self.config.rounds,
+            warmup=1,
+            device=device,
+        )
+        base, mine = statistics.median(times["baseline"]), statistics.median(times["candidate"])
+        if self.reference_seconds is None:
+            self.reference_seconds = base
+        return self.reference_seconds * mine / base, base / mine
+
+    def figures(self, model: Any, artifact: Path | None, name: str) -> dict:
+        """The candidate's figures (``value``: the task metric on the validation split)."""
+        self.refuse_unmeasurable(model, name)
+        measured = measure(model, self.data, artifact=artifact, config=self.config.measure, task=self.task)
+        seconds, speedup = self._speed(model)
+        batch = self.config.timing_batch
+        figures = {
+            "metric": measured.metric,
+            "value": measured.value,
+            "fidelity": output_cosine(self.reference_outputs, _outputs(model, self.fidelity_inputs)),
+            "size_bytes": measured.size_bytes,
+            "params": measured.params,
+            "nonzero_params": measured.nonzero_params,
+            "batch": batch,
+            "latency_ms": seconds * 1000.0,
+            "throughput_per_s": batch / seconds,
+            "speedup": speedup,
+            "peak_memory_bytes": measured.peak_memory_bytes,
+        }
+        if self.config.objective == "memory" and batch != self.config.measure.throughput_batch:
+            figures["peak_memory_bytes"] = (
+                None
+                if isinstance(model, OnnxModule)
+                else peak_forward_bytes(lambda: model(self.inputs), _device(model))
+            )
+        if figures[OBJECTIVE_FIGURES[self.config.objective][0]] is None:
+            raise ConfigError(f"search: {self.config.objective} could not be measured for {name}")
+        return figures
+
+    def metric_drop(self, value: float | None) -> float | None:
+        base = self.baseline_figures.get("value")
+        if value is None or base is None:
+            return None
+        return base - value if self.task.higher_is_better else value - base
+
+    def accepted(self, figures: dict) -> bool:
+        """Whether ``figures`` meet the constraint."""
+        drop = self.metric_drop(figures.get("value"))
+        if self.config.max_metric_drop is not None and (drop is None or drop > self.config.max_metric_drop + 1e-12):
+            return False
+        if self.config.min_fidelity is not None:
+            fidelity = figures.get("fidelity")
+            return fidelity is not None and fidelity >= self.config.min_fidelity
+        return True
+
+    def constraint_text(self) -> str:
+        parts = []
+        if self.config.max_metric_drop is not None:
+            parts.append(f"{self.task.primary_metric} drop <= {self.config.max_metric_drop:g}")
+        if self.config.min_fidelity is not None:
+            parts.append(f"output cosine >= {self.config.min_fidelity:g}")
+        return " and ".join(parts) or "no constraint"

@@ -1,0 +1,53 @@
+"""``lr: auto``: the range test on a copy of the model picks the learning rate.
+
+The range test (:mod:`optiforge.training.lr_find`) raises the rate from
+``START_LR`` to ``END_LR`` over ``STEPS`` mini-batches of the batch size the
+run will use, so no batch-size rescaling is needed afterwards. A model whose
+loss does not fall anywhere in that range cannot be given a rate; that is the
+user's to fix (frozen weights, a dead output layer, wrong targets).
+
+The range test's loss is an exponential moving average (weight 0.1 on the
+newest step), which trails the rate by about nine steps; the chosen rate is
+the steepest-descent suggestion moved back by that delay, the rate at which
+the fall really happened.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from optiforge.config import HardwareConfig, TrainConfig
+from optiforge.data.builtin import TaskData
+from optiforge.errors import TrainingError
+from optiforge.training.lr_find import lr_find
+
+START_LR = 1e-5
+END_LR = 10.0
+STEPS = 100
+MIN_FALL = 0.02  # a relative fall of the smoothed loss below this is noise, not learning
+SMOOTHING_DELAY_STEPS = 9  # mean delay of an average with weight 0.1 on the newest value: (1 - 0.1) / 0.1
+
+
+def choose_lr(model: nn.Module, data: TaskData, config: TrainConfig, hardware: HardwareConfig) -> tuple[float, str]:
+    """The suggested rate and a sentence saying how it was found."""
+    found = lr_find(
+        copy.deepcopy(model), data, config, hardware=hardware, start_lr=START_LR, end_lr=END_LR, steps=STEPS
+    )
+    first, lowest = found.losses[0], min(found.losses)
+    if not lowest < first * (1 - MIN_FALL):
+        raise TrainingError(
+            f"train.optimizer.lr: auto: the loss never fell during the range test ({START_LR:g} to "
+            f"{END_LR:g} over {len(found.losses)} steps of batch {config.batch_size}; from {first:.4g}, lowest "
+            f"{lowest:.4g}); check that the model's weights are trainable and the targets match the outputs, "
+            "or give a number for train.optimizer.lr"
+        )
+    step_factor = (END_LR / START_LR) ** (1 / (STEPS - 1))
+    chosen = max(START_LR, found.suggested_lr / step_factor**SMOOTHING_DELAY_STEPS)
+    reason = (
+        f"range test {START_LR:g} to {END_LR:g} over {len(found.losses)} steps of batch {config.batch_size}: "
+        f"steepest fall of the smoothed loss at {found.suggested_lr:.3g}, {chosen:.3g} once the smoothing's "
+        f"{SMOOTHING_DELAY_STEPS}-step delay is taken off"
+    )
+    return chosen, reason
