@@ -39,6 +39,7 @@ import optiforge
 from optiforge.bench.timing import interleaved, latency_ms, per_second
 from optiforge.data.photos import photos
 from optiforge.exporters.onnx import OnnxModule, export_onnx
+from optiforge.hardware.capabilities import cpu_has_bf16
 from optiforge.models.efficientnet import load_efficientnet_lite0
 
 BATCH_SIZES = (1, 32)
@@ -55,14 +56,6 @@ class Bench:
     folder: Path
     threads: int
     run_dir: Path | None
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def fp32_eager(bench: Bench) -> nn.Module:
@@ -87,7 +80,7 @@ class Bf16(nn.Module):
 
 def bf16_cast(bench: Bench) -> nn.Module:
     # without bf16 units (AVX-512 BF16 or AMX) PyTorch emulates bf16, far slower than float32
-    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+    if not cpu_has_bf16():
         raise Unavailable("this CPU has no bf16 units (avx512_bf16 / amx_bf16)")
     return Bf16(bench.model)
 
