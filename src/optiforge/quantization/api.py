@@ -225,9 +225,13 @@ def _timing_batch(job: Job) -> Any:
 
 @torch.inference_mode()
 def _measure_speeds(attempts: list[Attempt], batch: Any) -> None:
-    """Samples per second of every working candidate, timed in interleaved rounds."""
+    """Samples per second of every candidate that meets the target, timed in interleaved rounds.
+
+    The others can never be chosen, so they are not timed: a slow, unfaithful engine (torch.ao int8 on
+    EfficientNet-Lite0 runs at a few images per second) would otherwise dominate the stage's time.
+    """
     size = batch.shape[0] if torch.is_tensor(batch) else next(iter(batch.values())).shape[0]
-    working = {attempt.engine: attempt for attempt in attempts if attempt.built is not None}
+    working = {attempt.engine: attempt for attempt in attempts if attempt.built is not None and attempt.target_met}
     runs = {engine: functools.partial(call, attempt.built.model, batch) for engine, attempt in working.items()}
     for engine, seconds in interleaved(runs, rounds=3, repeats=5, warmup=2).items():
         working[engine].throughput_per_s = per_second(size, seconds)
