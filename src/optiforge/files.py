@@ -6,6 +6,7 @@ the new one, never a half-written file.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -33,7 +34,20 @@ def atomic_write(path: str | Path, write) -> Path:  # noqa: ANN001 - write(file 
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    return atomic_write(path, lambda file: torch.save(obj, file))
+    return atomic_write(path, lambda file: _torch_save(obj, file))
+
+
+def _torch_save(obj: Any, file: Any) -> None:
+    try:
+        torch.save(obj, file)
+    except RuntimeError as error:
+        # torch 2.13's zip writer reports a failed write (a full disk) as RuntimeError
+        # ("PytorchStreamWriter failed writing file ...: file write failed"): give it back as the OSError it is
+        if "write failed" not in str(error):
+            raise
+        raise OSError(
+            errno.ENOSPC, "the file could not be written (disk full?)", str(getattr(file, "name", ""))
+        ) from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,7 @@ from optiforge.data.builtin import TaskData
 from optiforge.parallel import SingleProcess, Strategy
 from optiforge.registry import Registry
 from optiforge.tasks import Task
-from optiforge.training.callbacks import Callback
 from optiforge.training.finetune import Finetune, finetuner
-from optiforge.training.loop import TrainResult, train
 
 
 @dataclass
@@ -53,35 +51,6 @@ class StageContext:
     progress: bool = True
     strategy: Strategy = field(default_factory=SingleProcess)
     previous: list[dict] = field(default_factory=list)  # report rows of earlier stages
-
-    def finetune(
-        self,
-        model: nn.Module,
-        epochs: int,
-        callbacks: Sequence[Callback] = (),
-        config: TrainConfig | None = None,
-        name: str = "finetune",
-        **overrides: Any,
-    ) -> TrainResult:
-        """Train with the recipe's training settings (``epochs`` and ``overrides`` replaced).
-
-        Checkpoints go to the stage's folder, so a resumed run continues here.
-        """
-        base = config or self.train_config
-        settings = base.model_copy(update={"epochs": epochs, **overrides})
-        return train(
-            model,
-            self.data,
-            settings,
-            hardware=self.hardware,
-            callbacks=callbacks,
-            checkpoint_dir=self.stage_dir / name,
-            resume=self.resume,
-            progress=self.progress,
-            strategy=self.strategy,
-            task=self.task,
-            description=f"{self.stage_dir.name}: {name}",
-        )
 
     @property
     def finetuner(self) -> Finetune:
