@@ -20,8 +20,12 @@ from optiforge.config import MeasureConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.exporters.onnx import OnnxModule
+from optiforge.exporters.openvino import OpenVinoModule
 from optiforge.models.builtin import count_parameters
 from optiforge.tasks import Task, task_for
+
+# modules whose runtime allocates its own memory: PyTorch's peak says nothing about them
+FOREIGN_RUNTIMES: tuple[type, ...] = (OnnxModule, OpenVinoModule)
 
 
 @dataclass
@@ -96,8 +100,9 @@ def measure(
         size_bytes=size,
         latency_ms={"batch": 1, **timing.latency_ms(latency)},
         throughput_per_s=timing.per_second(config.throughput_batch, batch_times),
-        # ONNX Runtime allocates its own memory: PyTorch's peak says nothing about it
-        peak_memory_bytes=None if isinstance(model, OnnxModule) else peak_forward_bytes(lambda: model(batch), device),
+        peak_memory_bytes=(
+            None if isinstance(model, FOREIGN_RUNTIMES) else peak_forward_bytes(lambda: model(batch), device)
+        ),
         metrics=metrics,
     )
 

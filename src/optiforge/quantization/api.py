@@ -57,6 +57,7 @@ class Job:
     folder: Path
     finetune: Finetune | None = None
     layers: list[str] = field(default_factory=list)  # the layers meant for int8
+    validation: list[Any] = field(default_factory=list)  # validation batches, labels kept (accuracy control)
 
 
 @dataclass
@@ -181,10 +182,19 @@ def _build_onnxruntime(job: Job, float_layers: list[str]) -> Built:
     )
 
 
+def _build_openvino(job: Job, float_layers: list[str]) -> Built:
+    from optiforge.quantization.openvino_engine import quantize_openvino
+
+    return Built(
+        *quantize_openvino(job.model, job.config, job.batches, job.example, float_layers, job.folder, job.validation)
+    )
+
+
 BUILDERS: dict[str, Callable[[Job, list[str]], Built]] = {
     "torch": _build_torch,
     "torchao": _build_torchao,
     "onnxruntime": _build_onnxruntime,
+    "openvino": _build_openvino,
 }
 
 
@@ -224,7 +234,9 @@ def _target_text(config: QuantConfig) -> str:
 def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, reference: list) -> Attempt:
     config = job.config
     build = BUILDERS[engine]
-    engine_job = Job(job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers)
+    engine_job = Job(
+        job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers, job.validation
+    )
     built = build(engine_job, float_layers)
     attempt = Attempt(engine, built, list(float_layers))
     if built.unsupported:
@@ -329,7 +341,7 @@ def _quantize(
         raise ConfigError("quantize.target: checking a target needs validation=loader (or calibration=loader)")
     example = batches[0] if batches else (model_inputs(evaluation[0]) if evaluation else None)
     folder = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="optiforge-quantize-"))
-    job = Job(model, config, batches, example, folder, finetune, layers)
+    job = Job(model, config, batches, example, folder, finetune, layers, evaluation)
 
     if config.engine == "auto":
         engines = candidates(config.scheme)

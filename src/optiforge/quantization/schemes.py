@@ -11,6 +11,9 @@ Measured on torch 2.13 / torchao 0.18 / onnxruntime 1.32 (x86 CPU):
   (``Int4WeightOnlyConfig`` needs CUDA or the ``mslk`` package on CPU).
 * onnxruntime: int8 static (QDQ, Conv/Gemm/MatMul) and dynamic
   (ConvInteger/MatMulInteger) on the exported ONNX graph.
+* openvino (OpenVINO 2026.4 + NNCF 3.4): int8 static (NNCF post-training
+  quantization), int8/int4 weight compression, bf16 by inference hint
+  (:mod:`optiforge.quantization.openvino_engine`).
 """
 
 from __future__ import annotations
@@ -21,16 +24,16 @@ from optiforge.errors import DependencyError
 
 SUPPORT: dict[str, tuple[str, ...]] = {
     "int8_dynamic": ("torch", "torchao", "onnxruntime"),
-    "int8_static": ("torch", "onnxruntime"),
-    "int8_weight_only": ("torchao",),
-    "int4_weight_only": ("torchao",),
+    "int8_static": ("torch", "onnxruntime", "openvino"),
+    "int8_weight_only": ("torchao", "openvino"),
+    "int4_weight_only": ("torchao", "openvino"),
     "fp16": ("torch",),
-    "bf16": ("torch",),
+    "bf16": ("torch", "openvino"),
     "qat_int8": ("torch",),
 }
 
 # the Python package each engine needs
-PACKAGES = {"torch": "torch", "torchao": "torchao", "onnxruntime": "onnxruntime"}
+PACKAGES = {"torch": "torch", "torchao": "torchao", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
 def engines_for(scheme: str) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ def _candidate_row(row: dict) -> dict:
 )
 def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> StageOutput:
     from optiforge.exporters.onnx import OnnxModule
+    from optiforge.exporters.openvino import OpenVinoModule
     from optiforge.quantization import quantize_with_result, save_quantized
 
     calibration = make_loader(ctx.data.train, ctx.train_config.batch_size, shuffle=True, seed=ctx.train_config.seed)
@@ -53,7 +54,7 @@ def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> 
     quantized = result.model
     if result.baseline_kept:
         artifact = None  # the float model: the runner saves its state dict
-    elif isinstance(quantized, OnnxModule):
+    elif isinstance(quantized, (OnnxModule, OpenVinoModule)):
         artifact = quantized.path
     else:
         artifact = save_quantized(quantized, ctx.stage_dir / f"model-{config.scheme}.pt")
