@@ -69,17 +69,21 @@ def _example_arguments(example: Any) -> Any:
     return example
 
 
-def convert(model: nn.Module, example_input: Any, output_names: Sequence[str] | None = None):
+def convert(
+    model: nn.Module, example_input: Any, output_names: Sequence[str] | None = None, extensions: Sequence[Any] = ()
+):
     """``model`` (float, eval mode) as an ``openvino.Model`` traced on ``example_input``, every axis dynamic.
 
-    An operator OpenVINO's PyTorch frontend cannot convert is named in the :class:`ModelError`.
+    ``extensions``: OpenVINO conversion extensions for custom operators. An
+    operator OpenVINO's PyTorch frontend cannot convert is named in the :class:`ModelError`.
     """
     ov = openvino()
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            converted = ov.convert_model(model, example_input=_example_arguments(example_input))
+            options = {"extension": list(extensions)} if extensions else {}
+            converted = ov.convert_model(model, example_input=_example_arguments(example_input), **options)
     except Exception as error:  # the frontend raises its own exception types, naming the operator
         message = " ".join(str(error).split())[:600]
         raise ModelError(

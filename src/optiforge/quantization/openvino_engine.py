@@ -114,8 +114,12 @@ def quantize_ir(
     group_size: int = 32,
     max_metric_drop: float | None = None,
     validation: Sequence[Any] = (),
+    transformer: bool = False,
 ):
-    """An ``openvino.Model`` quantized by NNCF as ``scheme`` says (the model itself for ``bf16``)."""
+    """An ``openvino.Model`` quantized by NNCF as ``scheme`` says (the model itself for ``bf16``).
+
+    ``transformer``: NNCF's transformer preset (keeps softmax inputs and layer norms float, smooths activations).
+    """
     if scheme == "bf16":
         return converted
     library = nncf()
@@ -128,6 +132,8 @@ def quantize_ir(
                 raise ConfigError("quantize: scheme 'int8_static' with engine 'openvino' needs calibration batches")
             dataset = library.Dataset(list(calibration), feed)
             options = {"ignored_scope": scope} if scope is not None else {}
+            if transformer:
+                options["model_type"] = library.ModelType.TRANSFORMER
             if max_metric_drop is None:
                 return library.quantize(converted, dataset, subset_size=_samples(calibration), **options)
             labelled = _labelled(list(validation))
