@@ -19,6 +19,11 @@ MAX_LENGTH = 32
 
 
 @pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return list(SENTENCES)
+
+
+@pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     import transformers
 

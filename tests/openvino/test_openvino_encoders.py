@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SENTENCES
 
 from optiforge.encoders import pack, unpack
 from optiforge.encoders.openvino_export import OpenVinoSentenceEncoder, openvino_sentence_encoder
@@ -43,6 +42,7 @@ def test_encoder_in_openvino_matches_pytorch_at_any_batch_and_length(tiny_encode
         assert torch.allclose(actual.norm(dim=1), torch.ones(actual.shape[0]), atol=1e-4)  # normalised in the graph
 
 
+@pytest.mark.slow  # NNCF calibration of a transformer
 def test_int8_encoder_by_nncf_stays_close(tiny_encoder, tiny_packed, tmp_path):
     calibration = [_batch([9, 4, 12, 7], 12, seed=seed) for seed in range(3)] + [tiny_packed]
     runtime = openvino_sentence_encoder(
@@ -55,11 +55,11 @@ def test_int8_encoder_by_nncf_stays_close(tiny_encoder, tiny_packed, tmp_path):
     assert cosine > 0.98
 
 
-def test_export_format_openvino_writes_the_encoder_contract(tiny_encoder, tiny_packed, tmp_path):
+def test_export_format_openvino_writes_the_encoder_contract(tiny_encoder, tiny_packed, sentences, tmp_path):
     path = export(tiny_encoder, tmp_path / "model.xml", "openvino", tiny_packed)
     runtime = OpenVinoSentenceEncoder(path)
     ids, mask = unpack(tiny_packed)
-    assert runtime.forward(ids, mask).shape == (len(SENTENCES), tiny_encoder.embedding_dim)
+    assert runtime.forward(ids, mask).shape == (len(sentences), tiny_encoder.embedding_dim)
     assert "sentence_embedding" in path.read_text()
 
 
@@ -75,12 +75,12 @@ def _pooled(model, token_embeddings: np.ndarray, attention_mask: np.ndarray) -> 
 
 
 def test_sentence_transformers_folder_holds_graphs_where_the_backends_look(
-    tiny_folder, tiny_encoder, tiny_packed, tmp_path
+    tiny_folder, tiny_encoder, tiny_packed, sentences, tmp_path
 ):
     sentence_transformers = pytest.importorskip("sentence_transformers")
+    import onnxruntime
     from sentence_transformers.backend.utils import backend_should_export
 
-    import onnxruntime
     import openvino
 
     folder = export_sentence_transformers(tiny_encoder, tmp_path / "st", tiny_packed)
@@ -97,8 +97,8 @@ def test_sentence_transformers_folder_holds_graphs_where_the_backends_look(
         )
 
     reference = sentence_transformers.SentenceTransformer(str(tiny_folder), device="cpu")
-    expected = reference.encode(SENTENCES, convert_to_numpy=True)
-    features = reference.tokenize(SENTENCES)
+    expected = reference.encode(sentences, convert_to_numpy=True)
+    features = reference.tokenize(sentences)
     feeds = {name: features[name].numpy() for name in ("input_ids", "attention_mask", "token_type_ids")}
     session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
     onnx_feeds = {item.name: feeds[item.name] for item in session.get_inputs()}
@@ -112,6 +112,7 @@ def test_sentence_transformers_folder_holds_graphs_where_the_backends_look(
         assert np.abs(_pooled(reference, tokens, feeds["attention_mask"]) - expected).max() < 1e-4
 
 
+@pytest.mark.slow  # NNCF calibration of a transformer
 def test_sentence_transformers_folder_with_an_int8_openvino_graph(tiny_encoder, tiny_packed, tmp_path):
     folder = export_sentence_transformers(
         remove_padding(tiny_encoder),
@@ -134,12 +135,12 @@ def test_sentence_transformers_export_needs_the_original_folder(tiny_encoder, tm
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_sentence_transformers_loads_the_folder_with_its_backend(
-    tiny_folder, tiny_encoder, tiny_packed, backend, tmp_path
+    tiny_folder, tiny_encoder, tiny_packed, sentences, backend, tmp_path
 ):
     pytest.importorskip("optimum.onnxruntime" if backend == "onnx" else "optimum.intel")
     from sentence_transformers import SentenceTransformer
 
     folder = export_sentence_transformers(tiny_encoder, tmp_path / "st", tiny_packed)
-    expected = SentenceTransformer(str(tiny_folder), device="cpu").encode(SENTENCES)
-    actual = SentenceTransformer(str(folder), backend=backend, device="cpu").encode(SENTENCES)
+    expected = SentenceTransformer(str(tiny_folder), device="cpu").encode(sentences)
+    actual = SentenceTransformer(str(folder), backend=backend, device="cpu").encode(sentences)
     assert np.abs(actual - expected).max() < 1e-4

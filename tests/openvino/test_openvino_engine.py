@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -119,3 +120,15 @@ def test_exported_ir_runs_in_plain_openvino_without_optiforge(trained, digits, t
     with torch.no_grad():
         expected = trained(inputs).numpy()
     assert np.abs(np.load(tmp_path / "outputs.npy") - expected).max() < FLOAT_TOLERANCE
+
+
+def test_bench_times_an_ir_file_and_fills_its_inputs(trained, digits, tmp_path, capsys):
+    from optiforge.cli import main
+
+    path = export(trained, tmp_path / "model.xml", "openvino", digits.example_input(2))
+    assert main(["bench", str(path), "--batch", "4", "--repeats", "3", "--warmup", "1", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["provider"] == "OpenVINO CPU (f32)" and row["batch"] == 4
+    assert row["inputs"] == {"input": {"shape": [4, 64], "dtype": "float32"}} and row["p50_ms"] > 0
+    path.with_suffix(".bin").unlink()
+    assert main(["bench", str(path)]) == 2  # a graph without its weights is refused

@@ -74,7 +74,9 @@ def convert_sentence_encoder(encoder: nn.Module, example: Any = None):
     if not isinstance(encoder, SentenceEncoder):
         raise ModelError(f"openvino encoder: needs a SentenceEncoder, got {type(encoder).__name__}")
     wrapper = _TwoInputs(encoder).eval()
-    converted = convert(wrapper, example_inputs(example), [OUTPUT_NAME], conversion_extensions())
+    converted = convert(
+        wrapper, example_inputs(example), [OUTPUT_NAME], conversion_extensions(), dynamic_batch_only=False
+    )
     names = [item.get_any_name() for item in converted.inputs]
     if names != INPUT_NAMES:
         raise ModelError(f"openvino encoder: the converted graph takes {names}, not {INPUT_NAMES}")

@@ -130,7 +130,7 @@ def export_sentence_transformers(
         from optiforge.encoders.openvino_export import conversion_extensions
         from optiforge.exporters.openvino import convert, save_ir
 
-        converted = convert(graph, inputs, [OUTPUT_NAME], conversion_extensions())
+        converted = convert(graph, inputs, [OUTPUT_NAME], conversion_extensions(), False, names)
         save_ir(converted, folder / OPENVINO_FILE)
         if openvino_int8_calibration:
             from optiforge.quantization.openvino_engine import quantize_ir

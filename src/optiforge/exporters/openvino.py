@@ -69,13 +69,29 @@ def _example_arguments(example: Any) -> Any:
     return example
 
 
-def convert(
-    model: nn.Module, example_input: Any, output_names: Sequence[str] | None = None, extensions: Sequence[Any] = ()
-):
-    """``model`` (float, eval mode) as an ``openvino.Model`` traced on ``example_input``, every axis dynamic.
+def _example_tensors(example: Any) -> list[torch.Tensor]:
+    if isinstance(example, torch.Tensor):
+        return [example]
+    if isinstance(example, Mapping):
+        return list(example.values())
+    return list(example)
 
-    ``extensions``: OpenVINO conversion extensions for custom operators. An
-    operator OpenVINO's PyTorch frontend cannot convert is named in the :class:`ModelError`.
+
+def convert(
+    model: nn.Module,
+    example_input: Any,
+    output_names: Sequence[str] | None = None,
+    extensions: Sequence[Any] = (),
+    dynamic_batch_only: bool = True,
+    input_names: Sequence[str] | None = None,
+):
+    """``model`` (float, eval mode) as an ``openvino.Model`` traced on ``example_input``.
+
+    The batch axis is dynamic; with ``dynamic_batch_only`` off every axis is
+    (a sentence's length). Inputs are named ``input_names``, else as in ONNX
+    export (``input`` for one tensor, the keys of a mapping). ``extensions``:
+    OpenVINO conversion extensions for custom operators. An operator
+    OpenVINO's PyTorch frontend cannot convert is named in the :class:`ModelError`.
     """
     ov = openvino()
     was_training = model.training
@@ -91,6 +107,18 @@ def convert(
         ) from None
     finally:
         model.train(was_training)
+    if dynamic_batch_only:
+        tensors = _example_tensors(example_input)
+        if len(tensors) == len(converted.inputs):
+            converted.reshape(
+                {port: [-1, *tensor.shape[1:]] for port, tensor in zip(converted.inputs, tensors, strict=True)}
+            )
+    if input_names is None and isinstance(example_input, torch.Tensor):
+        input_names = ["input"]
+    elif input_names is None and isinstance(example_input, Mapping):
+        input_names = list(example_input)
+    for port, name in zip(converted.inputs, input_names or [], strict=False):
+        port.get_tensor().set_names({name})
     for output, name in zip(converted.outputs, output_names or ["output"], strict=False):
         output.get_tensor().set_names({name})
     return converted
@@ -122,14 +150,21 @@ def copy_ir(source: Path, destination: Path) -> Path:
     return destination
 
 
+def input_names_of(model: Any) -> list[str]:
+    """The graph's input names as written (a compiled model adds the names of tensors fused into them)."""
+    return [port.get_node().get_friendly_name() for port in model.inputs]
+
+
 def compile_ir(path: str | Path, precision: str = "f32", threads: int | None = None):
-    """A compiled CPU model over the IR at ``path``; a file OpenVINO cannot load is a :class:`ModelError`."""
+    """(compiled CPU model, input names) for the IR at ``path``; an unloadable file is a :class:`ModelError`."""
     path = Path(path)
     ov = openvino()
     if not path.is_file() or not path.with_suffix(".bin").is_file():
         raise ModelError(f"openvino: '{path}' needs its graph ('.xml') and weights ('.bin') side by side")
+    core = ov.Core()
     try:
-        return ov.Core().compile_model(str(path), "CPU", compile_config(precision, threads))
+        model = core.read_model(str(path))
+        return core.compile_model(model, "CPU", compile_config(precision, threads)), input_names_of(model)
     except Exception as error:
         raise ModelError(f"openvino: OpenVINO cannot load '{path}': {str(error).splitlines()[0]}") from None
 
@@ -165,8 +200,7 @@ class OpenVinoModule(nn.Module):
         self.path = Path(path)
         self.precision = precision
         self.threads = threads
-        self._compiled = compile_ir(self.path, precision, threads)
-        self.input_names = [item.get_any_name() for item in self._compiled.inputs]
+        self._compiled, self.input_names = compile_ir(self.path, precision, threads)
         self._request = self._compiled.create_infer_request()
 
     def __getstate__(self) -> dict:  # a compiled model cannot be copied or pickled
@@ -177,7 +211,7 @@ class OpenVinoModule(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._compiled = compile_ir(self.path, self.precision, self.threads)
+        self._compiled, _ = compile_ir(self.path, self.precision, self.threads)
         self._request = self._compiled.create_infer_request()
 
     def feeds(self, *inputs: Any) -> dict:
