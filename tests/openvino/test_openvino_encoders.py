@@ -144,3 +144,31 @@ def test_sentence_transformers_loads_the_folder_with_its_backend(
     expected = SentenceTransformer(str(tiny_folder), device="cpu").encode(sentences)
     actual = SentenceTransformer(str(folder), backend=backend, device="cpu").encode(sentences)
     assert np.abs(actual - expected).max() < 1e-4
+
+
+@pytest.mark.slow  # the real all-MiniLM-L6-v2: conversion, NNCF calibration and a sentence-transformers folder
+def test_real_minilm_in_openvino_float_int8_and_as_a_sentence_transformers_folder(sentences, tmp_path):
+    import onnxruntime
+    from sentence_transformers import SentenceTransformer
+
+    from optiforge.encoders import load_sentence_encoder
+    from optiforge.encoders.loading import load_tokenizer, package_folder
+    from optiforge.encoders.text import tokenize
+
+    encoder = load_sentence_encoder()
+    packed = tokenize(load_tokenizer(), sentences, encoder.max_length).packed
+    with torch.no_grad():
+        expected = encoder(packed)
+    float_runtime = openvino_sentence_encoder(remove_padding(encoder), tmp_path / "float.xml", example=packed)
+    assert (float_runtime(packed) - expected).abs().max().item() < 1e-4
+    int8_runtime = openvino_sentence_encoder(encoder, tmp_path / "int8.xml", scheme="int8_static", calibration=[packed])
+    assert torch.nn.functional.cosine_similarity(int8_runtime(packed), expected).min().item() > 0.99
+
+    folder = export_sentence_transformers(encoder, tmp_path / "st", packed)
+    reference = SentenceTransformer(str(package_folder()), device="cpu")
+    features = reference.tokenize(sentences)
+    feeds = {name: features[name].numpy() for name in ("input_ids", "attention_mask", "token_type_ids")}
+    session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+    (tokens,) = session.run(["last_hidden_state"], {item.name: feeds[item.name] for item in session.get_inputs()})
+    encoded = reference.encode(sentences, convert_to_numpy=True)
+    assert np.abs(_pooled(reference, tokens, feeds["attention_mask"]) - encoded).max() < 1e-4
