@@ -41,6 +41,7 @@ log = logging.getLogger("optiforge")
 # with engine: auto and no target, a candidate must keep this output cosine to the float model
 AUTO_MIN_FIDELITY = 0.99
 NEEDS_CALIBRATION = ("int8_static", "qat_int8")
+TRACING_ENGINES = ("openvino",)
 THROUGHPUT_BATCH = 256
 # fake quantization is fine-tuned gently: a tenth of the recipe's learning rate unless finetune.lr is set
 QAT_LR_SCALE = 0.1
@@ -345,6 +346,8 @@ def _quantize(
 
     if config.engine == "auto":
         engines = candidates(config.scheme)
+        if example is None:  # without data, leave out the engines that convert by tracing an example batch
+            engines = [engine for engine in engines if engine not in TRACING_ENGINES] or engines
         if not engines:
             raise ConfigError(f"quantize: no installed engine runs scheme '{config.scheme}'")
     else:
