@@ -37,3 +37,18 @@ def test_quantize_stage_on_openvino_ships_and_exports_int8_ir(tmp_path):
     ir = tmp_path / exported["artifact"]
     assert ir.suffix == ".xml" and ir.with_suffix(".bin").is_file()
     assert 'type="FakeQuantize"' in ir.read_text()  # the int8 graph, not a float re-conversion
+
+
+def test_openvino_export_of_a_pytorch_int8_stage_is_quantized_by_nncf(tmp_path):
+    overrides = [
+        "train.epochs=1",
+        "measure.latency_repeats=3",
+        "measure.throughput_repeats=1",
+        "measure.warmup=1",
+        "stages.0.quantize.engine=torch",
+        "export=[openvino]",
+    ]
+    optiforge.run_recipe("quantize", overrides, out=tmp_path, progress=False, show_table=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    ir = tmp_path / report["exports"][0]["artifact"]
+    assert 'type="FakeQuantize"' in ir.read_text()  # int8 in OpenVINO's form, from the float original

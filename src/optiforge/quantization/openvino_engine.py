@@ -191,3 +191,28 @@ def quantize_openvino(
     stem = "-".join([config.scheme, *(["mixed"] if float_layers else [])])
     path = save_ir(quantized, Path(folder) / f"{stem}.xml")
     return OpenVinoModule(path, precision), []
+
+
+def openvino_export_for(
+    config: Any, model: nn.Module, batches: list[Any], float_layers: list[str], quantized: nn.Module | None
+) -> Callable[[Path, Any], Path]:
+    """``export: [openvino]`` of a quantize result: its IR when the engine was OpenVINO; otherwise the float
+    original converted and quantized by NNCF with the same scheme, batches and float layers (the float IR,
+    with a warning, for a scheme NNCF does not offer)."""
+
+    def export(path: Path, example_input: Any) -> Path:
+        from optiforge.exporters.openvino import copy_ir
+
+        if isinstance(quantized, OpenVinoModule):
+            return copy_ir(quantized.path, Path(path))
+        scheme = config.scheme if config.scheme in SCHEMES and config.scheme != "bf16" else None
+        if scheme is None:
+            log.warning("export openvino: scheme '%s' has no OpenVINO int8 form; writing the float IR", config.scheme)
+        converted = convert(model, batches[0] if batches else example_input)
+        if scheme is not None and (batches or scheme != "int8_static"):
+            converted = quantize_ir(
+                converted, scheme, calibration=batches, float_layers=float_layers, group_size=config.weights.group_size
+            )
+        return save_ir(converted, path)
+
+    return export
