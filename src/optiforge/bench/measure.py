@@ -24,9 +24,12 @@ from optiforge.config import HardwareConfig, MeasureConfig
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.exporters.onnx import OnnxModule
+from optiforge.exporters.openvino import OpenVinoModule
 from optiforge.tasks import Task, task_for
 
 EVALUATION_BATCH = 512
+# modules whose runtime allocates its own memory: PyTorch's peak says nothing about them
+FOREIGN_RUNTIMES: tuple[type, ...] = (OnnxModule, OpenVinoModule)
 
 
 @dataclass
@@ -96,7 +99,7 @@ def measure(
     evaluated = [min(EVALUATION_BATCH, len(data.test)), len(data.test) % EVALUATION_BATCH]
     examples = [batch, single] + [data.example_input(size).to(device) for size in evaluated if size > 1]
     deployed = deploy(model, hardware, device, examples)
-    onnx, model = isinstance(model, OnnxModule), deployed.model
+    foreign, model = isinstance(model, FOREIGN_RUNTIMES), deployed.model
     metrics = (
         task.evaluate(model, make_loader(data.test, EVALUATION_BATCH), device)
         if isinstance(model, nn.Module)
@@ -113,8 +116,7 @@ def measure(
         size_bytes=size,
         latency_ms={"batch": 1, **timing.latency_ms(latency)},
         throughput_per_s=timing.per_second(config.throughput_batch, batch_times),
-        # ONNX Runtime allocates its own memory: PyTorch's peak says nothing about it
-        peak_memory_bytes=None if onnx else peak_forward_bytes(lambda: model(batch), device),
+        peak_memory_bytes=None if foreign else peak_forward_bytes(lambda: model(batch), device),
         metrics=metrics,
         deployment=deployed.form.as_dict(),
         compile_seconds=deployed.compile_seconds,

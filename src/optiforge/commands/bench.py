@@ -1,4 +1,8 @@
-"""``optiforge bench MODEL.onnx --provider NAME``: latency of an exported model on an ONNX Runtime provider."""
+"""``optiforge bench MODEL.onnx --provider NAME``: latency of an exported model on an ONNX Runtime provider.
+
+An OpenVINO IR file (``MODEL.xml`` beside its ``.bin``) runs on OpenVINO's CPU plugin
+instead, at ``--precision`` (f32, or bf16 where the CPU has bf16 units).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,15 @@ from optiforge.cli import command
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an .onnx file (e.g. runs/<name>/export/model.onnx)")
+    parser.add_argument(
+        "model", help="an .onnx file (e.g. runs/<name>/export/model.onnx) or an OpenVINO IR .xml beside its .bin"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("f32", "bf16"),
+        default="f32",
+        help="OpenVINO IR only: the inference precision hint (default f32)",
+    )
     parser.add_argument(
         "--provider",
         action="append",
@@ -44,18 +56,35 @@ def bench_command(args: argparse.Namespace) -> int:
     for name, value in checked:
         if value < 1:
             raise ConfigError(f"{name}: {value}; give 1 or more")
-    results = [
-        bench_onnx(
-            args.model,
-            provider,
-            batch=args.batch,
-            free_dimension=args.free_dimension,
-            repeats=args.repeats,
-            warmup=max(args.warmup, 0),
-            threads=args.threads,
-        )
-        for provider in (args.provider or ["cpu"])
-    ]
+    if args.model.endswith(".xml"):
+        from optiforge.hardware.openvino_runtime import bench_openvino
+
+        if args.provider not in (None, ["cpu"]):
+            raise ConfigError(f"--provider: an OpenVINO IR runs on OpenVINO's CPU plugin, not {args.provider}")
+        results = [
+            bench_openvino(
+                args.model,
+                args.precision,
+                batch=args.batch,
+                free_dimension=args.free_dimension,
+                repeats=args.repeats,
+                warmup=max(args.warmup, 0),
+                threads=args.threads,
+            )
+        ]
+    else:
+        results = [
+            bench_onnx(
+                args.model,
+                provider,
+                batch=args.batch,
+                free_dimension=args.free_dimension,
+                repeats=args.repeats,
+                warmup=max(args.warmup, 0),
+                threads=args.threads,
+            )
+            for provider in (args.provider or ["cpu"])
+        ]
     if args.json:
         print(json.dumps([result.as_dict() for result in results], indent=2))
         return 0

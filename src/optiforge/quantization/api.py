@@ -43,6 +43,7 @@ log = logging.getLogger("optiforge")
 # with engine: auto and no target, a candidate must keep this output cosine to the float model
 AUTO_MIN_FIDELITY = 0.99
 NEEDS_CALIBRATION = ("int8_static", "qat_int8")
+TRACING_ENGINES = ("openvino",)
 THROUGHPUT_BATCH = 256
 # fake quantization is fine-tuned gently: a tenth of the recipe's learning rate unless finetune.lr is set
 QAT_LR_SCALE = 0.1
@@ -59,6 +60,7 @@ class Job:
     folder: Path
     finetune: Finetune | None = None
     layers: list[str] = field(default_factory=list)  # the layers meant for int8
+    validation: list[Any] = field(default_factory=list)  # validation batches, labels kept (accuracy control)
 
 
 @dataclass
@@ -200,11 +202,20 @@ def _build_onnxruntime(job: Job, float_layers: list[str]) -> Built:
     )
 
 
+def _build_openvino(job: Job, float_layers: list[str]) -> Built:
+    from optiforge.quantization.openvino_engine import quantize_openvino
+
+    return Built(
+        *quantize_openvino(job.model, job.config, job.batches, job.example, float_layers, job.folder, job.validation)
+    )
+
+
 BUILDERS: dict[str, Callable[[Job, list[str]], Built]] = {
     "torch": _build_torch,
     "pt2e": _build_pt2e,
     "torchao": _build_torchao,
     "onnxruntime": _build_onnxruntime,
+    "openvino": _build_openvino,
 }
 
 
@@ -254,7 +265,9 @@ def _target_text(config: QuantConfig) -> str:
 def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, reference: list) -> Attempt:
     config = job.config
     build = BUILDERS[engine]
-    engine_job = Job(job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers)
+    engine_job = Job(
+        job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers, job.validation
+    )
     built = build(engine_job, float_layers)
     attempt = Attempt(engine, built, list(float_layers))
     if built.unsupported:
@@ -362,10 +375,12 @@ def _quantize(
         raise ConfigError("quantize.target: checking a target needs validation=loader (or calibration=loader)")
     example = batches[0] if batches else (model_inputs(evaluation[0]) if evaluation else None)
     folder = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="optiforge-quantize-"))
-    job = Job(model, config, batches, example, folder, finetune, layers)
+    job = Job(model, config, batches, example, folder, finetune, layers, evaluation)
 
     if config.engine == "auto":
         engines = candidates(config.scheme)
+        if example is None:  # without data, leave out the engines that convert by tracing an example batch
+            engines = [engine for engine in engines if engine not in TRACING_ENGINES] or engines
         if not engines:
             raise ConfigError(f"quantize: no installed engine runs scheme '{config.scheme}'")
     else:

@@ -10,7 +10,7 @@ from optiforge.config import Config, FinetuneConfig
 from optiforge.layers import LayerFilter
 
 Scheme = Literal["int8_dynamic", "int8_static", "int8_weight_only", "int4_weight_only", "fp16", "bf16", "qat_int8"]
-Engine = Literal["auto", "torch", "pt2e", "torchao", "onnxruntime"]
+Engine = Literal["auto", "torch", "pt2e", "torchao", "onnxruntime", "openvino"]
 Observer = Literal["minmax", "moving_average", "percentile", "mse"]
 
 SCHEMES: tuple[str, ...] = Scheme.__args__  # type: ignore[attr-defined]

@@ -14,6 +14,9 @@ Measured on torch 2.13 / torchao 0.18 / onnxruntime 1.32 (x86 CPU):
   (``Int4WeightOnlyConfig`` needs CUDA or the ``mslk`` package on CPU).
 * onnxruntime: int8 static (QDQ, Conv/Gemm/MatMul) and dynamic
   (ConvInteger/MatMulInteger) on the exported ONNX graph.
+* openvino (OpenVINO 2026.4 + NNCF 3.4): int8 static (NNCF post-training
+  quantization), int8/int4 weight compression, bf16 by inference hint
+  (:mod:`optiforge.quantization.openvino_engine`).
 """
 
 from __future__ import annotations
@@ -25,16 +28,22 @@ from optiforge.hardware.capabilities import cpu_flags
 
 SUPPORT: dict[str, tuple[str, ...]] = {
     "int8_dynamic": ("torch", "pt2e", "torchao", "onnxruntime"),
-    "int8_static": ("torch", "pt2e", "onnxruntime"),
-    "int8_weight_only": ("torchao",),
-    "int4_weight_only": ("torchao",),
+    "int8_static": ("torch", "pt2e", "onnxruntime", "openvino"),
+    "int8_weight_only": ("torchao", "openvino"),
+    "int4_weight_only": ("torchao", "openvino"),
     "fp16": ("torch",),
-    "bf16": ("torch",),
+    "bf16": ("torch", "openvino"),
     "qat_int8": ("torch", "pt2e"),
 }
 
 # the Python package each engine needs
-PACKAGES = {"torch": "torch", "pt2e": "torchao", "torchao": "torchao", "onnxruntime": "onnxruntime"}
+PACKAGES = {
+    "torch": "torch",
+    "pt2e": "torchao",
+    "torchao": "torchao",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+}
 
 
 def engines_for(scheme: str) -> tuple[str, ...]:

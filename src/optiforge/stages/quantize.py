@@ -38,7 +38,10 @@ def _candidate_row(row: dict) -> dict:
 )
 def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> StageOutput:
     from optiforge.exporters.onnx import OnnxModule
+    from optiforge.exporters.openvino import OpenVinoModule
     from optiforge.quantization import quantize_with_result, save_quantized
+    from optiforge.quantization.calibration import take_batches
+    from optiforge.quantization.openvino_engine import openvino_export_for
 
     calibration = make_loader(ctx.data.train, ctx.train_config.batch_size, shuffle=True, seed=ctx.train_config.seed)
     validation = make_loader(ctx.data.val, 256) if len(ctx.data.val) else make_loader(ctx.data.test, 256)
@@ -53,7 +56,7 @@ def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> 
     quantized = result.model
     if result.baseline_kept:
         artifact = None  # the float model: the runner saves its state dict
-    elif isinstance(quantized, OnnxModule):
+    elif isinstance(quantized, (OnnxModule, OpenVinoModule)):
         artifact = quantized.path
     else:
         artifact = save_quantized(quantized, ctx.stage_dir / f"model-{config.scheme}.pt")
@@ -71,6 +74,12 @@ def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> 
     }
     if result.sensitivity and result.engine:
         info["sensitivity"] = str((ctx.stage_dir / result.engine / "sensitivity.md").relative_to(ctx.run_dir))
-    return StageOutput(
-        quantized, artifact=artifact, info=info, history=result.history, exports={"onnx": result.export_onnx}
-    )
+    exports = {"onnx": result.export_onnx}
+    if not result.baseline_kept:
+
+        def export_openvino(path, example_input):  # calibration batches are drawn only when the IR is asked for
+            batches = take_batches(calibration, config.calibration.batches)
+            return openvino_export_for(config, model, batches, result.float_layers, quantized)(path, example_input)
+
+        exports["openvino"] = export_openvino
+    return StageOutput(quantized, artifact=artifact, info=info, history=result.history, exports=exports)
