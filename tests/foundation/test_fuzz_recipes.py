@@ -33,7 +33,8 @@ from optiforge.recipe import builtin_recipes
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="the hang guard needs signal.alarm")
 
 SECONDS_PER_CASE = 10  # a case that takes longer hangs: validate takes well under a second
-SLOW_RECIPES = {"minilm"}  # downloads and builds a transformer: too slow to repeat
+# each builds a pretrained network and its reference outputs: too slow to repeat
+SLOW_RECIPES = {"minilm", "efficientnet"}
 BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
     f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join([f'*{chr(97 + level)}'] * 9)}]\n" for level in range(8)
 )

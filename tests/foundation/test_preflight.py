@@ -15,7 +15,7 @@ from optiforge.recipe import load_recipe
 from optiforge.stages import STAGES
 
 SMALL = ["--set", "model.hidden=[16]", "--set", "train.epochs=1"]
-MLP_STUDENT = "{distill: {student: {name: mlp, hidden: [8]}, epochs: 1}}"
+MLP_STUDENT = "{distill: {student: {model: {name: mlp, hidden: [8]}}, finetune: {epochs: 1}}}"
 
 MISTAKES = [
     (["export=[bogus]"], "export: unknown export format 'bogus'"),
@@ -34,11 +34,14 @@ MISTAKES = [
         "quantize.layers.exclude: no layer matches '4'",
     ),
     (
-        ["stages=[{distill: {student: {name: mlp, hidden: [8]}, teacher: {name: mlp, checkpoint: nowhere.pt}}}]"],
+        [
+            "stages=[{distill: {student: {model: {name: mlp, hidden: [8]}}, "
+            "teacher: {name: mlp, checkpoint: nowhere.pt}}}]"
+        ],
         "nowhere.pt",
     ),
     (
-        ["stages=[{distill: {student: {name: mlp, hidden: [8]}, hints: [{teacher: '1', student: typo}]}}]"],
+        ["stages=[{distill: {student: {model: {name: mlp, hidden: [8]}}, hints: [{teacher: '1', student: typo}]}}]"],
         "distill.hints[0].student",
     ),
     (["data.name=nosuchdata"], "unknown dataset 'nosuchdata'"),
@@ -60,7 +63,7 @@ def test_each_mistake_exits_2_before_the_run_folder_exists_and_validate_finds_it
 
 
 def test_a_distilled_student_is_what_the_next_stage_is_checked_against():
-    student = "{distill: {student: {name: mlp, hidden: [8, 8]}}}"
+    student = "{distill: {student: {model: {name: mlp, hidden: [8, 8]}}}}"
     check_recipe(
         load_recipe(
             "quickstart", ["model.hidden=[16]", f"stages=[{student}, {{prune: {{layers: {{exclude: ['5']}}}}}}]"]

@@ -154,9 +154,13 @@ def test_the_pt2_program_loads_in_a_process_with_torch_alone(cnn, calibration, m
     assert float(finished.stdout.strip().splitlines()[-1]) < 1e-5
 
 
-def test_engine_auto_considers_pt2e_for_int8():
-    assert "pt2e" in candidates("int8_static")
-    assert "pt2e" in candidates("int8_dynamic")
+@pytest.mark.parametrize("flags, measured", [({"avx512_vnni", "amx_int8"}, True), ({"avx512_vnni"}, False)])
+def test_engine_auto_measures_pt2e_where_amx_int8_makes_it_pay(monkeypatch, flags, measured):
+    from optiforge.quantization import schemes
+
+    monkeypatch.setattr(schemes, "cpu_flags", lambda: frozenset(flags))
+    assert ("pt2e" in candidates("int8_static")) == measured
+    assert ("pt2e" in candidates("int8_dynamic")) == measured
     assert candidates("qat_int8") == ["torch"]  # auto fine-tunes once; QAT through PT2E is asked for by name
     with pytest.raises(optiforge.ConfigError, match="engine 'pt2e' cannot run scheme 'int4_weight_only'"):
         QuantConfig(scheme="int4_weight_only", engine="pt2e")

@@ -65,7 +65,8 @@ def test_a_run_whose_last_artefact_is_not_a_float_state_dict_is_refused(tmp_path
 
 def test_the_python_optimize_returns_the_shipped_model_and_the_search(digits, tmp_path, one_thread):
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[16]), digits)
-    space = {"options": {"quantize.scheme": ["bf16"]}, "objective": "size", "max_metric_drop": 1.0}
+    space = {"options": {"quantize": [{"scheme": "int8_dynamic", "engine": "torch"}]}, "objective": "size"}
+    space["max_metric_drop"] = 1.0
     result = optiforge.optimize(
         model, digits, search={**space, "measure": FAST_MEASURE.model_dump(), "rounds": 1}, out=tmp_path, progress=False
     )
