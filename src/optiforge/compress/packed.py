@@ -467,6 +467,7 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
                     ) from error
         _refuse_hooks(model, path)
         _restore_hooks(model)
+        _flatten_recurrent(model)
         return model.eval()
     tensors = {
         name: tensor
@@ -481,7 +482,16 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
     with torch.no_grad():
         for name, tensor in current.items():
             tensor.copy_(tensors[name])
+    _flatten_recurrent(model)
     return model
+
+
+def _flatten_recurrent(model: nn.Module) -> None:
+    """GRU/LSTM/RNN layers given loaded tensors must rebuild their flat weights before they run."""
+    for module in model.modules():
+        if isinstance(module, nn.RNNBase):
+            module._init_flat_weights()
+            module.flatten_parameters()
 
 
 @register_exporter("packed", ".ofpk")
