@@ -213,6 +213,18 @@ def _restore_hooks(model: nn.Module) -> None:
                 module.__dict__[key] = OrderedDict()
 
 
+def _refuse_graphs(model: nn.Module, path: Path) -> None:
+    from optiforge.exporters.onnx import OnnxModule
+
+    for name, module in model.named_modules():
+        if isinstance(module, OnnxModule):
+            where = f"layer '{name}'" if name else type(model).__name__
+            raise ModelError(
+                f"packed: '{path}': {where} is an ONNX Runtime graph, whose weights are not PyTorch tensors a packed "
+                "file could hold; export it with format 'onnx'"
+            )
+
+
 def write_packed(model: nn.Module, path: str | Path, applied: Sequence[dict] = ()) -> Path:
     """Write ``model`` (architecture and every parameter and buffer) as a packed file.
 
@@ -226,7 +238,11 @@ def write_packed(model: nn.Module, path: str | Path, applied: Sequence[dict] = (
     >>> path = write_packed(model, "/tmp/of-doc.ofpk")
     >>> torch.equal(load_packed(path)[0].weight, model[0].weight)
     True
+
+    A model whose weights live outside PyTorch tensors (an ONNX Runtime graph)
+    is refused: the file would hold no tensors.
     """
+    _refuse_graphs(model, Path(path))
     streams = _Streams()
     records, seen = [], {}
     named = [("param", name, tensor) for name, tensor in model.named_parameters(remove_duplicate=False)]
