@@ -81,8 +81,9 @@ def choose_weights(model: nn.Module, layers: LayerFilter, field: str = "layers")
                 skipped.setdefault(name, f"tied to {', '.join(left_out)}, which the layers filter leaves alone")
             else:
                 tensors[f"{name}.{parameter_name}"] = parameter
-                if name not in used:
-                    used.append(name)
+                for alias in aliases:  # a layer sharing the tensor is compressed with it
+                    if alias.rpartition(".")[0] not in used:
+                        used.append(alias.rpartition(".")[0])
     for name, module in model.named_modules():
         if candidates.get(name) is module:
             continue
