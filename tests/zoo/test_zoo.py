@@ -32,7 +32,10 @@ def test_the_zoo_matrix(tmp_path):
 
     rows = {}
     for model, (_family, build, example) in ZOO.items():
-        rows[model] = {operation: run_cell(build, example(), operation) for operation in OPERATIONS}
+        rows[model] = {}
+        for operation in OPERATIONS:
+            rows[model][operation] = cell = run_cell(build, example(), operation)
+            print(f"{model} / {operation}: {cell.outcome} ({cell.note})", flush=True)
     table = markdown(rows)
     print(table)
     Path(os.environ.get("ZOO_MATRIX", tmp_path / "zoo.md")).write_text(table, encoding="utf-8")

@@ -34,6 +34,7 @@ from optiforge.quantization.calibration import call, check_fits, model_inputs, t
 from optiforge.quantization.config import QuantConfig
 from optiforge.quantization.fidelity import Fidelity, compare, float_outputs, labels_of
 from optiforge.quantization.memory import OnnxInMemory
+from optiforge.quantization.result_check import check_quantized
 from optiforge.quantization.schemes import candidates, require
 from optiforge.quantization.sensitivity import layer_sensitivity, mixed_precision, write_sensitivity
 from optiforge.training.finetune import Finetune
@@ -228,6 +229,8 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
     build = BUILDERS[engine]
     engine_job = Job(job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers)
     built = build(engine_job, float_layers)
+    if job.example is not None:
+        check_quantized(built.model, job.example, config.scheme, engine)
     attempt = Attempt(engine, built, list(float_layers))
     if built.unsupported:
         log.warning(
