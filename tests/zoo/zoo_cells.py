@@ -21,7 +21,7 @@ RULES: dict[str, str] = {
     "int8_dynamic needs Linear layers": r"scheme 'int8_dynamic' quantizes Linear layers",
     "torchao int8 needs Linear layers": r"torchao's \w+ quantizes Linear layers",
     "structured pruning cannot follow the graph": r"structured pruning (cannot prune|left every chosen layer)",
-    "structured pruning needs a Linear/Conv layer besides the output": r"keeps the last layer .* it is the only",
+    "the output layer is kept, and it is the only Linear/Conv layer": r"keeps the last layer .* it is the only",
     "ONNX export cannot trace the model": r"^onnx(: | export)",
 }
 

@@ -94,16 +94,15 @@ class Snapshot:
     def __init__(self, model: nn.Module) -> None:
         self.modules = list(model.modules())
         self.children = [dict(module.__dict__["_modules"]) for module in self.modules]
-        copies = copy.deepcopy(model)
-        self.states = [
-            {key: value for key, value in module.__dict__.items() if key != "_modules"} for module in copies.modules()
-        ]
+        self.copy = copy.deepcopy(model)
 
     def restore(self) -> None:
-        """Give every module back what it held when the snapshot was taken."""
-        for module, state, children in zip(self.modules, self.states, self.children, strict=True):
+        """Give every module back what it held when the snapshot was taken (again after each restore)."""
+        fresh = copy.deepcopy(self.copy)  # a verb may change in place what a restore handed back
+        for module, source, children in zip(self.modules, fresh.modules(), self.children, strict=True):
+            state = {key: value for key, value in source.__dict__.items() if key != "_modules"}
             module.__dict__.clear()
-            module.__dict__.update(copy.copy(state))
+            module.__dict__.update(state)
             module.__dict__["_modules"] = dict(children)
 
 
