@@ -28,7 +28,7 @@ def test_one_model_per_family_works_or_is_refused_by_a_rule(model, operation):
 
 @pytest.mark.slow
 def test_the_zoo_matrix(tmp_path):
-    from zoo_cells import markdown
+    from zoo_cells import markdown, zoo_cell
 
     rows = {}
     chosen = [name for name in os.environ.get("ZOO_MODELS", "").split(",") if name] or list(ZOO)
@@ -36,7 +36,7 @@ def test_the_zoo_matrix(tmp_path):
         _family, build, example = ZOO[model]
         rows[model] = {}
         for operation in OPERATIONS:
-            rows[model][operation] = cell = run_cell(build, example(), operation)
+            rows[model][operation] = cell = zoo_cell(model, build, example(), operation)
             print(f"{model} / {operation}: {cell.outcome} ({cell.note})", flush=True)
     table = markdown(rows)
     print(table)

@@ -26,6 +26,12 @@ RULES: dict[str, str] = {
 }
 
 
+# cells that fail today, each with why; the slow test fails if any other cell fails, or one of these starts working
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    ("gpt2 (tiny)", "measure"): "measure's classification loss takes (batch, classes) logits, not one row per position",
+}
+
+
 @dataclass
 class Cell:
     outcome: str  # works | refused | FAILED
@@ -116,8 +122,9 @@ def _measure(model, example):
     from optiforge.data.builtin import TaskData
     from optiforge.models.builtin import count_parameters
 
-    classes = _outputs(model, example).shape[-1]
-    split = TensorDataset(example, torch.zeros(example.shape[0], dtype=torch.long))
+    output = _outputs(model, example)
+    classes = output.shape[-1]  # a language model's targets are one class per position
+    split = TensorDataset(example, torch.zeros(output.shape[:-1], dtype=torch.long))
     data = TaskData(split, split, split, tuple(example.shape[1:]), classes)
     config = optiforge.MeasureConfig(latency_repeats=2, warmup=0, throughput_batch=2, throughput_repeats=1)
     result = measure(model, data, config=config)
@@ -139,6 +146,14 @@ OPERATIONS: dict[str, Callable] = {
     "onnx export": _onnx,
     "measure": _measure,
 }
+
+
+def zoo_cell(name: str, build: Callable[[], nn.Module], example: torch.Tensor, operation: str) -> Cell:
+    """:func:`run_cell`, a known gap marked ``gap`` while it still fails."""
+    cell = run_cell(build, example, operation)
+    if (name, operation) in KNOWN_GAPS:
+        return Cell("gap", cell.note) if cell.outcome == "FAILED" else Cell("FAILED", f"a known gap now {cell.outcome}")
+    return cell
 
 
 def run_cell(build: Callable[[], nn.Module], example: torch.Tensor, operation: str) -> Cell:
@@ -184,11 +199,14 @@ def markdown(rows: dict[str, dict[str, Cell]]) -> str:
         marks = []
         for operation in operations:
             cell = cells[operation]
-            marks.append({"works": "✓", "refused": "refused"}.get(cell.outcome, "**FAILED**"))
+            marks.append({"works": "✓", "refused": "refused", "gap": "gap"}.get(cell.outcome, "**FAILED**"))
             if cell.outcome == "refused":
                 refusals.setdefault(cell.note, []).append(f"{model} / {operation}")
         lines.append(f"| {model} | " + " | ".join(marks) + " |")
     lines.append("")
+    for (model, operation), why in KNOWN_GAPS.items():
+        if model in rows:
+            lines.append(f"- gap: {model} / {operation}: {why}")
     for rule, cells in refusals.items():
         lines.append(f"- refused by *{rule}*: {', '.join(cells)}")
     return "\n".join(lines) + "\n"
