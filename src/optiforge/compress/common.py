@@ -10,10 +10,11 @@ from pathlib import Path
 from pydantic import BaseModel
 from torch import nn
 
+from optiforge.compress.weights import all_weights, covered_layers
 from optiforge.config import FinetuneConfig, TrainConfig
 from optiforge.data.builtin import TaskData
 from optiforge.errors import ConfigError, ModelError
-from optiforge.layers import WEIGHTED_TYPES, LayerFilter, check_patterns, matches, weighted_layers
+from optiforge.layers import LayerFilter, check_patterns, matches, weighted_layers
 from optiforge.training.callbacks import Callback
 from optiforge.training.finetune import Finetune, finetuner
 
@@ -22,10 +23,12 @@ from optiforge.training.finetune import Finetune, finetuner
 class CompressionResult:
     """What a compression verb did: the model, the config applied, the layers touched and left alone.
 
-    ``weight_sparsity`` is the share of zero entries over the weights of every
-    Linear and Conv layer the model holds (``optiforge.layers.WEIGHTED_TYPES``),
-    compressed or not. ``history`` holds the fine-tuning epochs, each row
-    naming its ``run``.
+    ``weight_sparsity`` is the share of zero entries over every weight tensor
+    the verbs cover that the model holds (``optiforge.compress.weights``: Linear,
+    Conv, Embedding, Conv1D, RNN and attention weights, tied ones once),
+    compressed or not. ``skipped`` names what was left alone and ``reasons``
+    says why, where there is more to say than the layer filter.
+    ``history`` holds the fine-tuning epochs, each row naming its ``run``.
     """
 
     model: nn.Module
@@ -35,6 +38,7 @@ class CompressionResult:
     skipped: list[str]
     weight_sparsity: float
     history: list[dict] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def applied(self) -> dict:
@@ -46,7 +50,9 @@ class CompressionResult:
         return {
             "weight_sparsity": round(self.weight_sparsity, 4),
             "layers_compressed": len(self.layers),
-            "layers_skipped": self.skipped,
+            "layers_skipped": [
+                f"{name} ({self.reasons[name]})" if name in self.reasons else name for name in self.skipped
+            ],
         }
 
 
@@ -161,16 +167,17 @@ def chosen_layers(model: nn.Module, layers: LayerFilter, technique: str) -> dict
     return layers.select(model)  # raises, naming the setting that left nothing
 
 
-def skipped_layers(model: nn.Module, touched: Sequence[str]) -> list[str]:
-    """The Linear and Conv layers of ``model`` left alone."""
-    return [name for name in weighted_layers(model) if name not in set(touched)]
+def skipped_layers(model: nn.Module, touched: Sequence[str], reasons: dict[str, str] | None = None) -> list[str]:
+    """The layers with weights the verbs cover that were left alone, then any other tensor named in ``reasons``."""
+    done = set(touched)
+    names = [name for name in covered_layers(model) if name not in done]
+    return names + [name for name in (reasons or {}) if name not in done and name not in names]
 
 
 def weight_sparsity(model: nn.Module) -> float:
-    """Share of zero entries over the weights of the model's Linear and Conv layers (``WEIGHTED_TYPES``)."""
+    """Share of zero entries over every weight tensor the verbs cover (tied tensors once)."""
     total = zeros = 0
-    for module in model.modules():
-        if isinstance(module, WEIGHTED_TYPES):
-            total += module.weight.numel()
-            zeros += int((module.weight.detach() == 0).sum())
+    for weight in all_weights(model):
+        total += weight.numel()
+        zeros += int((weight.detach() == 0).sum())
     return zeros / total if total else 0.0

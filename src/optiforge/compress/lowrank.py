@@ -8,9 +8,12 @@ below in·out are replaced, so every replacement saves parameters.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from optiforge.compress.checks import check_result, example_for, rollback_on_failure
 from optiforge.compress.common import FactorizeResult, chosen_layers, skipped_layers, trainer, weight_sparsity
 from optiforge.compress.config import FactorizeConfig
 from optiforge.config import TrainConfig
@@ -78,26 +81,40 @@ def factorize_with_result(
     *,
     train_config: TrainConfig | None = None,
     finetune: Finetune | None = None,
+    example_inputs: Any = None,
 ) -> FactorizeResult:
     """Factorize ``model`` in place; return it with the layers replaced (see :func:`factorize`).
 
     ``skipped`` lists the Linear and Conv layers left whole: filtered out, or
-    where the kept rank would not save parameters.
+    where the kept rank would not save parameters; ``MultiheadAttention.out_proj``
+    is never replaced (the attention module reads its weight directly). The
+    result is run on ``example_inputs`` (else two of ``data``'s test inputs)
+    and refused with a :class:`ModelError` if it fails.
     """
-    train = trainer(data, train_config, finetune, config.finetune, "factorize")
-    layers = chosen_layers(model, config.layers, "factorize")
-    replaced = []
-    for name, layer in layers.items():
-        replacement = factorize_layer(layer, config)
-        if replacement is None:
-            continue
-        owner_name, _, attribute = name.rpartition(".")
-        setattr(model.get_submodule(owner_name) if owner_name else model, attribute, replacement)
-        replaced.append(name)
-    if replaced:
-        model = train(model)
+    example = example_for(example_inputs, data)
+    with rollback_on_failure(model, enabled=example is not None):
+        train = trainer(data, train_config, finetune, config.finetune, "factorize")
+        layers = chosen_layers(model, config.layers, "factorize")
+        replaced = []
+        reasons: dict[str, str] = {}
+        for name, layer in layers.items():
+            owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            if isinstance(owner, nn.MultiheadAttention):
+                reasons[name] = "MultiheadAttention reads its out_proj weight directly, so it stays whole"
+                continue
+            replacement = factorize_layer(layer, config)
+            if replacement is None:
+                continue
+            owner_name, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(owner_name) if owner_name else model, attribute, replacement)
+            replaced.append(name)
+        if replaced:
+            model = train(model)
+        check_result(model, example, "factorize")
     skipped = [name for name in skipped_layers(model, replaced) if name.rpartition(".")[0] not in replaced]
-    return FactorizeResult(model, "factorize", config, replaced, skipped, weight_sparsity(model), train.history)
+    return FactorizeResult(
+        model, "factorize", config, replaced, skipped, weight_sparsity(model), train.history, reasons=reasons
+    )
 
 
 def factorize(
@@ -107,6 +124,7 @@ def factorize(
     *,
     train_config: TrainConfig | None = None,
     finetune: Finetune | None = None,
+    example_inputs: Any = None,
 ) -> nn.Module:
     """Replace layers by low-rank pairs where that saves parameters (in place).
 
@@ -120,4 +138,6 @@ def factorize(
     >>> [tuple(p.shape) for p in model[0].parameters()]
     [(16, 64), (64, 16), (64,)]
     """
-    return factorize_with_result(model, config, data, train_config=train_config, finetune=finetune).model
+    return factorize_with_result(
+        model, config, data, train_config=train_config, finetune=finetune, example_inputs=example_inputs
+    ).model

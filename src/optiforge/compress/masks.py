@@ -68,12 +68,13 @@ class MaskCallback(Callback):
 
     def __init__(
         self,
-        layers: dict[str, nn.Module],
+        layers: dict[str, nn.Module | torch.Tensor],
         masks: dict[str, torch.Tensor],
         groups: list[tuple[list[str], float]] | None = None,
         gradual: GradualConfig | None = None,
     ) -> None:
-        self.layers = layers
+        # a layer stands for its ``weight``; a tensor (an RNN or attention weight) for itself
+        self.tensors = {name: item if isinstance(item, torch.Tensor) else item.weight for name, item in layers.items()}
         self.masks = masks
         self.groups = groups
         self.gradual = gradual
@@ -87,13 +88,13 @@ class MaskCallback(Callback):
         self.apply(state)
 
     def before_optimizer_step(self, state: TrainState) -> None:
-        for name, layer in self.layers.items():
-            if layer.weight.grad is not None:
-                layer.weight.grad.masked_fill_(~self.masks[name], 0.0)
+        for name, weight in self.tensors.items():
+            if weight.grad is not None:
+                weight.grad.masked_fill_(~self.masks[name], 0.0)
 
     def after_optimizer_step(self, state: TrainState) -> None:
         if self.gradual is not None and self.groups is not None and state.step in self.updates:
-            weights = {name: layer.weight for name, layer in self.layers.items()}
+            weights = dict(self.tensors)
             groups = [
                 (names, cubic_sparsity(state.step, self.total_steps, goal, self.gradual)) for names, goal in self.groups
             ]
@@ -103,19 +104,19 @@ class MaskCallback(Callback):
     def on_train_end(self, state: TrainState) -> None:
         if self.gradual is not None and self.groups is not None:
             # early stopping may restore weights from before the last mask update
-            weights = {name: layer.weight for name, layer in self.layers.items()}
+            weights = dict(self.tensors)
             self.masks = magnitude_masks(weights, self.groups, previous=self.masks)
         self.apply(state)
 
     @torch.no_grad()
     def apply(self, state: TrainState | None) -> None:
-        for name, layer in self.layers.items():
-            mask = self.masks[name].to(layer.weight.device)
+        for name, weight in self.tensors.items():
+            mask = self.masks[name].to(weight.device)
             self.masks[name] = mask
-            layer.weight.masked_fill_(~mask, 0.0)  # not mul_: -w * 0 would leave -0.0 behind
+            weight.masked_fill_(~mask, 0.0)  # not mul_: -w * 0 would leave -0.0 behind
             if state is None:
                 continue
-            for value in state.optimizer.state.get(layer.weight, {}).values():
+            for value in state.optimizer.state.get(weight, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == mask.shape:
                     value.masked_fill_(~mask, 0)
 

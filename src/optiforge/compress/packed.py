@@ -213,6 +213,18 @@ def _restore_hooks(model: nn.Module) -> None:
                 module.__dict__[key] = OrderedDict()
 
 
+def _refuse_graphs(model: nn.Module, path: Path) -> None:
+    from optiforge.exporters.onnx import OnnxModule
+
+    for name, module in model.named_modules():
+        if isinstance(module, OnnxModule):
+            where = f"layer '{name}'" if name else type(model).__name__
+            raise ModelError(
+                f"packed: '{path}': {where} is an ONNX Runtime graph, whose weights are not PyTorch tensors a packed "
+                "file could hold; export it with format 'onnx'"
+            )
+
+
 def write_packed(model: nn.Module, path: str | Path, applied: Sequence[dict] = ()) -> Path:
     """Write ``model`` (architecture and every parameter and buffer) as a packed file.
 
@@ -226,7 +238,11 @@ def write_packed(model: nn.Module, path: str | Path, applied: Sequence[dict] = (
     >>> path = write_packed(model, "/tmp/of-doc.ofpk")
     >>> torch.equal(load_packed(path)[0].weight, model[0].weight)
     True
+
+    A model whose weights live outside PyTorch tensors (an ONNX Runtime graph)
+    is refused: the file would hold no tensors.
     """
+    _refuse_graphs(model, Path(path))
     streams = _Streams()
     records, seen = [], {}
     named = [("param", name, tensor) for name, tensor in model.named_parameters(remove_duplicate=False)]
@@ -467,6 +483,7 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
                     ) from error
         _refuse_hooks(model, path)
         _restore_hooks(model)
+        _flatten_recurrent(model)
         return model.eval()
     tensors = {
         name: tensor
@@ -481,7 +498,16 @@ def load_packed(path: str | Path, model: nn.Module | None = None, *, trusted: bo
     with torch.no_grad():
         for name, tensor in current.items():
             tensor.copy_(tensors[name])
+    _flatten_recurrent(model)
     return model
+
+
+def _flatten_recurrent(model: nn.Module) -> None:
+    """GRU/LSTM/RNN layers given loaded tensors must rebuild their flat weights before they run."""
+    for module in model.modules():
+        if isinstance(module, nn.RNNBase):
+            module._init_flat_weights()
+            module.flatten_parameters()
 
 
 @register_exporter("packed", ".ofpk")

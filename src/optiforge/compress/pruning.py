@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from optiforge.compress.checks import check_result, example_for, rollback_on_failure
 from optiforge.compress.common import PruneResult, skipped_layers, trainer, weight_sparsity
 from optiforge.compress.config import PruneConfig
 from optiforge.compress.structured import prune_structured
@@ -35,13 +36,23 @@ def prune_with_result(
     (['1'], ['3'], 0.65)
     """
     config = config or PruneConfig()
-    train = trainer(data, train_config, finetune, config.finetune, "prune")
-    if config.method == "structured":
-        model, layers = prune_structured(model, config, train, data=data, example_inputs=example_inputs)
-    else:
-        model, layers = prune_unstructured(model, config, train)
+    example = example_for(example_inputs, data)
+    with rollback_on_failure(model, enabled=example is not None):
+        train = trainer(data, train_config, finetune, config.finetune, "prune")
+        if config.method == "structured":
+            model, layers, reasons = prune_structured(model, config, train, data=data, example_inputs=example_inputs)
+        else:
+            model, layers, reasons = prune_unstructured(model, config, train)
+        check_result(model, example, "prune")
     return PruneResult(
-        model, "prune", config, layers, skipped_layers(model, layers), weight_sparsity(model), train.history
+        model,
+        "prune",
+        config,
+        layers,
+        skipped_layers(model, layers, reasons),
+        weight_sparsity(model),
+        train.history,
+        reasons=reasons,
     )
 
 

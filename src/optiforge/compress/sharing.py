@@ -9,12 +9,16 @@ weights stay shared. Zeros left by pruning are not clustered and stay zero.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
-from optiforge.compress.common import ShareResult, skipped_layers, trainer, weight_sparsity
+from optiforge.compress.checks import check_result, example_for, rollback_on_failure
+from optiforge.compress.common import ShareResult, chosen_layers, skipped_layers, trainer, weight_sparsity
 from optiforge.compress.config import ShareConfig
+from optiforge.compress.weights import choose_weights
 from optiforge.config import TrainConfig
 from optiforge.data.builtin import TaskData
 from optiforge.training.callbacks import Callback, TrainState
@@ -108,25 +112,43 @@ def share_with_result(
     *,
     train_config: TrainConfig | None = None,
     finetune: Finetune | None = None,
+    example_inputs: Any = None,
 ) -> ShareResult:
-    """Cluster each chosen layer's weights (in place); return the model with what was done (see :func:`share`)."""
+    """Cluster each chosen weight tensor (in place); return the model with what was done (see :func:`share`).
+
+    The tensors are those of :mod:`optiforge.compress.weights` (tied ones once). The result is run on
+    ``example_inputs`` (else two of ``data``'s test inputs) and refused with a :class:`ModelError` if it fails.
+    """
     config = config or ShareConfig()
-    train = trainer(data, train_config, finetune, config.finetune, "share")
-    layers = config.layers.select(model)
-    tensors: dict[str, nn.Parameter] = {}
-    for name, layer in layers.items():
-        tensors[f"{name}.weight"] = layer.weight
-        if config.include_bias and getattr(layer, "bias", None) is not None:
-            tensors[f"{name}.bias"] = layer.bias
-    indices = {
-        name: cluster_tensor(tensor, config.clusters, config.init, config.seed) for name, tensor in tensors.items()
-    }
-    callback = ShareCallback(tensors, indices, config.clusters)
-    model = train(model, [callback])
-    callback.tie()
-    names = list(layers)
+    example = example_for(example_inputs, data)
+    with rollback_on_failure(model, enabled=example is not None):
+        train = trainer(data, train_config, finetune, config.finetune, "share")
+        chosen = choose_weights(model, config.layers)
+        if not chosen.tensors:
+            chosen_layers(model, config.layers, "share")  # raises, naming what left nothing
+        tensors: dict[str, nn.Parameter] = dict(chosen.tensors)
+        if config.include_bias:
+            for name in chosen.layers:
+                bias = getattr(model.get_submodule(name), "bias", None)
+                if isinstance(bias, nn.Parameter):
+                    tensors[f"{name}.bias"] = bias
+        indices = {
+            name: cluster_tensor(tensor, config.clusters, config.init, config.seed) for name, tensor in tensors.items()
+        }
+        callback = ShareCallback(tensors, indices, config.clusters)
+        model = train(model, [callback])
+        callback.tie()
+        check_result(model, example, "share")
+    reasons = {name: why for name, why in chosen.skipped.items() if why != "left out by the layers filter"}
     return ShareResult(
-        model, "share", config, names, skipped_layers(model, names), weight_sparsity(model), train.history
+        model,
+        "share",
+        config,
+        chosen.layers,
+        skipped_layers(model, chosen.layers, reasons),
+        weight_sparsity(model),
+        train.history,
+        reasons=reasons,
     )
 
 
@@ -137,6 +159,7 @@ def share(
     *,
     train_config: TrainConfig | None = None,
     finetune: Finetune | None = None,
+    example_inputs: Any = None,
 ) -> nn.Module:
     """Cluster each layer's weights into ``config.clusters`` shared values (in place).
 
@@ -149,4 +172,6 @@ def share(
     >>> torch.unique(model[0].weight).numel()
     4
     """
-    return share_with_result(model, config, data, train_config=train_config, finetune=finetune).model
+    return share_with_result(
+        model, config, data, train_config=train_config, finetune=finetune, example_inputs=example_inputs
+    ).model

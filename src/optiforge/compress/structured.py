@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiforge.compress.checks import Snapshot, failing_layer, to_device
 from optiforge.compress.common import Trainer, chosen_layers, layer_values
 from optiforge.compress.config import PruneConfig
 from optiforge.data.builtin import TaskData
@@ -98,6 +99,17 @@ def _unsupported_layer(model: nn.Module) -> str | None:
     return None
 
 
+def _raw_parameters(model: nn.Module) -> str:
+    """The parameters held by modules Torch-Pruning cannot slice, e.g. ``gain`` of a custom module."""
+    names = [
+        f"{name}.{parameter_name}" if name else parameter_name
+        for name, module in model.named_modules()
+        if not isinstance(module, _SLICEABLE)
+        for parameter_name, _ in module.named_parameters(recurse=False)
+    ]
+    return ", ".join(f"'{name}'" for name in names)
+
+
 def _importance(config: PruneConfig, tp: Any) -> Any:
     if config.structured.importance == "taylor":
         return tp.importance.GroupTaylorImportance()
@@ -118,77 +130,60 @@ def _taylor_gradients(model: nn.Module, data: TaskData | None, batches: int) -> 
         task.loss(model(inputs.to(device)).float(), targets.to(device)).backward()
 
 
-def _check_runs(model: nn.Module, example_inputs: Any) -> None:
-    """Run the pruned model once; a failure names the layer it happened in."""
-    current: list[str] = []
-    hooks = [
-        module.register_forward_pre_hook(lambda _m, _i, name=name: current.append(name))
-        for name, module in model.named_modules()
-        if name
-    ]
+class _GroupError(Exception):
+    """Torch-Pruning failed while pruning the group of ``layer``."""
+
+    def __init__(self, layer: nn.Module, error: Exception) -> None:
+        super().__init__(str(error))
+        self.layer = layer
+        self.error = error
+
+
+def _group_root(group: Any) -> nn.Module | None:
     try:
-        with torch.no_grad():
-            if isinstance(example_inputs, dict):
-                model(**example_inputs)
-            elif isinstance(example_inputs, tuple):
-                model(*example_inputs)
-            else:
-                model(example_inputs)
-    except Exception as error:
-        where = current[-1] if current else type(model).__name__
-        raise ModelError(
-            f"structured pruning broke layer '{where}' ({type(error).__name__}: "
-            f"{str(error).splitlines()[0]}); exclude it with layers.exclude"
-        ) from None
-    finally:
-        for hook in hooks:
-            hook.remove()
+        return group[0].dep.target.module
+    except (AttributeError, IndexError, TypeError):
+        return None
 
 
-def prune_structured(
+def _step(pruner: Any) -> None:
+    """One pruning step, group by group, so a failure names the group's layer."""
+    for group in pruner.step(interactive=True):
+        try:
+            group.prune()
+        except Exception as error:  # Torch-Pruning raises raw IndexError/RuntimeError on graphs it misreads
+            raise _GroupError(_group_root(group), error) from None
+
+
+def _layers_to_leave(model: nn.Module, name: str) -> list[nn.Module]:
+    """The compressible layers to leave alone when ``name`` broke: those inside it, or inside its parent if a leaf."""
+    module = model.get_submodule(name) if name else model
+    if not list(module.children()) and "." in name:
+        module = model.get_submodule(name.rpartition(".")[0])
+    return [layer for layer in module.modules() if isinstance(layer, WEIGHTED_TYPES)]
+
+
+def _make_pruner(
+    tp: Any,
     model: nn.Module,
     config: PruneConfig,
-    finetune: Trainer,
-    data: TaskData | None = None,
-    example_inputs: Any = None,
-) -> tuple[nn.Module, list[str]]:
-    """Remove the least important channels/neurons (and heads), then fine-tune. Returns (model, layers pruned)."""
-    tp = _torch_pruning()
-    if example_inputs is None:
-        if data is None:
-            raise ConfigError("structured pruning traces the model: pass data=... or example_inputs=...")
-        example_inputs = data.example_input(2)
-    device = next(model.parameters()).device
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = example_inputs.to(device)
-    elif isinstance(example_inputs, dict):
-        example_inputs = {key: value.to(device) for key, value in example_inputs.items()}
-    layers = chosen_layers(model, config.layers, "structured pruning")
-    heads = attention_heads(model)
-    ignored = [
-        module for module in model.modules() if isinstance(module, WEIGHTED_TYPES) and module not in layers.values()
-    ]
-    if heads:
-        # the residual stream of an encoder keeps its width: only heads and feed-forward neurons shrink
-        width = next(iter(heads)).in_features
-        ignored += [
-            module
-            for module in layers.values()
-            if isinstance(module, nn.Linear) and module.out_features == width and module not in heads
-        ]
+    example_inputs: Any,
+    layers: dict[str, nn.Module],
+    ignored: list[nn.Module],
+    heads: dict[nn.Module, int],
+) -> Any:
     layer_sparsity = layer_values(model, list(layers), config.layer_sparsity, "layer_sparsity")
-    ratio_dict = {layers[name]: fraction for name, fraction in layer_sparsity.items()}
+    ratio_dict = {layers[name]: fraction for name, fraction in layer_sparsity.items() if layers[name] not in ignored}
     head_sparsity = config.structured.head_sparsity if config.structured.head_sparsity is not None else config.sparsity
-    steps = config.structured.iterative_steps
     try:
-        pruner = tp.pruner.MetaPruner(
+        return tp.pruner.MetaPruner(
             model,
             example_inputs,
             importance=_importance(config, tp),
             global_pruning=config.scope == "global",
             pruning_ratio=config.sparsity,
             pruning_ratio_dict=ratio_dict or None,
-            iterative_steps=steps,
+            iterative_steps=config.structured.iterative_steps,
             ignored_layers=ignored,
             round_to=config.structured.round_to,
             num_heads=heads,
@@ -206,15 +201,124 @@ def prune_structured(
             f"structured pruning cannot follow the dependencies of {type(model).__name__}: {hint}; "
             "exclude it with layers.exclude or use method 'magnitude'"
         ) from None
+
+
+# how many times a layer Torch-Pruning breaks is left alone before the model is refused
+_MAX_RETRIES = 12
+
+
+def prune_structured(
+    model: nn.Module,
+    config: PruneConfig,
+    finetune: Trainer,
+    data: TaskData | None = None,
+    example_inputs: Any = None,
+) -> tuple[nn.Module, list[str], dict[str, str]]:
+    """Remove the least important channels/neurons (and heads), then fine-tune.
+
+    Returns (model, layers pruned, layers left alone → why). Where Torch-Pruning
+    cannot follow the graph around a layer (the step fails, or the pruned model
+    fails there), the model is rolled back, that block's layers are left alone
+    and named, and the rest is pruned. If pruning fails for good, the caller's
+    model is given back as it was.
+    """
+    tp = _torch_pruning()
+    if example_inputs is None:
+        if data is None:
+            raise ConfigError("structured pruning traces the model: pass data=... or example_inputs=...")
+        example_inputs = data.example_input(2)
+    example_inputs = to_device(example_inputs, model)
+    layers = chosen_layers(model, config.layers, "structured pruning")
+    heads = attention_heads(model)
+    names = {module: name for name, module in model.named_modules()}
+    ignored = [
+        module for module in model.modules() if isinstance(module, WEIGHTED_TYPES) and module not in layers.values()
+    ]
+    if heads:
+        # the residual stream of an encoder keeps its width: only heads and feed-forward neurons shrink
+        width = next(iter(heads)).in_features
+        ignored += [
+            module
+            for module in layers.values()
+            if isinstance(module, nn.Linear) and module.out_features == width and module not in heads
+        ]
+    left_alone: dict[str, str] = {}
+    snapshot = Snapshot(model)
+    for _attempt in range(_MAX_RETRIES):
+        try:
+            result = _prune_steps(tp, model, config, finetune, data, example_inputs, layers, ignored, heads)
+            break
+        except _GroupError as failure:
+            snapshot.restore()
+            name = names.get(failure.layer, "") if failure.layer is not None else ""
+            reason = f"Torch-Pruning cannot prune its group ({type(failure.error).__name__})"
+        except _BrokeLayer as failure:
+            snapshot.restore()
+            name, reason = failure.layer, f"pruning it broke the forward pass ({failure.kind})"
+        except BaseException:
+            snapshot.restore()
+            raise
+        newly = [layer for layer in _layers_to_leave(model, name) if layer not in ignored and layer in layers.values()]
+        if not name or not newly:
+            raw = _raw_parameters(model)
+            raise ModelError(
+                f"structured pruning cannot prune {type(model).__name__}"
+                f"{f': layer {name!r} breaks' if name else ''} ({reason})"
+                f"{f'; raw parameters the dependency graph cannot see: {raw}' if raw and not name else ''}; "
+                "the model given was left as it was; exclude the layers feeding them with layers.exclude "
+                "or use method 'magnitude'"
+            )
+        ignored += newly
+        left_alone.update(dict.fromkeys((names[layer] for layer in newly), f"left alone: {reason}"))
+        model.zero_grad(set_to_none=True)
+    else:
+        snapshot.restore()
+        raise ModelError(
+            f"structured pruning gave up on {type(model).__name__} after leaving {len(left_alone)} layers alone "
+            f"({', '.join(left_alone)}); the model given was left as it was; use method 'magnitude'"
+        )
+    pruned = [name for name, layer in layers.items() if names[layer] not in left_alone]
+    if not pruned:
+        raw = _raw_parameters(model)
+        raise ModelError(
+            f"structured pruning left every chosen layer of {type(model).__name__} alone: "
+            f"{'; '.join(f'{name!r} {why}' for name, why in left_alone.items())}"
+            f"{f' (raw parameters the dependency graph cannot see: {raw})' if raw else ''}; use method 'magnitude'"
+        )
+    return result, pruned, left_alone
+
+
+class _BrokeLayer(Exception):
+    def __init__(self, layer: str, kind: str) -> None:
+        super().__init__(layer)
+        self.layer = layer
+        self.kind = kind
+
+
+def _prune_steps(
+    tp: Any,
+    model: nn.Module,
+    config: PruneConfig,
+    finetune: Trainer,
+    data: TaskData | None,
+    example_inputs: Any,
+    layers: dict[str, nn.Module],
+    ignored: list[nn.Module],
+    heads: dict[nn.Module, int],
+) -> nn.Module:
+    pruner = _make_pruner(tp, model, config, example_inputs, layers, ignored, heads)
+    steps = config.structured.iterative_steps
     epochs = config.finetune.epochs
     epochs_per_step = [epochs // steps + (1 if index < epochs % steps else 0) for index in range(steps)]
     for step in range(steps):
         if config.structured.importance == "taylor":
             _taylor_gradients(model, data, config.structured.taylor_batches)
-        pruner.step()
+        _step(pruner)
         model.zero_grad(set_to_none=True)
         _fix_attention_sizes(model)
-        _check_runs(model, example_inputs)
+        failure = failing_layer(model, example_inputs)
+        if failure is not None:
+            raise _BrokeLayer(failure[0], type(failure[1]).__name__)
         name = f"finetune-{step + 1}" if steps > 1 else "finetune"
         model = finetune(model, name=name, epochs=epochs_per_step[step])
-    return model, list(layers)
+    return model

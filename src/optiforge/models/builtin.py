@@ -161,16 +161,48 @@ def cnn2d(
     return nn.Sequential(*layers)
 
 
+def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
+    """The weight and bias an int8 module holds outside ``parameters()``: packed (PyTorch) or a buffer (torchao)."""
+    weight_bias = getattr(module, "_weight_bias", None)
+    if type(module).__name__.endswith("PackedParams"):
+        return []  # its owner (the quantized Linear) reports them
+    if callable(weight_bias):
+        try:
+            tensors = weight_bias()
+        except (RuntimeError, TypeError, AttributeError):
+            return []
+        return [tensor for tensor in tensors if isinstance(tensor, torch.Tensor)]
+    weight = module._buffers.get("weight") if isinstance(module, nn.Linear) else None
+    return [weight] if isinstance(weight, torch.Tensor) else []
+
+
+def _nonzero(tensor: torch.Tensor) -> int:
+    if tensor.is_quantized:
+        tensor = tensor.int_repr()
+    try:
+        return int(torch.count_nonzero(tensor.detach()).item())
+    except (RuntimeError, NotImplementedError, TypeError):  # a quantized tensor subclass without count_nonzero
+        return tensor.numel()
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters), shared tensors counted once."""
+    """(parameters, non-zero parameters), shared tensors counted once.
+
+    int8 modules hold their weights outside ``parameters()`` (PyTorch's packed params, torchao's
+    buffers); those weights and biases are counted too, so an int8 model has as many parameters as
+    the float one.
+    """
     seen: set[int] = set()
     total = nonzero = 0
-    for parameter in model.parameters():
-        if id(parameter) in seen:
+    tensors = list(model.parameters())
+    for module in model.modules():
+        tensors += _packed_weights(module)
+    for tensor in tensors:
+        if id(tensor) in seen:
             continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-        nonzero += int(torch.count_nonzero(parameter.detach()).item())
+        seen.add(id(tensor))
+        total += tensor.numel()
+        nonzero += _nonzero(tensor)
     return total, nonzero
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from optiforge.bench.selection import Candidate, select
 from optiforge.bench.timing import interleaved, per_second
 from optiforge.errors import ConfigError, OptiforgeError
+from optiforge.exporters.onnx import OnnxModule
 from optiforge.hardware.inference_compile import FrozenCompiled
 from optiforge.layers import WEIGHTED_TYPES, weighted_layers
 from optiforge.quantization import torch_engine
@@ -34,6 +35,8 @@ from optiforge.quantization.calibration import call, check_fits, model_inputs, t
 from optiforge.quantization.casts import check_cast
 from optiforge.quantization.config import QuantConfig
 from optiforge.quantization.fidelity import Fidelity, compare, float_outputs, labels_of
+from optiforge.quantization.memory import OnnxInMemory
+from optiforge.quantization.result_check import check_quantized
 from optiforge.quantization.schemes import candidates, require
 from optiforge.quantization.sensitivity import layer_sensitivity, mixed_precision, write_sensitivity
 from optiforge.training.finetune import Finetune
@@ -269,6 +272,8 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
         job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers, job.validation
     )
     built = build(engine_job, float_layers)
+    if job.example is not None:
+        check_quantized(built.model, job.example, config.scheme, engine)
     attempt = Attempt(engine, built, list(float_layers))
     if built.unsupported:
         log.warning(
@@ -345,7 +350,13 @@ def quantize_with_result(
         model = copy.deepcopy(model).cpu()  # int8 kernels are CPU kernels; the caller's model stays where it is
     model.eval()
     try:
-        return _quantize(original, model, config, calibration, validation, finetune, output_dir)
+        if output_dir is not None:
+            return _quantize(original, model, config, calibration, validation, finetune, Path(output_dir))
+        with tempfile.TemporaryDirectory(prefix="optiforge-quantize-") as folder:
+            result = _quantize(original, model, config, calibration, validation, finetune, Path(folder))
+            if isinstance(result.model, OnnxModule) and result.model.path is not None:
+                result.model = OnnxInMemory(result.model)  # the folder goes; the graph stays in memory
+            return result
     finally:
         original.train(was_training)
 
@@ -357,7 +368,7 @@ def _quantize(
     calibration: Iterable | None,
     validation: Iterable | None,
     finetune: Finetune | None,
-    output_dir: str | Path | None,
+    folder: Path,
 ) -> QuantizeResult:
     layers, float_layers = _float_layers(model, config)
     batches: list[Any] = []
@@ -374,7 +385,6 @@ def _quantize(
     elif config.has_target:
         raise ConfigError("quantize.target: checking a target needs validation=loader (or calibration=loader)")
     example = batches[0] if batches else (model_inputs(evaluation[0]) if evaluation else None)
-    folder = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="optiforge-quantize-"))
     job = Job(model, config, batches, example, folder, finetune, layers, evaluation)
 
     if config.engine == "auto":

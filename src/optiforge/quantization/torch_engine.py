@@ -118,16 +118,33 @@ def convert_qat(prepared: nn.Module) -> nn.Module:
 
 
 def dynamic(model: nn.Module, config: QuantConfig, float_layers: list[str]) -> tuple[nn.Module, list[str]]:
-    """Dynamic int8 on Linear layers; returns the model and the layers it had to leave float."""
+    """Dynamic int8 on Linear layers; returns the model and the layers it had to leave float.
+
+    ``MultiheadAttention.out_proj`` stays float (listed as unsupported); a model with no
+    Linear layer to quantize is a :class:`ModelError`, never the float model returned as int8.
+    """
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     float_model = copy.deepcopy(model).cpu().eval()
-    linear = [name for name, module in float_model.named_modules() if isinstance(module, nn.Linear)]
+    linear = [name for name, module in float_model.named_modules() if quantizable_linear(module)]
     unsupported = [name for name in weighted_layers(float_model) if name not in linear and name not in float_layers]
     qconfig = per_channel_dynamic_qconfig if config.weights.per_channel else default_dynamic_qconfig
     spec = {name: qconfig for name in linear if name not in float_layers}
+    if not spec:
+        raise ModelError(
+            f"quantize: scheme 'int8_dynamic' quantizes Linear layers and {type(model).__name__} has none to "
+            f"quantize (layers: {', '.join(weighted_layers(float_model)) or 'none'}); "
+            "use scheme 'int8_static', which also quantizes convolutions"
+        )
     with quiet():
         return quantize_dynamic(float_model, spec, dtype=torch.qint8), unsupported
+
+
+def quantizable_linear(module: nn.Module) -> bool:
+    """A Linear whose weight int8 kernels may replace; ``MultiheadAttention.out_proj`` is read directly."""
+    from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
+
+    return isinstance(module, nn.Linear) and not isinstance(module, NonDynamicallyQuantizableLinear)
 
 
 class CastModel(nn.Module):

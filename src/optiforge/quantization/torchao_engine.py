@@ -15,10 +15,11 @@ import warnings
 import torch
 from torch import nn
 
-from optiforge.errors import DependencyError
+from optiforge.errors import DependencyError, ModelError
 from optiforge.imports import quiet_optional_imports
 from optiforge.layers import LayerFilter, weighted_layers
 from optiforge.quantization.config import QuantConfig
+from optiforge.quantization.torch_engine import quantizable_linear
 
 log = logging.getLogger("optiforge")
 
@@ -57,12 +58,19 @@ def quantize_torchao(model: nn.Module, config: QuantConfig, float_layers: list[s
     for name, module in weighted_layers(quantized).items():
         if not wanted(module, name):
             continue
-        if not isinstance(module, nn.Linear):
-            unsupported.append(name)  # torchao's CPU configs quantize Linear weights only
+        if not quantizable_linear(module):
+            # torchao's CPU configs quantize Linear weights only; MultiheadAttention reads out_proj's weight itself
+            unsupported.append(name)
         elif config.scheme == "int4_weight_only" and module.in_features % config.weights.group_size:
             unsupported.append(name)  # a group must not straddle rows
         else:
             chosen.add(name)
+    if not chosen:
+        raise ModelError(
+            f"quantize: torchao's {config.scheme} quantizes Linear layers and none of {type(model).__name__} "
+            f"is left to quantize (left float: {', '.join(unsupported) or 'none'}); "
+            "use scheme 'int8_static', which also quantizes convolutions"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_(
