@@ -107,20 +107,7 @@ def artifact_parameters(model: nn.Module | Callable) -> tuple[int, int]:
         return total, nonzero
     if not isinstance(model, nn.Module):
         return 0, 0
-    total, nonzero = count_parameters(model)
-    parameters = {id(parameter) for parameter in model.parameters()}
-    for tensor in _tensors(model):
-        if id(tensor) in parameters or tensor.dim() < 2:
-            continue
-        if hasattr(tensor, "qdata"):  # a torchao quantized weight, held as a buffer: count its codes
-            values = tensor.qdata
-        elif tensor.dtype in _INT8:
-            values = tensor.int_repr() if tensor.is_quantized else tensor
-        else:
-            continue
-        total += tensor.numel()
-        nonzero += int(torch.count_nonzero(values).item())
-    return total, nonzero
+    return count_parameters(model)  # int8 packed and torchao weights included
 
 
 class Autocast(nn.Module):

@@ -15,7 +15,9 @@ import copy
 import functools
 import itertools
 import logging
+import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from optiforge.bench.selection import Candidate, select
 from optiforge.bench.timing import interleaved, per_second
 from optiforge.errors import ConfigError, OptiforgeError
 from optiforge.exporters.onnx import OnnxModule
+from optiforge.exporters.openvino import OpenVinoModule, copy_ir
 from optiforge.hardware.inference_compile import FrozenCompiled
 from optiforge.layers import WEIGHTED_TYPES, weighted_layers
 from optiforge.quantization import torch_engine
@@ -356,9 +359,18 @@ def quantize_with_result(
             result = _quantize(original, model, config, calibration, validation, finetune, Path(folder))
             if isinstance(result.model, OnnxModule) and result.model.path is not None:
                 result.model = OnnxInMemory(result.model)  # the folder goes; the graph stays in memory
+            elif isinstance(result.model, OpenVinoModule):
+                _keep_while_alive(result.model)  # the folder goes; the IR lives as long as the module
             return result
     finally:
         original.train(was_training)
+
+
+def _keep_while_alive(model: OpenVinoModule) -> None:
+    """Move the module's IR out of the temporary folder into one removed when the module is collected."""
+    keep = Path(tempfile.mkdtemp(prefix="optiforge-openvino-"))
+    model.path = copy_ir(model.path, keep / model.path.name)
+    weakref.finalize(model, shutil.rmtree, keep, True)
 
 
 def _quantize(
