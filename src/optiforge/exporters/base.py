@@ -37,3 +37,20 @@ def export(
     """Write ``model`` in ``format``; ``example_input`` is needed by tracing formats."""
     function, _suffix = EXPORTERS.get(format, field="export")
     return function(model, Path(path), example_input)
+
+
+class WritersByType(dict):
+    """Model type → ``writer(model, path, example_input) -> path`` for one format; the most derived type wins."""
+
+    def register(self, model_type: type) -> Callable[[Exporter], Exporter]:
+        """Decorator registering a writer for models of ``model_type``."""
+
+        def add(writer: Exporter) -> Exporter:
+            self[model_type] = writer
+            return writer
+
+        return add
+
+    def find(self, model: object) -> Exporter | None:
+        """The writer registered for ``model``'s class or its nearest base, or ``None``."""
+        return next((self[kind] for kind in type(model).__mro__ if kind in self), None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from optiforge.errors import ConfigError, DependencyError, ModelError
-from optiforge.exporters.base import register_exporter
+from optiforge.exporters.base import WritersByType, register_exporter
 from optiforge.files import atomic_write
 from optiforge.layers import matches, module_of_node
 
@@ -250,26 +250,16 @@ def _copy_onnx_file(model: OnnxModule, path: Path, example_input: Any) -> Path:
 
 
 # model type → writer(model, path, example_input); the most derived registered type wins, others get export_onnx
-ONNX_EXPORTERS: dict[type, Callable[[Any, Path, Any], Path]] = {OnnxModule: _copy_onnx_file}
-
-
-def register_onnx_exporter(model_type: type) -> Callable:
-    """Decorator registering ``writer(model, path, example_input) -> path`` for models of ``model_type``."""
-
-    def add(writer: Callable[[Any, Path, Any], Path]) -> Callable[[Any, Path, Any], Path]:
-        ONNX_EXPORTERS[model_type] = writer
-        return writer
-
-    return add
+ONNX_EXPORTERS = WritersByType({OnnxModule: _copy_onnx_file})
+register_onnx_exporter = ONNX_EXPORTERS.register
 
 
 @register_exporter("onnx", ".onnx")
 def export_onnx_format(model: nn.Module, path: Path, example_input: Any) -> Path:
     """ONNX for ONNX Runtime: the writer registered for the model's type, else the float graph."""
-    for model_type in type(model).__mro__:
-        writer = ONNX_EXPORTERS.get(model_type)
-        if writer is not None:
-            return writer(model, Path(path), example_input)
+    writer = ONNX_EXPORTERS.find(model)
+    if writer is not None:
+        return writer(model, Path(path), example_input)
     return export_onnx(model, path, example_input)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from optiforge.errors import ConfigError, ModelError
-from optiforge.exporters.base import register_exporter
+from optiforge.exporters.base import WritersByType, register_exporter
 from optiforge.imports import optional_import
 
 PRECISIONS = ("f32", "bf16")
@@ -242,26 +242,16 @@ def _copy_module(model: OpenVinoModule, path: Path, example_input: Any) -> Path:
 
 
 # model type → writer(model, path, example_input); the most derived registered type wins, others are converted
-OPENVINO_EXPORTERS: dict[type, Callable[[Any, Path, Any], Path]] = {OpenVinoModule: _copy_module}
-
-
-def register_openvino_exporter(model_type: type) -> Callable:
-    """Decorator registering ``writer(model, path, example_input) -> path`` for models of ``model_type``."""
-
-    def add(writer: Callable[[Any, Path, Any], Path]) -> Callable[[Any, Path, Any], Path]:
-        OPENVINO_EXPORTERS[model_type] = writer
-        return writer
-
-    return add
+OPENVINO_EXPORTERS = WritersByType({OpenVinoModule: _copy_module})
+register_openvino_exporter = OPENVINO_EXPORTERS.register
 
 
 @register_exporter("openvino", ".xml")
 def export_openvino(model: nn.Module, path: Path, example_input: Any) -> Path:
     """OpenVINO IR (``.xml`` + ``.bin``): the writer registered for the model's type, else the float graph."""
-    for model_type in type(model).__mro__:
-        writer = OPENVINO_EXPORTERS.get(model_type)
-        if writer is not None:
-            return writer(model, Path(path), example_input)
+    writer = OPENVINO_EXPORTERS.find(model)
+    if writer is not None:
+        return writer(model, Path(path), example_input)
     if example_input is None:
         raise ConfigError("export openvino: converting a PyTorch model needs an example input")
     return save_ir(convert(model, example_input), path)
