@@ -103,11 +103,15 @@ def synthetic_inputs(session, batch: int, free_dimension: int) -> dict[str, np.n
         dtype = _NUMPY_TYPES.get(spec.type)
         if dtype is None:
             raise ConfigError(f"bench: input '{spec.name}' has type {spec.type}, which bench cannot make up")
-        if np.issubdtype(dtype, np.floating):
-            feeds[spec.name] = generator.standard_normal(shape).astype(dtype)
-        else:
-            feeds[spec.name] = np.ones(shape, dtype=dtype)
+        feeds[spec.name] = made_up_input(shape, dtype, generator)
     return feeds
+
+
+def made_up_input(shape: list[int], dtype: np.dtype, generator: np.random.Generator) -> np.ndarray:
+    """An input to time a graph with: normal noise for floats, ones for integers (valid ids and masks)."""
+    if np.issubdtype(dtype, np.floating):
+        return generator.standard_normal(shape).astype(dtype)
+    return np.ones(shape, dtype=dtype)
 
 
 def bench_onnx(

@@ -9,7 +9,7 @@ import numpy as np
 
 from optiforge.bench import timing
 from optiforge.errors import ConfigError
-from optiforge.hardware.onnx_runtime import ProviderLatency
+from optiforge.hardware.onnx_runtime import ProviderLatency, made_up_input
 from optiforge.imports import optional_import
 
 PRECISIONS = ("f32", "bf16")
@@ -26,10 +26,7 @@ def synthetic_inputs(model, batch: int, free_dimension: int) -> dict[str, np.nda
             for axis, dimension in enumerate(port.get_partial_shape())
         ]
         dtype = port.get_element_type().to_dtype()
-        if np.issubdtype(dtype, np.floating):
-            feeds[name] = generator.standard_normal(shape).astype(dtype)
-        else:
-            feeds[name] = np.ones(shape, dtype=dtype)
+        feeds[name] = made_up_input(shape, dtype, generator)
     return feeds
 
 
