@@ -162,6 +162,16 @@ class LayerFilter(Config):
         return not self.include or matches(name, self.include)
 
 
+class QuantizedLayerFilter(LayerFilter):
+    """A :class:`LayerFilter` for quantization: ``float_most_sensitive`` more of the chosen layers stay float,
+    the ones whose quantization alone costs the most fidelity (measured on the verb's validation data)."""
+
+    float_most_sensitive: int = Field(
+        0, ge=0, le=1000, description="keep the k layers most sensitive to quantization in float (0: none)"
+    )
+
+
+
 def module_of_node(node_name: str) -> str:
     """The module a node of a TorchScript-exported ONNX graph came from.
 

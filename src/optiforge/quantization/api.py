@@ -36,12 +36,17 @@ from optiforge.layers import WEIGHTED_TYPES, weighted_layers
 from optiforge.quantization import torch_engine
 from optiforge.quantization.calibration import call, check_fits, model_inputs, take_batches
 from optiforge.quantization.casts import check_cast
-from optiforge.quantization.config import QuantConfig
+from optiforge.quantization.config import WHOLE_MODEL_SCHEMES, QuantConfig
 from optiforge.quantization.fidelity import Fidelity, compare, float_outputs, labels_of
 from optiforge.quantization.memory import OnnxInMemory
 from optiforge.quantization.result_check import check_quantized
 from optiforge.quantization.schemes import candidates, require
-from optiforge.quantization.sensitivity import layer_sensitivity, mixed_precision, write_sensitivity
+from optiforge.quantization.sensitivity import (
+    cached_sensitivity,
+    mixed_precision,
+    most_sensitive_float,
+    write_sensitivity,
+)
 from optiforge.training.finetune import Finetune
 
 log = logging.getLogger("optiforge")
@@ -67,6 +72,7 @@ class Job:
     finetune: Finetune | None = None
     layers: list[str] = field(default_factory=list)  # the layers meant for int8
     validation: list[Any] = field(default_factory=list)  # validation batches, labels kept (accuracy control)
+    rankings: dict | None = None  # engine -> sensitivity rows, shared by calls that differ only in k
 
 
 @dataclass
@@ -274,10 +280,27 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
     engine_job = Job(
         job.model, config, job.batches, job.example, job.folder / engine, job.finetune, job.layers, job.validation
     )
+
+    def evaluate(model: nn.Module) -> Fidelity:
+        return compare(_reference(model), batches=evaluation, reference=reference)
+
+    def build_with(layers_in_float: list[str]) -> nn.Module:
+        return build(engine_job, layers_in_float).model
+
+    excluded, sensitivity = list(float_layers), []
+    sensitive_count = config.layers.float_most_sensitive
+    if sensitive_count:
+        if sensitive_count >= len(job.layers):
+            raise ConfigError(
+                f"quantize.layers.float_most_sensitive: {sensitive_count} would keep every one of the "
+                f"{len(job.layers)} layers meant for int8 float; give at most {len(job.layers) - 1}"
+            )
+        sensitivity = cached_sensitivity(job.rankings, engine, build_with, evaluate, job.layers, excluded)
+        float_layers = most_sensitive_float([row["layer"] for row in sensitivity], excluded, sensitive_count)
     built = build(engine_job, float_layers)
     if job.example is not None:
         check_quantized(built.model, job.example, config.scheme, engine)
-    attempt = Attempt(engine, built, list(float_layers))
+    attempt = Attempt(engine, built, list(float_layers), sensitivity=sensitivity)
     if built.unsupported:
         log.warning(
             "quantize (%s, %s): layers left in float because the engine cannot quantize them: %s",
@@ -287,27 +310,21 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
         )
     if not evaluation:
         return attempt
-
-    def evaluate(model: nn.Module) -> Fidelity:
-        return compare(_reference(model), batches=evaluation, reference=reference)
-
     attempt.fidelity = evaluate(built.model)
     constrained = config.has_target or config.engine == "auto"
     attempt.target_met = not constrained or attempt.fidelity.meets(*_target(config))
     layers = [name for name in job.layers if name not in built.unsupported]
-    searchable = config.scheme not in ("fp16", "bf16", "qat_int8")  # casts are whole-model; QAT would retrain
+    searchable = config.scheme not in WHOLE_MODEL_SCHEMES  # casts are whole-model; QAT would retrain
     wants_search = searchable and config.has_target and not attempt.target_met
-    if not ((config.sensitivity or wants_search) and layers and searchable):
+    if not ((config.sensitivity or wants_search or sensitivity) and layers and searchable):
         return attempt
-
-    def build_with(layers_in_float: list[str]) -> nn.Module:
-        return build(engine_job, layers_in_float).model
-
-    attempt.sensitivity = layer_sensitivity(build_with, evaluate, layers, float_layers)
+    attempt.sensitivity = sensitivity or cached_sensitivity(job.rankings, engine, build_with, evaluate, layers, excluded)
     write_sensitivity(attempt.sensitivity, engine_job.folder, f"int8 sensitivity per layer ({config.scheme}, {engine})")
-    if wants_search:
-        ranked = [row["layer"] for row in attempt.sensitivity]
-        selection = mixed_precision(build_with, evaluate, ranked, float_layers, *_target(config), _target_text(config))
+    if wants_search:  # the target asks for more float layers: k = sensitive_count + 1, + 2, ...
+        ranked = [row["layer"] for row in attempt.sensitivity if row["layer"] in layers]
+        selection = mixed_precision(
+            build_with, evaluate, ranked, excluded, *_target(config), _target_text(config), first=sensitive_count + 1
+        )
         attempt.search = [candidate.summary() for candidate in selection.candidates]
         if selection.chosen is None:
             log.warning("quantize (%s): %s", engine, selection.reason)
@@ -333,8 +350,12 @@ def quantize_with_result(
     validation: Iterable | None = None,
     finetune: Finetune | None = None,
     output_dir: str | Path | None = None,
+    rankings: dict | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` as ``config`` says; the module and what was done (see :func:`quantize`).
+
+    ``rankings`` (a dict the caller keeps) holds the per-layer sensitivity of each engine, so calls on the
+    same model, data and settings that differ only in ``layers.float_most_sensitive`` rank the layers once.
 
     >>> import torch, optiforge
     >>> from optiforge.quantization import quantize_with_result
@@ -354,9 +375,9 @@ def quantize_with_result(
     model.eval()
     try:
         if output_dir is not None:
-            return _quantize(original, model, config, calibration, validation, finetune, Path(output_dir))
+            return _quantize(original, model, config, calibration, validation, finetune, Path(output_dir), rankings)
         with tempfile.TemporaryDirectory(prefix="optiforge-quantize-") as folder:
-            result = _quantize(original, model, config, calibration, validation, finetune, Path(folder))
+            result = _quantize(original, model, config, calibration, validation, finetune, Path(folder), rankings)
             if isinstance(result.model, OnnxModule) and result.model.path is not None:
                 result.model = OnnxInMemory(result.model)  # the folder goes; the graph stays in memory
             elif isinstance(result.model, OpenVinoModule):
@@ -381,6 +402,7 @@ def _quantize(
     validation: Iterable | None,
     finetune: Finetune | None,
     folder: Path,
+    rankings: dict | None = None,
 ) -> QuantizeResult:
     layers, float_layers = _float_layers(model, config)
     batches: list[Any] = []
@@ -390,14 +412,19 @@ def _quantize(
     evaluation = list(validation) if validation is not None else []
     if validation is not None and not evaluation:
         raise ConfigError("quantize: the validation loader yielded no batches")
-    if not evaluation and calibration is not None and (config.has_target or config.engine == "auto"):
+    measured = config.has_target or config.engine == "auto" or config.layers.float_most_sensitive
+    if not evaluation and calibration is not None and measured:
         evaluation = list(itertools.islice(calibration, config.calibration.batches))
     if evaluation:
         check_fits(model, model_inputs(evaluation[0]), "validation")
     elif config.has_target:
         raise ConfigError("quantize.target: checking a target needs validation=loader (or calibration=loader)")
+    elif config.layers.float_most_sensitive:
+        raise ConfigError(
+            "quantize.layers.float_most_sensitive: ranking the layers needs validation=loader (or calibration=loader)"
+        )
     example = batches[0] if batches else (model_inputs(evaluation[0]) if evaluation else None)
-    job = Job(model, config, batches, example, folder, finetune, layers, evaluation)
+    job = Job(model, config, batches, example, folder, finetune, layers, evaluation, rankings)
 
     if config.engine == "auto":
         engines = candidates(config.scheme)

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from optiforge.config import Config, FinetuneConfig
-from optiforge.layers import LayerFilter
+from optiforge.layers import QuantizedLayerFilter
 
 Scheme = Literal["int8_dynamic", "int8_static", "int8_weight_only", "int4_weight_only", "fp16", "bf16", "qat_int8"]
 Engine = Literal["auto", "torch", "pt2e", "torchao", "onnxruntime", "openvino"]
@@ -15,6 +15,8 @@ Observer = Literal["minmax", "moving_average", "percentile", "mse"]
 
 SCHEMES: tuple[str, ...] = Scheme.__args__  # type: ignore[attr-defined]
 ENGINES: tuple[str, ...] = Engine.__args__  # type: ignore[attr-defined]
+# schemes that change every layer at once (casts) or retrain it (QAT): no per-layer sensitivity
+WHOLE_MODEL_SCHEMES = ("fp16", "bf16", "qat_int8")
 OBSERVERS: tuple[str, ...] = Observer.__args__  # type: ignore[attr-defined]
 
 # fields of earlier versions → where they live now (the recipe error for a removed field names its replacement)
@@ -64,7 +66,9 @@ class QuantConfig(Config):
 
     ``scheme`` says what becomes low precision, ``engine`` whose kernels run
     it (``auto`` measures the candidates and keeps the fastest that meets the
-    target). ``layers.exclude`` (names or patterns) stays float. A ``target``
+    target). ``layers.exclude`` (names or patterns) stays float, and so do the
+    ``layers.float_most_sensitive`` layers whose quantization alone costs the
+    most fidelity on the validation data. A ``target``
     (``max_metric_drop`` on the task metric, or ``min_fidelity``, the output
     cosine to the float model) turns on mixed precision: the most sensitive
     layers stay float until the target is met; when nothing meets it, the
@@ -75,7 +79,9 @@ class QuantConfig(Config):
     renamed_fields: ClassVar[dict[str, str]] = RENAMED
     scheme: Scheme = "int8_static"
     engine: Engine = "auto"
-    layers: LayerFilter = Field(default_factory=LayerFilter, description="which Linear/Conv layers become int8")
+    layers: QuantizedLayerFilter = Field(
+        default_factory=QuantizedLayerFilter, description="which Linear/Conv layers become int8 (the rest stay float)"
+    )
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     weights: WeightConfig = Field(default_factory=WeightConfig)
     finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=3), description="qat_int8 training")
@@ -90,6 +96,11 @@ class QuantConfig(Config):
             raise ValueError(
                 f"engine '{self.engine}' cannot run scheme '{self.scheme}' on this toolkit; "
                 f"engines for it: {', '.join(engines_for(self.scheme))} (or auto)"
+            )
+        if self.layers.float_most_sensitive and self.scheme in WHOLE_MODEL_SCHEMES:
+            raise ValueError(
+                f"layers.float_most_sensitive keeps layers of an int8 model float; scheme '{self.scheme}' "
+                "converts the whole model (give 0 or an int8/int4 scheme other than qat_int8)"
             )
         return self
 

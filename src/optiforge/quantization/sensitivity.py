@@ -1,10 +1,13 @@
 """Per-layer sensitivity and the mixed-precision search built on it.
 
 Sensitivity quantizes one layer at a time (every other layer float) and
-measures the error that layer alone causes. Mixed precision then keeps the
-most sensitive layers in float, one more at a time, until the target
+measures the error that layer alone causes. ``layers.float_most_sensitive: k``
+keeps the k most sensitive layers in float (:func:`most_sensitive_float`);
+mixed precision is that same choice tried for k = 1, 2, … until the target
 (``target.max_metric_drop`` / ``target.min_fidelity``) is met; when even one
 layer quantized misses it, the float model ships (:mod:`optiforge.bench.selection`).
+A ranking depends on the model, the quantization settings and the data, never
+on k, so callers trying several k pass a ``rankings`` cache and rank once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,24 @@ def layer_sensitivity(build: Build, evaluate: Evaluate, layers: list[str], exclu
     return rows
 
 
+def most_sensitive_float(ranked: list[str], excluded: list[str], count: int) -> list[str]:
+    """The layers kept float when the ``count`` most sensitive of ``ranked`` join ``excluded``."""
+    return excluded + [layer for layer in ranked[:count] if layer not in excluded]
+
+
+def cached_sensitivity(
+    rankings: dict | None, key: str, build: Build, evaluate: Evaluate, layers: list[str], excluded: list[str]
+) -> list[dict]:
+    """:func:`layer_sensitivity`, read from ``rankings[key]`` when an earlier call on the same model and
+    settings computed it (``rankings`` ``None``: computed every time)."""
+    if rankings is not None and key in rankings:
+        return rankings[key]
+    rows = layer_sensitivity(build, evaluate, layers, excluded)
+    if rankings is not None:
+        rankings[key] = rows
+    return rows
+
+
 def mixed_precision(
     build: Build,
     evaluate: Evaluate,
@@ -41,8 +62,9 @@ def mixed_precision(
     max_metric_drop: float | None,
     min_fidelity: float | None,
     constraint: str,
+    first: int = 1,
 ) -> Selection:
-    """Keep the first k of ``ranked`` float, for the smallest k that meets the target.
+    """Keep the first k of ``ranked`` float, for the smallest k (from ``first``) that meets the target.
 
     Each k is a candidate (objective: k, fewest wins; accepted: meets the
     target) whose payload is ``(model, float layers, fidelity)``; the search
@@ -51,8 +73,8 @@ def mixed_precision(
     its reason, when no k meets the target.
     """
     tried: list[Candidate] = []
-    for count in range(1, len(ranked)):
-        float_layers = excluded + ranked[:count]
+    for count in range(first, len(ranked)):
+        float_layers = most_sensitive_float(ranked, excluded, count)
         model = build(float_layers)
         fidelity = evaluate(model)
         met = fidelity.meets(max_metric_drop, min_fidelity)

@@ -41,8 +41,9 @@ class StepResult:
     exports: dict = field(default_factory=dict)
 
 
-# (model, step, folder for the step's files) -> StepResult; supplied by the caller (the stage module)
-ApplyStep = Callable[[Any, Step, Path], StepResult]
+# (model, step, folder for the step's files, key of the steps that made the model) -> StepResult; supplied by
+# the caller (the stage module). Steps given the same key receive equal models, so they may share work.
+ApplyStep = Callable[[Any, Step, Path, str], StepResult]
 
 
 @dataclass
@@ -174,7 +175,8 @@ class Search:
             last = index == len(children) - 1 and depth > 0 and not ends_here
             try:
                 branch = model if last else copy.deepcopy(model)
-                result = self.apply_step(branch, step, self.folder / "nodes" / prefix_key(group[0].steps[: depth + 1]))
+                folder = self.folder / "nodes" / prefix_key(group[0].steps[: depth + 1])
+                result = self.apply_step(branch, step, folder, prefix_key(group[0].steps[:depth]))
                 self.applied_steps += 1
             except KeyboardInterrupt:
                 raise
@@ -350,7 +352,8 @@ class Search:
         node = StepResult(copy.deepcopy(baseline))
         steps = outcome.spec.steps
         for depth, step in enumerate(steps):
-            node = self.apply_step(node.model, step, self.folder / "nodes" / prefix_key(steps[: depth + 1]))
+            folder = self.folder / "nodes" / prefix_key(steps[: depth + 1])
+            node = self.apply_step(node.model, step, folder, prefix_key(steps[:depth]))
         outcome.exports = node.exports
         return node.model
 

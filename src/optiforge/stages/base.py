@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,18 @@ class StageContext:
     progress: bool = True
     strategy: Strategy = field(default_factory=SingleProcess)
     previous: list[dict] = field(default_factory=list)  # report rows of earlier stages
+    # inside a search: the key of the steps that made the incoming model, and work shared between steps
+    input_key: str | None = None
+    shared: dict = field(default_factory=dict)
+
+    def shared_work(self, kind: str, config: BaseModel, ignore: dict) -> dict | None:
+        """A dict for work that steps of one search share when they start from the same model with ``config``
+        equal but for the fields in ``ignore`` (a pydantic ``exclude``); ``None`` outside a search."""
+        if self.input_key is None:
+            return None
+        fields = config.model_dump(mode="json", exclude=ignore)
+        text = json.dumps([self.input_key, kind, fields], sort_keys=True, default=str)
+        return self.shared.setdefault(hashlib.sha256(text.encode()).hexdigest(), {})
 
     @property
     def finetuner(self) -> Finetune:

@@ -52,6 +52,9 @@ def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> 
         validation=validation,
         finetune=ctx.finetuner,
         output_dir=ctx.stage_dir,
+        rankings=ctx.shared_work(
+            "quantize", config, {"layers": {"float_most_sensitive"}, "target": True, "sensitivity": True}
+        ),
     )
     quantized = result.model
     if result.baseline_kept:

@@ -81,8 +81,10 @@ def check_search(model: nn.Module, config: SearchStageConfig, data: TaskData) ->
 
 
 def _applier(ctx: StageContext):  # noqa: ANN202
-    def apply_step(model: Any, step: Step, folder: Path) -> StepResult:
-        step_ctx = dataclasses.replace(ctx, stage_dir=folder, progress=False)
+    shared: dict = {}  # one search's shared work (a layer ranking used by every k)
+
+    def apply_step(model: Any, step: Step, folder: Path, input_key: str) -> StepResult:
+        step_ctx = dataclasses.replace(ctx, stage_dir=folder, progress=False, input_key=input_key, shared=shared)
         result = STAGES.get(step.kind).apply(model, step.config, step_ctx)
         output = result if isinstance(result, StageOutput) else StageOutput(result)
         return StepResult(output.model, output.artifact, output.info, output.exports)
