@@ -44,12 +44,12 @@ from torch import nn
 
 import optiforge
 from optiforge.encoders import fidelity, load_sentence_encoder, pack, unpack
+from optiforge.encoders.batches import batches_from
 from optiforge.encoders.loading import load_tokenizer, package_folder
 from optiforge.encoders.onnx_export import export_sentence_encoder
 from optiforge.encoders.openvino_export import openvino_sentence_encoder
 from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder
 from optiforge.encoders.runtime import OnnxSentenceEncoder
-from optiforge.encoders.search import batches_from
 
 
 def torch_dynamic_int8(encoder: nn.Module) -> nn.Module:

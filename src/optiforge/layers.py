@@ -171,7 +171,6 @@ class QuantizedLayerFilter(LayerFilter):
     )
 
 
-
 def module_of_node(node_name: str) -> str:
     """The module a node of a TorchScript-exported ONNX graph came from.
 

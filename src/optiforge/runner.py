@@ -131,6 +131,7 @@ def _run(
         row = {"stage": name, **figures.as_dict(), "seconds": time.perf_counter() - started}
         row["artifact"] = str(Path(artifact).relative_to(run_dir)) if artifact else None
         row.update(output.info)
+        rows.extend(output.rows)  # models the stage kept besides the one it ships, which stays last
         rows.append(row)
         histories[name] = output.history
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,10 @@ class Task:
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def timing_batches(self, data: Any, batch_size: int) -> list[torch.Tensor]:
+        """The input batches a speed is measured on (``data``: a ``TaskData``): one batch of real test inputs."""
+        return [data.example_input(batch_size)]
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError

@@ -104,7 +104,7 @@ def test_length_sorted_batches_keep_each_sentence_with_its_reference():
     from torch.utils.data import TensorDataset
 
     from optiforge.encoders import pack, unpack
-    from optiforge.encoders.search import batches_from
+    from optiforge.encoders.batches import batches_from
 
     lengths = torch.tensor([3, 7, 1, 5, 2, 6, 4])
     mask = (torch.arange(8)[None, :] < lengths[:, None]).long()

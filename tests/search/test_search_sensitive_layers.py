@@ -41,9 +41,7 @@ def _search(**fields) -> SearchStageConfig:
     return SearchStageConfig(measure=FAST_MEASURE, rounds=1, max_metric_drop=None, **fields)
 
 
-def test_the_ranking_is_computed_once_for_every_k_and_the_k_most_sensitive_stay_float(
-    deeper, context, rankings_made
-):
+def test_the_ranking_is_computed_once_for_every_k_and_the_k_most_sensitive_stay_float(deeper, context, rankings_made):
     quantize = {"scheme": "int8_dynamic", "engine": "torch"}
     space = {"stages": [{"quantize": quantize}], "options": {"quantize.layers.float_most_sensitive": [1, 2, 3]}}
     # k = 3 would leave nothing to quantize: that candidate fails with a message, the others share one ranking

@@ -123,7 +123,7 @@ def optimize_command(args: argparse.Namespace) -> int:
     from optiforge.runner import run_recipe
 
     result = run_recipe(optimized, out=out, resume=args.resume, progress=not args.no_progress)
-    row = result.report["stages"][-1]
+    row = result.report["stages"][-1]  # the search's own row (its front points' rows come before it)
     print(f"shipped: {row.get('chosen')} — {row.get('reason')}")
     for note in row.get("notes") or []:
         print(f"note: {note}")

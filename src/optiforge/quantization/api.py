@@ -318,7 +318,9 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
     wants_search = searchable and config.has_target and not attempt.target_met
     if not ((config.sensitivity or wants_search or sensitivity) and layers and searchable):
         return attempt
-    attempt.sensitivity = sensitivity or cached_sensitivity(job.rankings, engine, build_with, evaluate, layers, excluded)
+    if not sensitivity:
+        sensitivity = cached_sensitivity(job.rankings, engine, build_with, evaluate, layers, excluded)
+    attempt.sensitivity = sensitivity
     write_sensitivity(attempt.sensitivity, engine_job.folder, f"int8 sensitivity per layer ({config.scheme}, {engine})")
     if wants_search:  # the target asks for more float layers: k = sensitive_count + 1, + 2, ...
         ranked = [row["layer"] for row in attempt.sensitivity if row["layer"] in layers]

@@ -35,8 +35,11 @@ class SearchConfig(Config):
     and the option value ``none`` leaves the stage out of that candidate. Each candidate is measured on the
     validation split; the front is the set of candidates no other beats on both the metric and the
     ``objective``. The shipped candidate meets the constraint (``max_metric_drop``, and ``min_fidelity``,
-    the least mean output cosine to the baseline, when set) and is the best front point by ``prefer``
-    (default: the objective); when none meets it, the baseline ships and the report says so.
+    the least mean output cosine to the baseline, when set; for sentence encoders (task ``embedding``)
+    also ``min_neighbours_kept``, the least share of each validation sentence's top-10 neighbours kept)
+    and is the best front point by ``prefer`` (default: the objective); when none meets it, the baseline
+    ships and the report says so. ``keep: front`` also measures every front point on the test split and
+    gives each its own report row, its artefact kept.
     """
 
     candidates: list[list[Any]] = Field(default_factory=list)
@@ -46,6 +49,7 @@ class SearchConfig(Config):
     batch: int | None = Field(None, ge=1, le=65_536, description="default: 1 for latency, 256 otherwise")
     max_metric_drop: float | None = Field(0.01, ge=0.0)
     min_fidelity: float | None = Field(None, gt=0.0, le=1.0)
+    min_neighbours_kept: float | None = Field(None, ge=0.0, le=1.0, description="task embedding only")
     prefer: Literal["fastest", "smallest"] | None = None
     keep: Literal["chosen", "front"] = "chosen"
     budget_minutes: float | None = Field(None, gt=0.0)

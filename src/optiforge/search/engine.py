@@ -267,7 +267,12 @@ class Search:
             hopeful = dict(outcome.figures, value=outcome.figures["value"] + sign * slack)
             beaten = any(dominates(other.figures, hopeful, keys) for other in measured if other is not outcome)
             reachable = self.measurer.accepted(
-                dict(hopeful, fidelity=min(1.0, (hopeful.get("fidelity") or 0.0) + slack))
+                hopeful
+                | {
+                    figure: min(1.0, (hopeful.get(figure) or 0.0) + slack)
+                    for figure in ("fidelity", "neighbours_kept")
+                    if figure in hopeful
+                }
             )
             if not beaten and reachable:
                 promoted.add(outcome.spec.key)

@@ -9,6 +9,7 @@ timing, so a change of load on the machine between two candidates does not reord
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class Measurer:
         self.baseline, self.task, self.config = baseline, task, config
         self.data = validation_view(data)
         self.inputs = self.data.example_input(config.timing_batch)
+        self.timing_inputs = task.timing_batches(self.data, config.timing_batch)
         self.fidelity_inputs = self.data.example_input(min(256, len(self.data.test)))
         self.reference_outputs = _outputs(baseline, self.fidelity_inputs)
         self.reference_seconds: float | None = None
@@ -85,17 +87,19 @@ class Measurer:
             )
 
     def _speed(self, model: Any) -> tuple[float, float]:
-        """(candidate seconds per call scaled to the baseline's first timing, speedup over the baseline)."""
-        device = _device(model)
-        inputs = self.inputs.to(device)
-        base_inputs = self.inputs.to(_device(self.baseline))
-        times = timing.interleaved(
-            {"baseline": lambda: self.baseline(base_inputs), "candidate": lambda: model(inputs)},
-            rounds=self.config.rounds,
-            warmup=1,
-            device=device,
-        )
-        base, mine = statistics.median(times["baseline"]), statistics.median(times["candidate"])
+        """(candidate seconds per batch scaled to the baseline's first timing, speedup over the baseline).
+
+        Every timing batch is timed on both sides in turn (the task's batches: one for most tasks, the
+        validation sentences in batches of varying length for encoders)."""
+        device, base_device = _device(model), _device(self.baseline)
+        runs = {}
+        for index, batch in enumerate(self.timing_inputs):
+            runs[f"baseline/{index}"] = functools.partial(self.baseline, batch.to(base_device))
+            runs[f"candidate/{index}"] = functools.partial(model, batch.to(device))
+        times = timing.interleaved(runs, rounds=self.config.rounds, warmup=1, device=device)
+        count = len(self.timing_inputs)
+        base = sum(statistics.median(times[f"baseline/{index}"]) for index in range(count)) / count
+        mine = sum(statistics.median(times[f"candidate/{index}"]) for index in range(count)) / count
         if self.reference_seconds is None:
             self.reference_seconds = base
         return self.reference_seconds * mine / base, base / mine
@@ -125,6 +129,13 @@ class Measurer:
                 if isinstance(model, OnnxModule)
                 else peak_forward_bytes(lambda: model(self.inputs), _device(model))
             )
+        if "neighbours_kept" in measured.metrics:  # a sentence encoder: what a search index would notice
+            figures["neighbours_kept"] = measured.metrics["neighbours_kept"]
+        elif self.config.min_neighbours_kept is not None:
+            raise ConfigError(
+                f"search.min_neighbours_kept: {name} reports no neighbours kept; the floor applies to sentence "
+                f"encoders (data task 'embedding'), this task's metric is {measured.metric}"
+            )
         if figures[OBJECTIVE_FIGURES[self.config.objective][0]] is None:
             raise ConfigError(f"search: {self.config.objective} could not be measured for {name}")
         return figures
@@ -140,9 +151,10 @@ class Measurer:
         drop = self.metric_drop(figures.get("value"))
         if self.config.max_metric_drop is not None and (drop is None or drop > self.config.max_metric_drop + 1e-12):
             return False
-        if self.config.min_fidelity is not None:
-            fidelity = figures.get("fidelity")
-            return fidelity is not None and fidelity >= self.config.min_fidelity
+        floors = (("fidelity", self.config.min_fidelity), ("neighbours_kept", self.config.min_neighbours_kept))
+        for figure, floor in floors:
+            if floor is not None and (figures.get(figure) is None or figures[figure] < floor):
+                return False
         return True
 
     def constraint_text(self) -> str:
@@ -151,4 +163,6 @@ class Measurer:
             parts.append(f"{self.task.primary_metric} drop <= {self.config.max_metric_drop:g}")
         if self.config.min_fidelity is not None:
             parts.append(f"output cosine >= {self.config.min_fidelity:g}")
+        if self.config.min_neighbours_kept is not None:
+            parts.append(f"neighbours kept >= {self.config.min_neighbours_kept:g}")
         return " and ".join(parts) or "no constraint"

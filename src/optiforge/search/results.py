@@ -23,7 +23,11 @@ def search_summary(result: SearchResult, config: SearchConfig) -> dict:
     figure, _, label = OBJECTIVE_FIGURES[config.objective]
     return {
         "objective": {"name": config.objective, "figure": figure, "label": label, "batch": config.timing_batch},
-        "constraint": {"max_metric_drop": config.max_metric_drop, "min_fidelity": config.min_fidelity},
+        "constraint": {
+            "max_metric_drop": config.max_metric_drop,
+            "min_fidelity": config.min_fidelity,
+            "min_neighbours_kept": config.min_neighbours_kept,
+        },
         "prefer": config.prefer,
         "baseline": result.baseline,
         "chosen": result.chosen.spec.name if result.chosen else "baseline",

@@ -29,7 +29,9 @@ class StageOutput:
     ``info`` is merged into the stage's report row. ``exports`` maps an
     export format to a writer ``(path, example_input) -> path`` for this
     stage's model, used instead of the format's exporter (an int8 model
-    whose ONNX graph is rebuilt from its float original).
+    whose ONNX graph is rebuilt from its float original). ``rows`` are
+    report rows of other models the stage measured and kept (a search's
+    front points); the runner puts them before the stage's own row.
     """
 
     model: nn.Module | Any
@@ -37,6 +39,7 @@ class StageOutput:
     info: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     exports: dict[str, Callable[[Path, Any], Path]] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The search itself (:mod:`optiforge.search`) knows no stage kind; this module hands it the registry's:
 parsing a candidate's stage config and applying a stage in its own folder under the search's folder.
 Figures of the candidates are on the validation split; with ``keep: front`` every front point is also
-measured on the test split and listed in the row's ``front``.
+measured on the test split and gets its own report row (``stage: "search: <candidate>"``, ``front_of``),
+placed before the search's own row, which stays the last: the model that ships.
 """
 
 from __future__ import annotations
@@ -106,34 +107,45 @@ def run_search(model: nn.Module, config: SearchConfig, ctx: StageContext) -> tup
         shorten=proxy_step,
     )
     result = search.run(model, specs, invalid)
-    front_rows = []
-    if config.keep == "front":
-        for outcome in result.outcomes:
-            if outcome.spec.name in result.front and outcome.phase == "full":
-                built = outcome.model if outcome.model is not None else search.rebuild(outcome, model)
-                artifact = ctx.stage_dir / outcome.artifact if outcome.artifact else None
-                figures = measure(built, ctx.data, artifact=artifact, config=config.measure, task=ctx.task)
-                artifact_name = str(artifact.relative_to(ctx.run_dir)) if artifact else None
-                front_rows.append(
-                    {"stage": f"search: {outcome.spec.name}", **figures.as_dict(), "artifact": artifact_name}
-                )
+    front_rows = _front_rows(search, result, model, config, ctx) if config.keep == "front" else []
     search_json, plot = write_search(result, config, ctx.stage_dir)
     info: dict[str, Any] = {
         "chosen": result.chosen.spec.name if result.chosen else "baseline",
         "baseline_kept": result.baseline_kept,
         "reason": result.selection.reason,
         "notes": result.notes,
-        "front": front_rows or result.front,
+        "front": result.front,
         "candidates": len(result.outcomes),
         "search": str(search_json.relative_to(ctx.run_dir)),
     }
     if plot is not None:
         info["search_plot"] = str(plot.relative_to(ctx.run_dir))
     if result.chosen is None:
-        return result, StageOutput(model, info=info)
+        return result, StageOutput(model, info=info, rows=front_rows)
     chosen = result.chosen.model if result.chosen.model is not None else search.rebuild(result.chosen, model)
     artifact = ctx.stage_dir / result.chosen.artifact if result.chosen.artifact else None
-    return result, StageOutput(chosen, artifact=artifact, info=info, exports=result.chosen.exports)
+    return result, StageOutput(chosen, artifact=artifact, info=info, exports=result.chosen.exports, rows=front_rows)
+
+
+def _front_rows(search: Search, result: SearchResult, model: Any, config: SearchConfig, ctx: StageContext) -> list:
+    """One report row per front point: measured on the test split as every stage's row is, its artefact kept."""
+    rows = []
+    for outcome in result.outcomes:
+        if outcome.spec.name in result.front and outcome.phase == "full":
+            built = outcome.model if outcome.model is not None else search.rebuild(outcome, model)
+            artifact = ctx.stage_dir / outcome.artifact if outcome.artifact else None
+            figures = measure(built, ctx.data, artifact=artifact, config=config.measure, task=ctx.task)
+            rows.append(
+                {
+                    "stage": f"{ctx.stage_dir.name}: {outcome.spec.name}",
+                    **figures.as_dict(),
+                    "artifact": str(artifact.relative_to(ctx.run_dir)) if artifact else None,
+                    "front_of": ctx.stage_dir.name,
+                    "chosen": outcome is result.chosen,
+                    "validation": {key: outcome.figures.get(key) for key in ("value", "fidelity", "speedup")},
+                }
+            )
+    return rows
 
 
 @register_stage(
