@@ -17,9 +17,11 @@ smoothed). Each step is a field of :class:`EncoderRuntimeConfig`:
 * ``quantize``: ``int8_dynamic`` (weights int8 per channel, activations
   quantized per batch at run time) or ``int8_static`` (activation ranges
   calibrated on training sentences);
-* ``layers``: which Linear layers are quantized (:class:`~optiforge.layers.LayerFilter`);
+* ``layers``: which Linear layers are quantized (:class:`~optiforge.layers.QuantizedLayerFilter`);
   ``layers: {exclude: [transformer.encoder.layer.*.output.dense]}`` keeps the
-  feed-forward output projections, the usual most sensitive matrices, in float32.
+  feed-forward output projections, the usual most sensitive matrices, in float32;
+  ``layers: {float_most_sensitive: 2}`` measures which two lose the most fidelity
+  (:mod:`.sensitive_layers`, on the ``evaluation`` sentences) and keeps those float.
 
 Patterns are whole module names of the sentence encoder
 (``transformer.encoder.layer.0.output.dense``; ``*`` one segment, ``**`` any number).
@@ -36,12 +38,12 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from optiforge.config import Config
 from optiforge.errors import ConfigError, DependencyError, ModelError
-from optiforge.layers import LayerFilter, module_of_node, weighted_layers
+from optiforge.layers import LayerFilter, QuantizedLayerFilter, module_of_node, weighted_layers
 
 log = logging.getLogger("optiforge")
 
@@ -79,12 +81,18 @@ class EncoderRuntimeConfig(Config):
     fuse: bool = Field(True, description="ONNX Runtime transformer fusions (Attention, SkipLayerNorm, ...)")
     quantize: Literal["none", "int8_dynamic", "int8_static"] = "int8_dynamic"
     per_channel: bool = True
-    layers: LayerFilter = Field(
-        default_factory=LayerFilter, description="the Linear layers quantized; those left out stay float"
+    layers: QuantizedLayerFilter = Field(
+        default_factory=QuantizedLayerFilter, description="the Linear layers quantized; those left out stay float"
     )
     smoothing: SmoothingConfig | None = Field(None, description="SmoothQuant before export; none = off")
     calibration_batches: int = Field(8, ge=1, description="training batches for smoothing/static ranges")
     session: SessionConfig = Field(default_factory=SessionConfig, description="how the result's session runs")
+
+    @model_validator(mode="after")
+    def _sensitive_layers_need_int8(self) -> EncoderRuntimeConfig:
+        if self.layers.float_most_sensitive and self.quantize == "none":
+            raise ValueError("layers.float_most_sensitive keeps layers of an int8 graph float; quantize is 'none'")
+        return self
 
 
 @dataclass
@@ -189,8 +197,14 @@ def optimize_encoder_with_result(
     calibration: Sequence[torch.Tensor] = (),
     *,
     path: str | Path,
+    evaluation: Sequence[torch.Tensor] = (),
+    rankings: dict | None = None,
 ) -> OptimizeEncoderResult:
-    """:func:`optimize_encoder`, with the fused operators and the layers kept in float and smoothed."""
+    """:func:`optimize_encoder`, with the fused operators and the layers kept in float and smoothed.
+
+    ``layers.float_most_sensitive`` ranks the layers on ``evaluation`` (packed batches; default: the
+    calibration batches); ``rankings``, a dict the caller keeps, holds that ranking for later calls on the
+    same encoder and settings that differ only in the number of layers kept float."""
     from optiforge.encoders.onnx_export import export_sentence_encoder
     from optiforge.encoders.runtime import OnnxSentenceEncoder
 
@@ -206,6 +220,8 @@ def optimize_encoder_with_result(
     needs_calibration = config.smoothing is not None or config.quantize == "int8_static"
     if needs_calibration and not calibration:
         raise ConfigError("encoder runtime: smoothing and int8_static need calibration batches")
+    if config.layers.float_most_sensitive and not (calibration or evaluation):
+        raise ConfigError("encoder runtime: layers.float_most_sensitive needs evaluation (or calibration) batches")
     path = Path(path)
     work = Path(tempfile.mkdtemp(prefix="optiforge-encoder-"))
     result = OptimizeEncoderResult(model=encoder, quantize=config.quantize, smoothed_layers=smoothed_layers)
@@ -232,6 +248,10 @@ def optimize_encoder_with_result(
                 current, fused, transformer_config.num_attention_heads, transformer_config.hidden_size
             )
             current = fused
+        if config.layers.float_most_sensitive:
+            kept_float = _keep_sensitive_float(
+                encoder, config, current, quantized_layers, kept_float, calibration, evaluation, work, rankings
+            )
         if config.quantize != "none":
             result.float_layers = kept_float
             result.float_nodes = float_nodes(current, kept_float, config.layers.exclude)
@@ -245,6 +265,40 @@ def optimize_encoder_with_result(
         shutil.rmtree(work, ignore_errors=True)
     result.model = OnnxSentenceEncoder(path, config.session.threads, spinning=config.session.spinning)
     return result
+
+
+def _keep_sensitive_float(
+    encoder: nn.Module,
+    config: EncoderRuntimeConfig,
+    graph: Path,
+    quantized_layers: dict,
+    kept_float: list[str],
+    calibration: list[torch.Tensor],
+    evaluation: Sequence[torch.Tensor],
+    work: Path,
+    rankings: dict | None,
+) -> list[str]:
+    """``kept_float`` and the ``layers.float_most_sensitive`` layers that lose the most fidelity in int8."""
+    from optiforge.encoders.runtime import OnnxSentenceEncoder
+    from optiforge.encoders.sensitive_layers import graph_layers, rank_layers
+    from optiforge.quantization.sensitivity import most_sensitive_float
+
+    layers = [name for name in graph_layers(graph, MATRIX_OPS) if name in quantized_layers]
+    count = config.layers.float_most_sensitive
+    if count >= len(layers):
+        raise ConfigError(
+            f"encoder runtime: layers.float_most_sensitive {count} would keep every one of the {len(layers)} "
+            f"layers quantized in the graph float; give at most {len(layers) - 1}"
+        )
+
+    def build(float_layers: list[str], path: Path) -> nn.Module:
+        quantize_graph(graph, path, config, calibration, float_nodes(graph, float_layers, []))
+        return OnnxSentenceEncoder(path, config.session.threads)
+
+    rows = rank_layers(encoder, layers, kept_float, build, list(evaluation) or calibration, work, rankings)
+    chosen = most_sensitive_float([row["layer"] for row in rows], kept_float, count)
+    log.info("encoder runtime: kept float as most sensitive: %s", ", ".join(chosen[len(kept_float) :]))
+    return chosen
 
 
 def _smoothed_layers(encoder: nn.Module, config: EncoderRuntimeConfig, kept_float: list[str]) -> list[str]:

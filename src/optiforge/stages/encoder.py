@@ -2,14 +2,16 @@
 
 ``encoder_runtime`` turns the current :class:`~optiforge.encoders.SentenceEncoder`
 into a fused, optionally smoothed and int8-quantized ONNX Runtime graph;
-``encoder_search`` measures several such configurations side by side on the
-validation sentences and keeps the fastest that stays faithful enough (when
-none does, the float PyTorch encoder ships unchanged).
+``encoder_search`` is a ``search`` whose candidates are one ``encoder_runtime``
+each, judged by the fidelity floors of a sentence encoder (when none meets
+them, the float PyTorch encoder ships unchanged).
 Importing this module also registers the ``minilm`` model and the
 ``embedding`` task.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -21,6 +23,7 @@ from optiforge.data.builtin import TaskData
 from optiforge.encoders.optimize import EncoderRuntimeConfig
 from optiforge.errors import ModelError
 from optiforge.stages.base import StageContext, StageOutput, register_stage
+from optiforge.stages.search import SearchStageConfig
 
 
 def _calibration(ctx: StageContext, batches: int, batch_size: int = 32) -> list:
@@ -63,26 +66,45 @@ def check_encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, data: 
     check=check_encoder_runtime,
 )
 def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
+    from optiforge.encoders.batches import batches_from
+    from optiforge.encoders.fidelity import ENCODE_BATCH
     from optiforge.encoders.optimize import optimize_encoder_with_result
 
     encoder = _encoder_of(model, "encoder_runtime")
+    ranked = config.layers.float_most_sensitive and len(ctx.data.val)
     result = optimize_encoder_with_result(
-        encoder, config, _calibration(ctx, config.calibration_batches), path=ctx.stage_dir / "encoder.onnx"
+        encoder,
+        config,
+        _calibration(ctx, config.calibration_batches),
+        path=ctx.stage_dir / "encoder.onnx",
+        evaluation=batches_from(ctx.data.val, ENCODE_BATCH)[0] if ranked else (),
+        rankings=ctx.shared_work("encoder_runtime", config, {"layers": {"float_most_sensitive"}, "session": True}),
     )
     return StageOutput(result.model, artifact=result.model.path, info={"runtime": result.summary()})
 
 
 class EncoderSearchConfig(Config):
-    """Try runtime configurations, keep the fastest meeting the fidelity floors (none: the float encoder ships)."""
+    """A ``search`` over runtime configurations (one ``encoder_runtime`` stage each): the fastest at
+    ``batch_size`` meeting both fidelity floors ships; when none does, the float encoder ships."""
 
     candidates: list[EncoderRuntimeConfig] = Field(min_length=1)
-    min_cosine: float = Field(0.995, gt=0.0, le=1.0)
+    min_cosine: float = Field(0.995, gt=0.0, le=1.0, description="mean cosine to the float embeddings")
     min_neighbours_kept: float = Field(0.95, ge=0.0, le=1.0)
     batch_size: int = Field(32, ge=1, description="batch size the speed is measured at")
     timing_rounds: int = Field(3, ge=1, description="rounds over the validation batches, interleaved")
-    length_sorted: bool = Field(
-        False, description="judge on batches of length-sorted sentences (as sentence-transformers' encode() makes)"
-    )
+    keep: Literal["chosen", "front"] = "chosen"
+
+    def search(self) -> SearchStageConfig:
+        """The search this stage runs (the cosine floor is the metric's: its drop from the float encoder's 1)."""
+        return SearchStageConfig(
+            candidates=[[{"encoder_runtime": c.model_dump(mode="json", exclude_unset=True)}] for c in self.candidates],
+            objective="latency",
+            batch=self.batch_size,
+            max_metric_drop=round(1.0 - self.min_cosine, 12),
+            min_neighbours_kept=self.min_neighbours_kept,
+            rounds=self.timing_rounds,
+            keep=self.keep,
+        )
 
 
 def check_encoder_search(model: nn.Module, config: EncoderSearchConfig, data: TaskData) -> None:
@@ -94,13 +116,11 @@ def check_encoder_search(model: nn.Module, config: EncoderSearchConfig, data: Ta
 @register_stage(
     "encoder_search",
     EncoderSearchConfig,
-    "measure runtime configurations side by side, keep the fastest faithful one (else float), plot the trade-off",
+    "a search over encoder_runtime configurations: the fastest meeting the fidelity floors ships (else float)",
     check=check_encoder_search,
 )
 def encoder_search(model: nn.Module, config: EncoderSearchConfig, ctx: StageContext) -> StageOutput:
-    from optiforge.encoders.search import search_runtime
+    from optiforge.stages.search import run_search
 
-    encoder = _encoder_of(model, "encoder_search")
-    calibration = _calibration(ctx, max(candidate.calibration_batches for candidate in config.candidates))
-    result = search_runtime(encoder, config, calibration, ctx.data.val, ctx.stage_dir)
-    return StageOutput(result.model, artifact=result.artifact, info={"search": result.summary()})
+    _encoder_of(model, "encoder_search")
+    return run_search(model, config.search(), ctx)[1]
