@@ -18,7 +18,9 @@ def _small_minilm(candidates: list[dict], **search) -> dict:
     recipe = yaml.safe_load(files("optiforge").joinpath("recipes/minilm.yaml").read_text())
     recipe["data"].update(train_size=32, val_size=16, eval_size=24)
     recipe["measure"] = {"latency_repeats": 1, "warmup": 0, "throughput_batch": 8, "throughput_repeats": 1}
-    recipe["stages"][0]["encoder_search"].update(candidates=candidates, timing_rounds=1, batch_size=8, **search)
+    stage = recipe["stages"][0]["search"]
+    stage.update(stages=[], options={}, rounds=1, batch=8, measure=recipe["measure"], **search)
+    stage["candidates"] = [[{"encoder_runtime": candidate}] for candidate in candidates]
     return recipe
 
 
@@ -36,14 +38,12 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
     result = optiforge.run_recipe(_small_minilm(candidates), out=tmp_path / "run", progress=False, show_table=False)
     baseline, searched = result.report["stages"]
     assert baseline["metric"] == "cosine" and baseline["value"] == pytest.approx(1.0, abs=1e-6)
-    summary = searched["search"]
-    assert len(summary["candidates"]) == 2
-    assert all(0.9 < candidate["cosine"] <= 1.0 + 1e-6 for candidate in summary["candidates"])
+    written = json.loads((result.run_dir / "search" / "search.json").read_text())
+    measured = written["candidates"]
+    assert len(measured) == 2 and all(0.9 < row["value"] <= 1.0 + 1e-6 for row in measured)
     assert 0.9 < searched["value"] <= 1.0 + 1e-6 and 0.0 <= searched["metrics"]["neighbours_kept"] <= 1.0
     assert searched["size_bytes"] == (result.run_dir / searched["artifact"]).stat().st_size
-    assert (result.run_dir / "encoder_search" / "search.json").is_file()
-    assert (result.run_dir / "encoder_search" / "search_tradeoff.png").is_file()
-    assert not list((result.run_dir / "encoder_search").glob("candidate-*.onnx"))  # only the chosen one is kept
+    assert (result.run_dir / "search" / "search.png").is_file()
 
     import onnxruntime
 
@@ -51,34 +51,29 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
     session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     assert [item.name for item in session.get_inputs()] == ["input_ids", "attention_mask"]
     assert [item.name for item in session.get_outputs()] == ["sentence_embedding"]
-    written = json.loads((result.run_dir / "encoder_search" / "search.json").read_text())
-    assert written == json.loads(json.dumps(summary))
-    search = result.report["config"]["stages"][0]["encoder_search"]
+    search = result.report["config"]["stages"][0]["search"]
+    base = written["baseline"]["value"]
     meeting = [
-        index
-        for index, candidate in enumerate(summary["candidates"])
-        if candidate["cosine"] >= search["min_cosine"] and candidate["neighbours_kept"] >= search["min_neighbours_kept"]
+        row
+        for row in measured
+        if row["value"] >= base - search["max_metric_drop"] - 1e-12
+        and row["neighbours_kept"] >= search["min_neighbours_kept"]
     ]
-    assert [candidate["accepted"] for candidate in summary["candidates"]] == [index in meeting for index in range(2)]
-    assert 1 in meeting  # the plain float export is exact
-    assert summary["chosen"] == max(meeting, key=lambda index: summary["candidates"][index]["speedup"])
-    assert exported.stat().st_size == (result.run_dir / "encoder_search" / "encoder.onnx").stat().st_size
+    assert measured[1] in meeting  # the plain float export is exact
+    assert written["chosen"] == searched["chosen"] == min(meeting, key=lambda row: row["latency_ms"])["name"]
+    assert exported.stat().st_size == searched["size_bytes"]
 
 
 @pytest.mark.slow  # the same fallback runs fast on a tiny BERT in test_encoders_search.py
 def test_minilm_recipe_ships_the_float_encoder_when_no_candidate_meets_the_floors(tmp_path):
     candidates = [{"quantize": "int8_dynamic", "fuse": False, "calibration_batches": 1}]
-    recipe = _small_minilm(candidates, min_cosine=0.99999999)
+    recipe = _small_minilm(candidates, max_metric_drop=1e-8)
     result = optiforge.run_recipe(recipe, out=tmp_path / "run", progress=False, show_table=False)
     baseline, searched = result.report["stages"]
-    summary = searched["search"]
-    assert summary["chosen"] == "float"
-    assert "no candidate met cosine >= 0.99999999" in summary["reason"]
-    assert "the float PyTorch encoder ships" in summary["reason"]
-    assert summary["candidates"][0]["accepted"] is False
+    assert searched["chosen"] == "baseline" and searched["baseline_kept"] is True
+    assert "no candidate met cosine drop <= 1e-08" in searched["reason"]
     assert searched["value"] == pytest.approx(1.0, abs=1e-6)  # the float encoder itself
     assert searched["artifact"].endswith("model.pt")
-    assert not list((result.run_dir / "encoder_search").glob("*.onnx"))
 
 
 def test_encoder_stages_refuse_a_model_that_is_not_an_encoder(digits, tmp_path):
