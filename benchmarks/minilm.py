@@ -23,9 +23,9 @@ re-tokenize to the same ids). OpenVINO runs in bf16 where the CPU has bf16
 units (f32 otherwise, and the row says so) and in int8 through NNCF,
 calibrated on training sentences.
 
-Besides the recipe's result, every candidate configuration of the recipe's
-``encoder_search`` stage is rebuilt and measured in the same rounds, so the
-trade-off plot (speed vs cosine) shows them next to the peers.
+Besides the recipe's result, every candidate graph the recipe's search built
+(kept in its run folder, ``search/nodes/``) is measured in the same rounds, so
+the trade-off plot (speed vs cosine) shows them next to the peers.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from optiforge.encoders.batches import batches_from
 from optiforge.encoders.loading import load_tokenizer, package_folder
 from optiforge.encoders.onnx_export import export_sentence_encoder
 from optiforge.encoders.openvino_export import openvino_sentence_encoder
-from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder
 from optiforge.encoders.runtime import OnnxSentenceEncoder
 
 
@@ -216,13 +215,12 @@ def main() -> None:
         **openvino_peers(encoder, work, calibration),
         "optiforge minilm": OnnxSentenceEncoder(result_path, arguments.threads),
     }
-    search = next((stage["encoder_search"] for stage in report["config"]["stages"] if "encoder_search" in stage), None)
-    if search and not arguments.no_candidates:
-        for index, candidate in enumerate(search["candidates"]):
-            config = EncoderRuntimeConfig(**candidate)
-            settings = {"quantize": config.quantize, **config.model_dump(exclude_defaults=True)}
-            label = f"optiforge candidate {index}: " + ", ".join(f"{key}={value}" for key, value in settings.items())
-            models[label] = optimize_encoder(encoder, config, calibration, path=work / f"candidate-{index}.onnx")
+    search_json = run_dir / "search" / "search.json"
+    if search_json.is_file() and not arguments.no_candidates:  # every candidate the recipe's search built
+        for index, row in enumerate(json.loads(search_json.read_text())["candidates"]):
+            if (row.get("artifact") or "").endswith(".onnx"):
+                label = f"optiforge candidate {index}: {row['name']}"
+                models[label] = OnnxSentenceEncoder(run_dir / "search" / row["artifact"], arguments.threads)
     with torch.inference_mode():
         reference = torch.cat([encoder(batch) for batch in batches])
     assert torch.allclose(reference, reference_from_data, atol=1e-5)
