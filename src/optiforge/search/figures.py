@@ -86,6 +86,7 @@ class Measurer:
                 "which PyTorch's peak does not see; choose latency, throughput or size, or leave onnxruntime out"
             )
 
+    @torch.inference_mode()  # both sides as they run in use: no autograd bookkeeping
     def _speed(self, model: Any) -> tuple[float, float]:
         """(candidate seconds per batch scaled to the baseline's first timing, speedup over the baseline).
 
