@@ -1,11 +1,13 @@
 """``quantize``: one verb for every scheme and engine.
 
 Each engine is a builder ``(job, float_layers) -> Built`` registered in
-``BUILDERS``; ``engine: auto`` builds every installed candidate, measures its
-fidelity and throughput (:func:`optiforge.bench.timing.interleaved`) and keeps
-the fastest that meets the target (:func:`optiforge.bench.selection.select`);
-when none meets it, the float model ships unchanged and the reason says so.
-With a target, a candidate that misses it gets the mixed-precision search
+``BUILDERS`` (:mod:`~optiforge.quantization.builders`); ``engine: auto``
+(:mod:`~optiforge.quantization.engine_choice`) builds every installed
+candidate (:mod:`~optiforge.quantization.attempts`), measures its fidelity and
+throughput (:func:`optiforge.bench.timing.interleaved`) and keeps the fastest
+that meets the target (:func:`optiforge.bench.selection.select`); when none
+meets it, the float model ships unchanged and the reason says so. With a
+target, a candidate that misses it gets the mixed-precision search
 (:mod:`optiforge.quantization.sensitivity`).
 """
 
