@@ -57,7 +57,7 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    config = optiforge.ParallelConfig(strategy=args.strategy, microbatches=args.microbatches)
+    config = optiforge.ParallelConfig(strategy=args.strategy, pipeline={"microbatches": args.microbatches})
     strategy = strategy_for(config)
     model = build_model(args.width, args.depth)
     per_process = strategy.per_process_batch(args.batch)

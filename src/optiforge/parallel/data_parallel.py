@@ -2,10 +2,15 @@
 
 Each process takes ``batch_size / world_size`` samples per step, so the
 global batch is the recipe's ``train.batch_size`` whatever the world size;
-the learning rate therefore needs no rescaling.
+the learning rate therefore needs no rescaling. ``parallel.ddp`` sets DDP's
+gradient bucket size, whether gradients are views into the buckets, and the
+static-graph promise. With gradient accumulation the all-reduce runs only on a
+step's last backward pass (:meth:`DataParallel.synchronizing`).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -37,7 +42,19 @@ class DataParallel(Distributed):
             if device.type == "cuda"
             else None
         )
-        return _DataParallelModule(model, device_ids=device_ids)
+        options = self.config.ddp
+        return _DataParallelModule(
+            model,
+            device_ids=device_ids,
+            bucket_cap_mb=options.bucket_cap_mb,
+            gradient_as_bucket_view=options.gradient_as_bucket_view,
+            static_graph=options.static_graph,
+        )
+
+    def synchronizing(self, model: nn.Module, synchronize: bool) -> contextlib.AbstractContextManager:
+        if synchronize or not isinstance(model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return model.no_sync()
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model.module if isinstance(model, DistributedDataParallel) else model

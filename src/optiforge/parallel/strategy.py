@@ -9,6 +9,7 @@ pipeline strategy runs forward and backward itself.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,15 @@ class Strategy:
         model's parameters (sharding does).
         """
         return model
+
+    def synchronizing(self, model: nn.Module, synchronize: bool) -> contextlib.AbstractContextManager:
+        """The context for one forward and backward of ``model`` (the module :meth:`wrap` returned).
+
+        With gradient accumulation only an optimizer step's last backward has ``synchronize`` true; a
+        strategy that averages gradients over processes may skip that communication on the others, as
+        their gradients are summed locally first.
+        """
+        return contextlib.nullcontext()
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         """A plain module with the full weights; called on every process (it may gather)."""
