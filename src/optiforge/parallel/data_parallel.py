@@ -27,6 +27,8 @@ class _DataParallelModule(DistributedDataParallel):
     replicas are identical, so the local module gives the same outputs.
     """
 
+    synchronized_once = False  # whether a backward has all-reduced yet
+
     def forward(self, *args, **kwargs):
         if not self.training:
             return self.module(*args, **kwargs)
@@ -52,7 +54,13 @@ class DataParallel(Distributed):
         )
 
     def synchronizing(self, model: nn.Module, synchronize: bool) -> contextlib.AbstractContextManager:
-        if synchronize or not isinstance(model, DistributedDataParallel):
+        if not isinstance(model, _DataParallelModule):
+            return contextlib.nullcontext()
+        # With static_graph, DDP records the graph on the first backward and fails an internal assert if that one
+        # skips the all-reduce (PyTorch 2.13). An extra all-reduce mid-step keeps the sum: every replica then adds
+        # the same average.
+        if synchronize or (model.static_graph and not model.synchronized_once):
+            model.synchronized_once = True
             return contextlib.nullcontext()
         return model.no_sync()
 
