@@ -1,7 +1,8 @@
 """The small interface the training loop uses to run on one or many processes.
 
 The loop asks a strategy to wrap the model, to give each process its share of
-the data and to sum metric totals across processes; it never asks which
+the data, to sum metric totals across processes and, when it accumulates
+gradients, whether a backward pass must exchange them; it never asks which
 strategy is running. Strategies whose model state is spread over processes
 (sharded or split models) also say how a checkpoint stores that state, and a
 pipeline strategy runs forward and backward itself.
