@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import io
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import optiforge
+from optiforge.bench.timing import interleaved, per_second, timed
 from optiforge.compress import FactorizeConfig, PruneConfig, ShareConfig, factorize, prune, share, write_packed
 
 
@@ -41,18 +41,12 @@ def accuracy(model: torch.nn.Module, data: optiforge.TaskData) -> float:
 
 @torch.inference_mode()
 def throughputs(models: dict[str, torch.nn.Module], batch: torch.Tensor, rounds: int = 30) -> dict[str, float]:
-    """Samples/s per model: alternating rounds so background load hits every model alike; median of rounds."""
+    """Samples/s per model: interleaved rounds so background load hits every model alike; median of rounds."""
     for model in models.values():
         model.eval()
-        for _ in range(5):
-            model(batch)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(batch)
-            times[name].append(time.perf_counter() - start)
-    return {name: batch.shape[0] / statistics.median(values) for name, values in times.items()}
+    runs = {name: functools.partial(model, batch) for name, model in models.items()}
+    times = interleaved(runs, rounds=rounds, repeats=1, warmup=5)
+    return {name: per_second(batch.shape[0], values) for name, values in times.items()}
 
 
 def deep_compression(quick: bool, folder: Path) -> None:
@@ -189,9 +183,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name, run in (("deep", deep_compression), ("structured", structured), ("lowrank", low_rank)):
             if name in chosen:
-                started = time.perf_counter()
-                run(args.quick, Path(folder))
-                print(f"({time.perf_counter() - started:.0f} s)")
+                (seconds,) = timed(functools.partial(run, args.quick, Path(folder)), repeats=1)
+                print(f"({seconds:.0f} s)")
 
 
 if __name__ == "__main__":

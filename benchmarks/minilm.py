@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 import optiforge
+from optiforge.bench.timing import interleaved, speedups
 from optiforge.encoders import fidelity, load_sentence_encoder, pack, unpack
 from optiforge.encoders.batches import batches_from
 from optiforge.encoders.loading import load_tokenizer, package_folder
@@ -105,20 +106,14 @@ def sentence_transformers_baseline(texts: list[str]):
 
 
 @torch.inference_mode()
-def timed_passes(models: dict[str, nn.Module], batches: list[torch.Tensor], baseline, rounds: int) -> dict[str, float]:
-    """Seconds for one full pass over ``batches`` per engine and for the ``baseline`` over the same sentences."""
+def timed_passes(
+    models: dict[str, nn.Module], batches: list[torch.Tensor], baseline, rounds: int
+) -> dict[str, list[float]]:
+    """Seconds of each round's full pass over ``batches``, per engine and for ``baseline`` on the same sentences."""
     passes = {BASELINE: baseline} | {
         name: (lambda model=model: [model(batch) for batch in batches]) for name, model in models.items()
     }
-    seconds = dict.fromkeys(passes, 0.0)
-    for run in passes.values():  # warm-up
-        run()
-    for _ in range(rounds):
-        for name, run in passes.items():
-            start = time.perf_counter()
-            run()
-            seconds[name] += time.perf_counter() - start
-    return seconds
+    return interleaved(passes, rounds=rounds, repeats=1, warmup=1)
 
 
 def file_size(model: nn.Module, folder: Path, name: str) -> int:
@@ -141,17 +136,21 @@ def padding_share(batches: list[torch.Tensor]) -> float:
 
 
 @torch.inference_mode()
-def timed_rounds(models: dict[str, nn.Module], batches: list[torch.Tensor], rounds: int) -> dict[str, float]:
-    seconds = dict.fromkeys(models, 0.0)
+def timed_rounds(models: dict[str, nn.Module], batches: list[torch.Tensor], rounds: int) -> dict[str, list[float]]:
+    """Seconds of every batch of every round per engine; the engines take each batch in turn."""
     for model in models.values():  # warm-up: first-call allocations and lazy packing
         model(batches[0])
+    seconds: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for batch in batches:
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(batch)
-                seconds[name] += time.perf_counter() - start
+            runs = {name: functools.partial(model, batch) for name, model in models.items()}
+            for name, times in interleaved(runs, rounds=1, repeats=1, warmup=0).items():
+                seconds[name] += times
     return seconds
+
+
+def ms_per_batch(times: list[float]) -> float:
+    return 1000 * sum(times) / len(times)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -230,9 +229,10 @@ def main() -> None:
             embeddings = torch.cat([torch.as_tensor(model(batch)).float() for batch in batches])
         rows.append({"engine": name, **fidelity(embeddings, reference), "size_bytes": file_size(model, work, name)})
     seconds = timed_rounds(models, batches, arguments.rounds)
+    over_float = speedups(seconds, "float32 PyTorch")
     for row in rows[: len(models)]:
-        row["speedup"] = seconds["float32 PyTorch"] / seconds[row["engine"]]
-        row["ms_per_batch"] = 1000 * seconds[row["engine"]] / (arguments.rounds * len(batches))
+        row["speedup"] = over_float[row["engine"]]
+        row["ms_per_batch"] = ms_per_batch(seconds[row["engine"]])
     sentences = sum(int(unpack(batch)[1].shape[0]) for batch in batches)
     tokenizer = load_tokenizer()
     texts = [
@@ -246,9 +246,9 @@ def main() -> None:
     )
     sorted_batches, _ = batches_from(data.test, 32, length_sorted=True)
     for feeding, feed in (("data order", batches), ("length-sorted", sorted_batches)):
-        passes = timed_passes(models, feed, baseline, arguments.rounds)
+        over_encode = speedups(timed_passes(models, feed, baseline, arguments.rounds), BASELINE)
         for row in rows:
-            row[f"speedup_over_encode ({feeding})"] = passes[BASELINE] / passes[row["engine"]]
+            row[f"speedup_over_encode ({feeding})"] = over_encode[row["engine"]]
     print(
         f"{sentences} sentences, batch 32, {arguments.threads} threads, {arguments.rounds} rounds; "
         f"result: {result_path} ({report['stages'][-1].get('search', {}).get('chosen', '?')})"
@@ -271,18 +271,16 @@ def main() -> None:
     # padding on its own; the same engines on such batches show what remove_padding adds there
     compared = {name: models[name] for name in ("float32 PyTorch", ONNX_PEER, "optiforge minilm")}
     sorted_seconds = timed_rounds(compared, sorted_batches, arguments.rounds)
+    sorted_over_float = speedups(sorted_seconds, "float32 PyTorch")
     print(
         f"\nlength-sorted batches of 32 (padding {padding_share(sorted_batches):.0%} of positions, "
         f"against {padding_share(batches):.0%} above):"
     )
     print("| engine | speed-up | ms / batch |")
     print("| --- | --- | --- |")
-    for name, value in sorted_seconds.items():
-        milliseconds = 1000 * value / (arguments.rounds * len(sorted_batches))
-        print(f"| {name} | {sorted_seconds['float32 PyTorch'] / value:.2f}x | {milliseconds:.0f} |")
-        next(row for row in rows if row["engine"] == name)["speedup_length_sorted"] = (
-            sorted_seconds["float32 PyTorch"] / value
-        )
+    for name, times in sorted_seconds.items():
+        print(f"| {name} | {sorted_over_float[name]:.2f}x | {ms_per_batch(times):.0f} |")
+        next(row for row in rows if row["engine"] == name)["speedup_length_sorted"] = sorted_over_float[name]
     (arguments.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot(rows, arguments.out / "minilm_tradeoff.png")
 

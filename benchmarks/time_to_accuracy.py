@@ -59,8 +59,8 @@ LEVERS: dict[str, list[str]] = {
     "bf16": ["hardware.precision=bf16"],
     "torch.compile": ["hardware.compile=true"],
     "channels-last": ["hardware.channels_last=true"],
-    "data on device": ["train.data_on_device=true"],
-    "eval every 2 epochs": ["train.eval_every=2"],
+    "data on device": ["hardware.data_on_device=true"],
+    "eval every 2 epochs": ["train.validation.every_epochs=2"],
 }
 
 
@@ -126,13 +126,12 @@ def plain_recipe(task: Task) -> dict:
         "name": "plain",
         "data": {"name": "mnist1d"},
         "model": task.model,
-        "hardware": {"device": "auto", "precision": "fp32"},
+        "hardware": {"device": "auto", "precision": "fp32", "data_on_device": False},
         "train": {
             "optimizer": {"name": "adam", "lr": 0.001},
             "epochs": task.max_epochs,
             "batch_size": 64,
             "stop_at": {"accuracy": task.target},
-            "data_on_device": False,
         },
         "measure": {"latency_repeats": 20, "warmup": 2, "throughput_repeats": 2},
     }

@@ -8,7 +8,9 @@ from optiforge.bench.measure import Measurement, measure
 from optiforge.compress import FactorizeConfig, PruneConfig, ShareConfig, factorize, load_packed, prune, share
 from optiforge.config import (
     DataConfig,
+    DataParallelConfig,
     EarlyStoppingConfig,
+    GradientConfig,
     HardwareConfig,
     MeasureConfig,
     ModelConfig,
@@ -16,6 +18,7 @@ from optiforge.config import (
     ParallelConfig,
     ScheduleConfig,
     TrainConfig,
+    ValidationConfig,
 )
 from optiforge.data import DATASETS, TaskData, build_data
 from optiforge.distillation import DistillConfig, distill, students
@@ -51,7 +54,9 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "DataParallelConfig",
     "EarlyStoppingConfig",
+    "GradientConfig",
     "HardwareConfig",
     "MeasureConfig",
     "Measurement",
@@ -68,6 +73,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingError",
+    "ValidationConfig",
     "build_data",
     "build_model",
     "export",

@@ -150,6 +150,9 @@ class HardwareConfig(Config):
     compile: bool = False
     threads: int | None = Field(None, ge=1, le=4096)
     channels_last: bool = False
+    data_on_device: bool = Field(
+        True, description="keep a tensor dataset whole on the device and slice batches from it (no DataLoader)"
+    )
 
 
 class OptimizerConfig(Config):
@@ -203,22 +206,39 @@ class EarlyStoppingConfig(Config):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+class GradientConfig(Config):
+    """What happens to gradients between backward and the optimizer step."""
+
+    clip_norm: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this")
+    accumulation_steps: int = Field(1, ge=1, description="backward passes summed into one optimizer step")
+
+
+class ValidationConfig(Config):
+    """When the validation split is scored, and whether a stalled score ends training."""
+
+    every_epochs: int = Field(1, ge=1, description="epochs between validation passes (the last epoch always has one)")
+    early_stopping: EarlyStoppingConfig | None = None
+
+
 class TrainConfig(Config):
     """One training run. ``lr`` at this level is a shorthand for ``optimizer.lr``."""
+
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "grad_clip_norm": "gradients.clip_norm",
+        "accumulation_steps": "gradients.accumulation_steps",
+        "eval_every": "validation.every_epochs",
+        "early_stopping": "validation.early_stopping",
+        "data_on_device": "../hardware.data_on_device",
+    }
 
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     epochs: int = Field(10, ge=0)
     batch_size: int | Literal["auto"] = Field(64, description="samples per step, or 'auto': chosen by throughput")
-    grad_clip_norm: float | None = Field(None, gt=0.0)
-    accumulation_steps: int = Field(1, ge=1)
-    early_stopping: EarlyStoppingConfig | None = None
+    gradients: GradientConfig = GradientConfig()
+    validation: ValidationConfig = ValidationConfig()
     stop_at: dict[str, float] | None = Field(
         None, description="stop after the first epoch whose validation metric reaches this, e.g. {accuracy: 0.96}"
-    )
-    eval_every: int = Field(1, ge=1, description="epochs between validation passes (the last epoch always has one)")
-    data_on_device: bool = Field(
-        True, description="keep a tensor dataset whole on the device and slice batches from it (no DataLoader)"
     )
     seed: int = 0
 
@@ -263,21 +283,65 @@ class TrainConfig(Config):
         return data
 
 
+class DataParallelConfig(Config):
+    """``ddp``: options passed to ``DistributedDataParallel``."""
+
+    bucket_cap_mb: float = Field(25.0, gt=0.0, description="gradients all-reduced together, in MiB (DDP's default)")
+    gradient_as_bucket_view: bool = Field(True, description="gradients are views into the buckets: one copy fewer")
+    static_graph: bool = Field(False, description="the same parameters are used at every step (DDP may cache)")
+
+
+class ShardingConfig(Config):
+    """``fsdp`` and ``hybrid`` with ``inner: shard``."""
+
+    cpu_offload: bool = Field(False, description="shards and optimizer state in host memory")
+
+
+class PipelineConfig(Config):
+    """``pipeline`` and ``hybrid`` with ``inner: pipeline``."""
+
+    microbatches: int = Field(4, ge=1, description="slices of each batch")
+    schedule: Literal["gpipe", "1f1b"] = "gpipe"
+    split_points: list[str] = Field(default_factory=list, description="top-level module names where stages begin")
+
+
+class TensorParallelConfig(Config):
+    """``tensor`` and ``hybrid`` with ``inner: tensor``."""
+
+    plan: dict[str, Literal["colwise", "rowwise"]] = Field(
+        default_factory=dict, description="Linear module name -> split (default: every Linear pair)"
+    )
+
+
+class HybridConfig(Config):
+    """``hybrid``: a 2-D mesh of data-parallel rows times an inner strategy."""
+
+    mesh: list[int] = Field(default_factory=list, description="mesh shape, e.g. [2, 2]")
+    inner: Literal["shard", "tensor", "pipeline"] = Field("shard", description="what the mesh's second dimension does")
+
+
 class ParallelConfig(Config):
-    """How work is spread over processes; ``none`` is one process."""
+    """How work is spread over processes; ``none`` is one process.
+
+    Each strategy's options sit under its own name; ``hybrid`` also reads the options of its inner strategy.
+    """
+
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "microbatches": "pipeline.microbatches",
+        "schedule": "pipeline.schedule",
+        "split_points": "pipeline.split_points",
+        "plan": "tensor.plan",
+        "mesh": "hybrid.mesh",
+        "inner": "hybrid.inner",
+        "cpu_offload": "fsdp.cpu_offload",
+    }
 
     strategy: Literal["none", "ddp", "fsdp", "pipeline", "tensor", "hybrid"] = "none"
-    microbatches: int = Field(4, ge=1, description="pipeline: microbatches per batch")
-    schedule: Literal["gpipe", "1f1b"] = "gpipe"
-    split_points: list[str] = Field(default_factory=list, description="pipeline: module names")
-    mesh: list[int] = Field(default_factory=list, description="hybrid: mesh shape, e.g. [2, 2]")
-    inner: Literal["shard", "tensor", "pipeline"] = Field(
-        "shard", description="hybrid: what the mesh's second dimension does"
-    )
-    plan: dict[str, Literal["colwise", "rowwise"]] = Field(
-        default_factory=dict, description="tensor: Linear module name -> split (default: every Linear pair)"
-    )
-    cpu_offload: bool = False
+    ddp: DataParallelConfig = DataParallelConfig()
+    fsdp: ShardingConfig = ShardingConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    tensor: TensorParallelConfig = TensorParallelConfig()
+    hybrid: HybridConfig = HybridConfig()
     max_restarts: int = Field(0, ge=0)
     port: int | None = Field(None, ge=1, le=65535, description="--nproc: rendezvous port (default: a free one)")
 
@@ -355,6 +419,16 @@ def _path(prefix: str, loc: tuple) -> str:
     return text
 
 
+def _renamed_path(prefix: str, parent: tuple, renamed: str) -> str:
+    """Where a renamed field lives now; each leading ``../`` climbs out of one section (a move to a sibling)."""
+    while renamed.startswith("../"):
+        renamed = renamed.removeprefix("../")
+        if not parent:  # built from Python: the new section's name is the whole answer
+            return renamed
+        parent = parent[:-1]
+    return _path(prefix, parent + (renamed,))
+
+
 def describe_validation_error(error: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
     """One line per problem: the field path, what was wrong, what is allowed."""
     lines = []
@@ -365,7 +439,7 @@ def describe_validation_error(error: ValidationError, root: type[BaseModel], pre
         if not loc:  # a check over the whole config: its message names the fields
             lines.append(f"{path or 'recipe'}: {problem['msg'].removeprefix('Value error, ')}")
         elif problem["type"] == "extra_forbidden" and renamed:
-            lines.append(f"field '{path}' is now '{_path(prefix, loc[:-1] + (renamed,))}'")
+            lines.append(f"field '{path}' is now '{_renamed_path(prefix, loc[:-1], renamed)}'")
         elif problem["type"] == "extra_forbidden":
             allowed = _fields_at(root, loc[:-1])
             lines.append(f"unknown field '{path}'{closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}")

@@ -66,3 +66,25 @@ def remove_temporary_files(folder: str | Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+# files that hold an artefact's weights beside the file named: OpenVINO IR's .bin, ONNX's external data
+_COMPANIONS = {".xml": (".bin",), ".onnx": (".onnx.data", ".data", ".onnx_data")}
+
+
+def artifact_size_bytes(path: str | Path) -> int:
+    """Bytes on disk of the artefact at ``path``, with the weight files that ship beside it.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "model.xml").write_bytes(b"x" * 10), (folder / "model.bin").write_bytes(b"w" * 90)
+    >>> artifact_size_bytes(folder / "model.xml")
+    100
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    for suffix in _COMPANIONS.get(path.suffix, ()):
+        companion = path.with_name(path.stem + suffix) if suffix.startswith(path.suffix) else path.with_suffix(suffix)
+        if companion.is_file():
+            size += companion.stat().st_size
+    return size

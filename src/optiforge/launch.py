@@ -69,27 +69,29 @@ def check_fits(recipe: Recipe, world_size: int) -> None:
     data_world = world_size
     if recipe.train.batch_size == "auto":
         raise ConfigError("train.batch_size: 'auto' is measured in one process; give the global batch as a number")
-    if strategy in ("pipeline", "tensor") or (strategy == "hybrid" and config.inner != "shard"):
+    if strategy in ("pipeline", "tensor") or (strategy == "hybrid" and config.hybrid.inner != "shard"):
         from optiforge.parallel.sharded import hybrid_mesh_shape
 
         data = build_data(recipe.data)
         model = build_model(recipe.model, data)
         rows, columns = hybrid_mesh_shape(config, world_size) if strategy == "hybrid" else (1, world_size)
-        if strategy == "pipeline" or config.inner == "pipeline":
+        if strategy == "pipeline" or config.hybrid.inner == "pipeline":
             from optiforge.parallel.pipeline import split_model
 
-            split_model(model, columns, config.split_points)
+            pipeline = config.pipeline
+            split_model(model, columns, pipeline.split_points)
             data_world = rows
-            if config.schedule == "1f1b" and config.microbatches < columns:
+            if pipeline.schedule == "1f1b" and pipeline.microbatches < columns:
                 raise ConfigError(
-                    f"parallel.microbatches: the 1F1B schedule needs at least one microbatch per stage "
-                    f"({columns}), got {config.microbatches}"
+                    f"parallel.pipeline.microbatches: the 1F1B schedule needs at least one microbatch per stage "
+                    f"({columns}), got {pipeline.microbatches}"
                 )
             per_pipeline = recipe.train.batch_size // rows
-            if per_pipeline % config.microbatches:
+            if per_pipeline % pipeline.microbatches:
                 raise ConfigError(
                     f"train.batch_size: each pipeline's batch of {per_pipeline} does not split into "
-                    f"parallel.microbatches {config.microbatches}; use a multiple of {config.microbatches * rows}"
+                    f"parallel.pipeline.microbatches {pipeline.microbatches}; "
+                    f"use a multiple of {pipeline.microbatches * rows}"
                 )
         else:
             from optiforge.parallel.tensor import tensor_plan

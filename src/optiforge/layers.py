@@ -190,3 +190,35 @@ def module_of_node(node_name: str) -> str:
         else:
             parts.append(segment)
     return ".".join(parts)
+
+
+def locate_failure(model: nn.Module, forward: Callable[[], object]) -> tuple[str, Exception] | None:
+    """``(layer, error)`` when ``forward()``, a forward pass of ``model``, raises, else None.
+
+    The layer is the innermost one still running; ``""`` when the failure is in the model's own forward.
+
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(2, 1))
+    >>> layer, error = locate_failure(model, lambda: model(torch.ones(1, 4)))
+    >>> layer, type(error).__name__
+    ('1', 'RuntimeError')
+    """
+    running: list[str] = []
+
+    def leave(_module: nn.Module, _inputs: object, _output: object) -> None:
+        if running:
+            running.pop()  # a forward hook that returned a value would replace the layer's output
+
+    hooks = []
+    for name, module in model.named_modules():
+        if name:
+            hooks.append(module.register_forward_pre_hook(lambda _m, _i, name=name: running.append(name)))
+            hooks.append(module.register_forward_hook(leave))
+    try:
+        forward()
+    except Exception as error:  # the caller reports the failure; it is never re-raised raw
+        return (running[-1] if running else ""), error
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return None

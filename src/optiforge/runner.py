@@ -22,7 +22,7 @@ from optiforge.bench.plots import plot_tradeoff, plot_training_curves
 from optiforge.bench.report import environment, print_table, write_report
 from optiforge.errors import OptiforgeError
 from optiforge.exporters.base import EXPORTERS
-from optiforge.files import atomic_save
+from optiforge.files import artifact_size_bytes, atomic_save
 from optiforge.hardware import resolve_device, set_threads
 from optiforge.parallel import Strategy
 from optiforge.parallel.strategies import strategy_for
@@ -184,9 +184,8 @@ def _run(
             writer = output.exports.get(format_name)
             destination = run_dir / "export" / f"model{suffix}"
             path = writer(destination, example) if writer else exporter(model, destination, example)
-            exports.append(
-                {"format": format_name, "artifact": str(path.relative_to(run_dir)), "size_bytes": path.stat().st_size}
-            )
+            artifact = str(path.relative_to(run_dir))
+            exports.append({"format": format_name, "artifact": artifact, "size_bytes": artifact_size_bytes(path)})
 
     report = {
         "recipe": recipe.name,

@@ -140,14 +140,14 @@ def test_the_on_device_path_gives_the_dataloaders_batches_and_random_numbers(dig
     for on_device in (True, False):
         torch.manual_seed(0)
         model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32], dropout=0.3), digits)
-        on_device_config = config.model_copy(update={"data_on_device": on_device})
-        runs.append((optiforge.train(model, digits, on_device_config, progress=False).history, torch.rand(1)))
+        hardware = optiforge.HardwareConfig(data_on_device=on_device)
+        runs.append((optiforge.train(model, digits, config, hardware=hardware, progress=False).history, torch.rand(1)))
     assert runs[0][0] == runs[1][0]  # the same batches and the same dropout masks
     assert torch.equal(runs[0][1], runs[1][1])  # the global generator is left where the DataLoader leaves it
 
 
 def test_eval_every_skips_validation_between_passes(digits, one_thread):
-    config = optiforge.TrainConfig(epochs=5, eval_every=2, optimizer={"name": "sgd", "lr": 0.05})
+    config = optiforge.TrainConfig(epochs=5, validation={"every_epochs": 2}, optimizer={"name": "sgd", "lr": 0.05})
     history = optiforge.train(_mlp(digits), digits, config, progress=False).history
     assert ["val_accuracy" in record for record in history] == [False, True, False, True, True]
 

@@ -179,7 +179,7 @@ def test_stages_that_are_not_a_list_are_refused(tmp_path, capsys):
         ("train.lr=.inf", "train.optimizer.lr: Input should be a finite number"),
         ("train.optimizer.momentum=.nan", "train.optimizer.momentum: Input should be a finite number"),
         ("train.optimizer.weight_decay=.inf", "weight_decay: Input should be a finite number"),
-        ("train.grad_clip_norm=.inf", "train.grad_clip_norm: Input should be a finite number"),
+        ("train.gradients.clip_norm=.inf", "train.gradients.clip_norm: Input should be a finite number"),
         ("train.optimizer.betas=[1.5, 0.9]", "each beta must be in [0, 1)"),
         ("stages=[{prune: {sparsity: .nan}}]", "stages[0].prune.sparsity: Input should be a finite number"),
         ("train.optimizer=5", "train.optimizer: Input should be a valid dictionary"),

@@ -48,7 +48,10 @@ def test_gradient_accumulation_matches_the_larger_batch(digits):
     accumulated, large = copy.deepcopy(base), copy.deepcopy(base)
     # 32-sample batches × 2 accumulation steps == 64-sample batches (same order, mean losses)
     optiforge.train(
-        accumulated, digits, optiforge.TrainConfig(epochs=1, batch_size=32, accumulation_steps=2), progress=False
+        accumulated,
+        digits,
+        optiforge.TrainConfig(epochs=1, batch_size=32, gradients={"accumulation_steps": 2}),
+        progress=False,
     )
     optiforge.train(large, digits, optiforge.TrainConfig(epochs=1, batch_size=64), progress=False)
     assert not _same(_weights(base), _weights(large))
@@ -62,7 +65,10 @@ def test_gradient_accumulation_exact_on_even_split():
     base = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[8]), data)
     accumulated, large = copy.deepcopy(base), copy.deepcopy(base)
     optiforge.train(
-        accumulated, data, optiforge.TrainConfig(epochs=2, batch_size=16, accumulation_steps=4), progress=False
+        accumulated,
+        data,
+        optiforge.TrainConfig(epochs=2, batch_size=16, gradients={"accumulation_steps": 4}),
+        progress=False,
     )
     optiforge.train(large, data, optiforge.TrainConfig(epochs=2, batch_size=64), progress=False)
     assert _same(_weights(accumulated), _weights(large), atol=1e-5)
@@ -79,7 +85,7 @@ def test_gradient_clipping_bounds_the_norm(digits, small_mlp):
     optiforge.train(
         small_mlp,
         digits,
-        optiforge.TrainConfig(epochs=1, lr=1.0, grad_clip_norm=0.01),
+        optiforge.TrainConfig(epochs=1, lr=1.0, gradients={"clip_norm": 0.01}),
         callbacks=[Norm()],
         progress=False,
     )
@@ -87,7 +93,9 @@ def test_gradient_clipping_bounds_the_norm(digits, small_mlp):
 
 
 def test_early_stopping_stops_and_restores_best(digits, small_mlp):
-    config = optiforge.TrainConfig(epochs=50, lr=1e-6, early_stopping={"patience": 2, "min_delta": 0.01})
+    config = optiforge.TrainConfig(
+        epochs=50, lr=1e-6, validation={"early_stopping": {"patience": 2, "min_delta": 0.01}}
+    )
     result = optiforge.train(small_mlp, digits, config, progress=False)
     assert result.stopped_early and result.epochs_run == 3
 

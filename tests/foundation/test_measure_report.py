@@ -46,7 +46,10 @@ def test_report_contract_keys_and_files(tmp_path):
     assert set(CONTRACT_KEYS) <= set(row)
     assert {"batch", "p50", "p95"} <= set(row["latency_ms"])
     assert row["size_bytes"] == (tmp_path / row["artifact"]).stat().st_size
-    assert (tmp_path / "report.md").read_text().startswith("# optiforge report: quickstart")
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith("# optiforge report: quickstart")
+    assert "= None" not in markdown  # an unset figure (no compile time for an eager model) is not listed
+    assert "epochs = 2" in markdown
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
     assert result.report["stages"][0]["value"] == row["value"]
 

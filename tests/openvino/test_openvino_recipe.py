@@ -37,6 +37,10 @@ def test_quantize_stage_on_openvino_ships_and_exports_int8_ir(tmp_path):
     ir = tmp_path / exported["artifact"]
     assert ir.suffix == ".xml" and ir.with_suffix(".bin").is_file()
     assert 'type="FakeQuantize"' in ir.read_text()  # the int8 graph, not a float re-conversion
+    # the IR's size is its graph and its weights
+    assert exported["size_bytes"] == ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
+    stage_ir = tmp_path / row["artifact"]
+    assert row["size_bytes"] == stage_ir.stat().st_size + stage_ir.with_suffix(".bin").stat().st_size
 
 
 def test_openvino_export_of_a_pytorch_int8_stage_is_quantized_by_nncf(tmp_path):

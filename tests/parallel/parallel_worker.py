@@ -56,7 +56,7 @@ def trained(strategy) -> dict:
 
 
 def pipeline_step(schedule: str) -> dict:
-    config = optiforge.ParallelConfig(strategy="pipeline", microbatches=4, schedule=schedule)
+    config = optiforge.ParallelConfig(strategy="pipeline", pipeline={"microbatches": 4, "schedule": schedule})
     strategy = Pipeline(config)
     model = tiny_model()
     wrapped = strategy.wrap(model, torch.device("cpu"))
@@ -95,7 +95,9 @@ def hybrid_results() -> dict:
     from optiforge.parallel.tensor import HybridTensor
 
     def config(inner: str) -> optiforge.ParallelConfig:
-        return optiforge.ParallelConfig(strategy="hybrid", mesh=[2, 2], inner=inner, microbatches=4)
+        return optiforge.ParallelConfig(
+            strategy="hybrid", hybrid={"mesh": [2, 2], "inner": inner}, pipeline={"microbatches": 4}
+        )
 
     return {
         "shard": trained(HybridSharded(config("shard"))),

@@ -42,11 +42,11 @@ DIGITS = ["--set", "data.name=digits"]  # the pipeline recipe's MNIST-1D takes s
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["hybrid", "--nproc", "3"], "parallel.mesh: [2, 2] needs 4 processes, but 3 were started"),
-        (["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.split_points=['0']"], "leave a stage empty"),
+        (["hybrid", "--nproc", "3"], "parallel.hybrid.mesh: [2, 2] needs 4 processes, but 3 were started"),
+        (["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.pipeline.split_points=['0']"], "leave a stage empty"),
         (["pipeline", "--nproc", "8", *DIGITS], "too few for 8 stages"),
         (
-            ["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.split_points=['9']"],
+            ["pipeline", "--nproc", "2", *DIGITS, "--set", "parallel.pipeline.split_points=['9']"],
             "no top-level module named ['9']",
         ),
         (

@@ -46,13 +46,17 @@ def test_ddp_recipe_runs_on_two_processes_and_only_rank_0_reports(tmp_path):
     ("recipe", "nproc", "overrides"),
     [
         ("fsdp", 2, ()),
-        ("fsdp", 2, ("parallel.cpu_offload=true",)),
+        ("fsdp", 2, ("parallel.fsdp.cpu_offload=true",)),
         ("pipeline", 2, ("data.name=digits",)),
-        ("pipeline", 2, ("data.name=digits", "parallel.schedule=gpipe", "parallel.split_points=['5']")),
+        (
+            "pipeline",
+            2,
+            ("data.name=digits", "parallel.pipeline.schedule=gpipe", "parallel.pipeline.split_points=['5']"),
+        ),
         ("tensor", 2, ()),
         ("hybrid", 4, ()),
-        ("hybrid", 4, ("parallel.inner=tensor",)),
-        ("hybrid", 4, ("parallel.inner=pipeline",)),
+        ("hybrid", 4, ("parallel.hybrid.inner=tensor",)),
+        ("hybrid", 4, ("parallel.hybrid.inner=pipeline",)),
     ],
 )
 def test_parallel_recipe_runs_and_trains(tmp_path, recipe, nproc, overrides):

@@ -118,7 +118,11 @@ def markdown(report: dict) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
     for row in report["stages"]:
         hidden = ("metrics", "deployment")  # the deployment form has its column
-        extra = {key: value for key, value in row.items() if key not in CONTRACT_KEYS and key not in hidden}
+        extra = {
+            key: value
+            for key, value in row.items()
+            if key not in CONTRACT_KEYS and key not in hidden and value is not None  # unset: nothing to say
+        }
         if extra:
             lines += ["", f"**{row['stage']}**: " + ", ".join(f"{key} = {value}" for key, value in extra.items())]
     if report.get("exports"):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from optiforge.errors import ModelError
+from optiforge.layers import locate_failure
 
 
 def example_for(example_inputs: Any, data: Any) -> Any:
@@ -51,25 +52,7 @@ def failing_layer(model: nn.Module, example_inputs: Any) -> tuple[str, Exception
 
     The layer is the innermost one still running; ``""`` when the failure is in the model's own forward.
     """
-    running: list[str] = []
-
-    def leave(_module: nn.Module, _inputs: Any, _output: Any) -> None:
-        if running:
-            running.pop()  # a forward hook that returned a value would replace the layer's output
-
-    hooks = []
-    for name, module in model.named_modules():
-        if name:
-            hooks.append(module.register_forward_pre_hook(lambda _m, _i, name=name: running.append(name)))
-            hooks.append(module.register_forward_hook(leave))
-    try:
-        run_example(model, to_device(example_inputs, model))
-    except Exception as error:  # any failure of a user's model is reported, never re-raised raw
-        return (running[-1] if running else ""), error
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return None
+    return locate_failure(model, lambda: run_example(model, to_device(example_inputs, model)))
 
 
 def check_result(model: nn.Module, example_inputs: Any, verb: str) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from optiforge.data.builtin import DATASETS
-from optiforge.data.splits import assemble, class_indices
+from optiforge.data.splits import labelled_splits
 from optiforge.errors import DataError
 
 
@@ -36,24 +36,14 @@ def _shaped(features: np.ndarray, shape: list[int] | None, where: str) -> np.nda
 
 def _splits_of(arrays: dict[str, tuple[np.ndarray, list]], shape, name: str, test_fraction, val_fraction, seed, info):
     """``arrays``: split → (features, raw labels); labels are named classes or indices across all splits."""
-    every_label = [label for _, labels in arrays.values() for label in labels]
-    indices, classes = class_indices(every_label, f"data ({name})")
-    pools, labels, start = {}, {}, 0
-    for split, (features, raw) in arrays.items():
-        split_labels = indices[start : start + len(raw)]
-        start += len(raw)
-        features = _shaped(np.asarray(features, dtype=np.float32), shape, "data")
-        pools[split] = TensorDataset(torch.from_numpy(features), torch.from_numpy(split_labels))
-        labels[split] = split_labels
-    return assemble(
-        pools,
-        labels,
-        name=name,
-        classes=classes,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        seed=seed,
-        info=info,
+
+    def pool(split: str, rows: slice, labels: np.ndarray) -> TensorDataset:
+        features = _shaped(np.asarray(arrays[split][0], dtype=np.float32), shape, "data")
+        return TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
+
+    raw_labels = {split: raw for split, (_, raw) in arrays.items()}
+    return labelled_splits(
+        raw_labels, pool, name=name, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, info=info
     )
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from optiforge.data.builtin import DATASETS
 from optiforge.data.images import ImageTransform, parse_transforms
-from optiforge.data.splits import SPLIT_NAMES, assemble, class_indices
+from optiforge.data.splits import SPLIT_NAMES, labelled_splits
 from optiforge.data.text import text_splits
 from optiforge.errors import DataError
 from optiforge.imports import optional_import
@@ -112,28 +112,19 @@ def hf_dataset(
         texts = {split: (list(table[column]), raw[split]) for split, table in tables.items()}
         data = text_splits(texts, tokenizer, max_length, name, test_fraction, val_fraction, seed, info)
     else:
-        indices, classes = class_indices([value for values in raw.values() for value in values], f"data ({name})")
-        pools, labels, start = {}, {}, 0
-        for split, table in tables.items():
-            labels[split] = np.asarray(indices[start : start + len(table)])
-            start += len(table)
+
+        def pool(split: str, rows: slice, labels: np.ndarray) -> Dataset:
+            table = tables[split]
             if kind == "image":
                 transform = ImageTransform(parse_transforms(transforms), train=split == "train")
-                pools[split] = ImageColumn(table[column], labels[split], transform)
-            else:
-                values = np.asarray(table.with_format("numpy")[column], dtype=np.float32)
-                if shape is not None:
-                    values = values.reshape(len(values), *shape)
-                pools[split] = TensorDataset(torch.from_numpy(values), torch.from_numpy(labels[split]))
-        data = assemble(
-            pools,
-            labels,
-            name=name,
-            classes=classes,
-            test_fraction=test_fraction,
-            val_fraction=val_fraction,
-            seed=seed,
-            info=info,
+                return ImageColumn(table[column], labels, transform)
+            values = np.asarray(table.with_format("numpy")[column], dtype=np.float32)
+            if shape is not None:
+                values = values.reshape(len(values), *shape)
+            return TensorDataset(torch.from_numpy(values), torch.from_numpy(labels))
+
+        data = labelled_splits(
+            raw, pool, name=name, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, info=info
         )
     if names is not None:
         data.info["classes"] = names

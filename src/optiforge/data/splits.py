@@ -8,7 +8,7 @@ where every class has enough members, with a fixed seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -118,4 +118,39 @@ def assemble(
         num_classes=num_classes,
         name=name,
         info={"classes": classes, "items": counts, **(info or {})},
+    )
+
+
+def labelled_splits(
+    raw_labels: dict[str, Sequence],
+    pool: Callable[[str, slice, np.ndarray], Dataset],
+    *,
+    name: str,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    info: dict | None = None,
+) -> TaskData:
+    """TaskData from each split's raw labels and ``pool(split, rows, labels)``, that split's dataset.
+
+    The labels of all splits are read as one set of classes (:func:`class_indices`); ``rows`` is where the
+    split's items stand when every split's items are laid one after another, ``labels`` their class indices.
+    """
+    every_label = [label for labels in raw_labels.values() for label in labels]
+    indices, classes = class_indices(every_label, f"data ({name})")
+    pools, labels, start = {}, {}, 0
+    for split, raw in raw_labels.items():
+        rows = slice(start, start + len(raw))
+        labels[split] = np.asarray(indices[rows])
+        pools[split] = pool(split, rows, labels[split])
+        start = rows.stop
+    return assemble(
+        pools,
+        labels,
+        name=name,
+        classes=classes,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        seed=seed,
+        info=info,
     )

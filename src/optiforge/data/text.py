@@ -8,6 +8,7 @@ by default the one of the sentence pipeline (all-MiniLM-L6-v2's package).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from optiforge.data.builtin import DATASETS
-from optiforge.data.splits import assemble, class_indices
+from optiforge.data.splits import labelled_splits
 from optiforge.errors import DataError, DependencyError
 from optiforge.imports import quiet_optional_imports
 
@@ -93,27 +94,21 @@ def text_splits(
     info: dict,
 ):
     """split → (texts, raw labels) tokenised together (one padded length) and split."""
-    every_label = [label for _, labels in texts.values() for label in labels]
-    indices, classes = class_indices(every_label, f"data ({name})")
     every_text = [text for items, _ in texts.values() for text in items]
-    packed, max_length = pack_texts(load_tokenizer(tokenizer), every_text, max_length)
-    pools, labels, start = {}, {}, 0
-    for split, (items, _) in texts.items():
-        end = start + len(items)
-        labels[split] = np.asarray(indices[start:end])
-        pools[split] = TensorDataset(packed[start:end], torch.from_numpy(labels[split]))
-        start = end
-    info = {**info, "tokenizer": str(tokenizer_folder(tokenizer or DEFAULT_TOKENIZER)), "max_length": max_length}
-    return assemble(
-        pools,
-        labels,
-        name=name,
-        classes=classes,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        seed=seed,
-        info=info,
+
+    @functools.cache
+    def packed() -> tuple[torch.Tensor, int]:  # tokenised on first use, after the labels were read as classes
+        return pack_texts(load_tokenizer(tokenizer), every_text, max_length)
+
+    def pool(split: str, rows: slice, labels: np.ndarray) -> TensorDataset:
+        return TensorDataset(packed()[0][rows], torch.from_numpy(labels))
+
+    raw_labels = {split: raw for split, (_, raw) in texts.items()}
+    data = labelled_splits(
+        raw_labels, pool, name=name, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, info=info
     )
+    data.info.update(tokenizer=str(tokenizer_folder(tokenizer or DEFAULT_TOKENIZER)), max_length=packed()[1])
+    return data
 
 
 @DATASETS.register("text_file")

@@ -2,10 +2,15 @@
 
 Each process takes ``batch_size / world_size`` samples per step, so the
 global batch is the recipe's ``train.batch_size`` whatever the world size;
-the learning rate therefore needs no rescaling.
+the learning rate therefore needs no rescaling. ``parallel.ddp`` sets DDP's
+gradient bucket size, whether gradients are views into the buckets, and the
+static-graph promise. With gradient accumulation the all-reduce runs only on a
+step's last backward pass (:meth:`DataParallel.synchronizing`).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -22,6 +27,8 @@ class _DataParallelModule(DistributedDataParallel):
     replicas are identical, so the local module gives the same outputs.
     """
 
+    synchronized_once = False  # whether a backward has all-reduced yet
+
     def forward(self, *args, **kwargs):
         if not self.training:
             return self.module(*args, **kwargs)
@@ -37,7 +44,25 @@ class DataParallel(Distributed):
             if device.type == "cuda"
             else None
         )
-        return _DataParallelModule(model, device_ids=device_ids)
+        options = self.config.ddp
+        return _DataParallelModule(
+            model,
+            device_ids=device_ids,
+            bucket_cap_mb=options.bucket_cap_mb,
+            gradient_as_bucket_view=options.gradient_as_bucket_view,
+            static_graph=options.static_graph,
+        )
+
+    def synchronizing(self, model: nn.Module, synchronize: bool) -> contextlib.AbstractContextManager:
+        if not isinstance(model, _DataParallelModule):
+            return contextlib.nullcontext()
+        # With static_graph, DDP records the graph on the first backward and fails an internal assert if that one
+        # skips the all-reduce (PyTorch 2.13). An extra all-reduce mid-step keeps the sum: every replica then adds
+        # the same average.
+        if synchronize or (model.static_graph and not model.synchronized_once):
+            model.synchronized_once = True
+            return contextlib.nullcontext()
+        return model.no_sync()
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model.module if isinstance(model, DistributedDataParallel) else model

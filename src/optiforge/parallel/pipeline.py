@@ -73,16 +73,19 @@ def split_model(model: nn.Module, stages: int, split_points: list[str] = ()) -> 
     if split_points:
         unknown = [point for point in split_points if point not in names]
         if unknown:
-            raise ConfigError(f"parallel.split_points: no top-level module named {unknown}; the model has {names}")
+            raise ConfigError(
+                f"parallel.pipeline.split_points: no top-level module named {unknown}; the model has {names}"
+            )
         if len(split_points) != stages - 1:
             raise ConfigError(
-                f"parallel.split_points: {len(split_points)} split points make {len(split_points) + 1} stages, "
+                f"parallel.pipeline.split_points: {len(split_points)} split points make "
+                f"{len(split_points) + 1} stages, "
                 f"but there are {stages} pipeline processes; give {stages - 1} split points"
             )
         starts = [0] + [names.index(point) for point in split_points]
         if starts != sorted(set(starts)):
             raise ConfigError(
-                f"parallel.split_points: {list(split_points)} leave a stage empty; each point must come after "
+                f"parallel.pipeline.split_points: {list(split_points)} leave a stage empty; each point must come after "
                 f"the previous one and after the first module ({names[0]})"
             )
     else:
@@ -167,10 +170,11 @@ class Pipeline(Distributed):
 
     def per_process_batch(self, batch_size: int) -> int:
         batch_size = super().per_process_batch(batch_size)
-        if batch_size % self.config.microbatches:
+        microbatches = self.config.pipeline.microbatches
+        if batch_size % microbatches:
             raise ConfigError(
                 f"train.batch_size: each pipeline's batch of {batch_size} does not split into "
-                f"parallel.microbatches {self.config.microbatches}; use a multiple of {self.config.microbatches}"
+                f"parallel.pipeline.microbatches {microbatches}; use a multiple of {microbatches}"
             )
         self._batch_size = batch_size
         return batch_size
@@ -185,15 +189,15 @@ class Pipeline(Distributed):
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
         model = getattr(model, "_orig_mod", model)  # a compiled model: split the original
-        groups = split_model(model, self.stages, self.config.split_points)
+        groups = split_model(model, self.stages, self.config.pipeline.split_points)
         modules = dict(model.named_children())
         # The stage shares its modules (and so its parameters) with the whole model.
         self._stage_module = nn.Sequential(OrderedDict((name, modules[name]) for name in groups[self.stage_index]))
         stage = PipelineStage(self._stage_module, self.stage_index, self.stages, device, group=self.pipe_group)
-        schedule_class = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[self.config.schedule]
+        schedule_class = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[self.config.pipeline.schedule]
         self._loss_fn: Callable | None = None
         self._loss_divisor = 1.0
-        self._schedule = schedule_class(stage, self.config.microbatches, loss_fn=self._microbatch_loss)
+        self._schedule = schedule_class(stage, self.config.pipeline.microbatches, loss_fn=self._microbatch_loss)
         return _PipelineModule(self._stage_module, self)
 
     def _microbatch_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ class FullyShardedBase(Distributed):
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"parallel.strategy '{self.name}': the model has no parameters to shard")
         self._template, self._device = meta_copy(model), device
-        return shard_blocks(model, self.mesh(), self.config.cpu_offload)
+        return shard_blocks(model, self.mesh(), self.config.fsdp.cpu_offload)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         model = getattr(model, "_orig_mod", model)
@@ -72,20 +72,23 @@ class FullyShardedDataParallel(FullyShardedBase):
 
 def hybrid_mesh_shape(config: ParallelConfig, world_size: int) -> tuple[int, int]:
     """The ``[data, inner]`` mesh; by default two rows when the world splits evenly."""
-    if config.mesh:
-        if len(config.mesh) != 2:
-            raise ConfigError(f"parallel.mesh: a hybrid mesh has two sizes [data, {config.inner}], got {config.mesh}")
-        rows, columns = config.mesh
+    mesh = config.hybrid.mesh
+    if mesh:
+        if len(mesh) != 2:
+            raise ConfigError(
+                f"parallel.hybrid.mesh: a hybrid mesh has two sizes [data, {config.hybrid.inner}], got {mesh}"
+            )
+        rows, columns = mesh
         if rows * columns != world_size:
             raise ConfigError(
-                f"parallel.mesh: {config.mesh} needs {rows * columns} processes, but {world_size} were started; "
+                f"parallel.hybrid.mesh: {mesh} needs {rows * columns} processes, but {world_size} were started; "
                 f"use --nproc {rows * columns}"
             )
         return rows, columns
     if world_size < 4 or world_size % 2:
         raise ConfigError(
             f"parallel.strategy 'hybrid' needs a 2-D mesh of at least 2 x 2 processes, got {world_size}; "
-            "use --nproc 4 or give parallel.mesh"
+            "use --nproc 4 or give parallel.hybrid.mesh"
         )
     return 2, world_size // 2
 

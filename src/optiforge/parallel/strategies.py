@@ -41,7 +41,7 @@ def _tensor(config: ParallelConfig) -> Strategy:
 
 
 def _hybrid(config: ParallelConfig) -> Strategy:
-    if config.inner == "pipeline":
+    if config.hybrid.inner == "pipeline":
         from optiforge.parallel.pipeline import Pipeline
         from optiforge.parallel.process_group import world_size_from_env
         from optiforge.parallel.sharded import hybrid_mesh_shape
@@ -50,7 +50,7 @@ def _hybrid(config: ParallelConfig) -> Strategy:
         strategy = Pipeline(config, rows=rows)
         strategy.name = "hybrid"
         return strategy
-    if config.inner == "tensor":
+    if config.hybrid.inner == "tensor":
         from optiforge.parallel.tensor import HybridTensor
 
         return HybridTensor(config)

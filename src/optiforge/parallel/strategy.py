@@ -1,7 +1,8 @@
 """The small interface the training loop uses to run on one or many processes.
 
 The loop asks a strategy to wrap the model, to give each process its share of
-the data and to sum metric totals across processes; it never asks which
+the data, to sum metric totals across processes and, when it accumulates
+gradients, whether a backward pass must exchange them; it never asks which
 strategy is running. Strategies whose model state is spread over processes
 (sharded or split models) also say how a checkpoint stores that state, and a
 pipeline strategy runs forward and backward itself.
@@ -9,6 +10,7 @@ pipeline strategy runs forward and backward itself.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,15 @@ class Strategy:
         model's parameters (sharding does).
         """
         return model
+
+    def synchronizing(self, model: nn.Module, synchronize: bool) -> contextlib.AbstractContextManager:
+        """The context for one forward and backward of ``model`` (the module :meth:`wrap` returned).
+
+        With gradient accumulation only an optimizer step's last backward has ``synchronize`` true; a
+        strategy that averages gradients over processes may skip that communication on the others, as
+        their gradients are summed locally first.
+        """
+        return contextlib.nullcontext()
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         """A plain module with the full weights; called on every process (it may gather)."""

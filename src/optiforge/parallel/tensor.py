@@ -5,7 +5,7 @@ columns and the second by input rows (Megatron-LM, https://arxiv.org/abs/1909.08
 the activation works on local columns, and a single all-reduce after the second
 layer rebuilds the full output. Attention blocks follow the same rule (query,
 key and value projections column-wise, the output projection row-wise), found
-by their usual names or given in ``parallel.plan``. Every process sees the
+by their usual names or given in ``parallel.tensor.plan``. Every process sees the
 same batches. The parameters become DTensors, so checkpoints and the final
 model go the same way as FSDP's (:mod:`optiforge.parallel.dtensor_state`).
 """
@@ -65,21 +65,21 @@ def linear_pairs(model: nn.Module) -> dict[str, str]:
 
 def tensor_plan(model: nn.Module, config: ParallelConfig, degree: int) -> dict[str, str]:
     """The plan to apply (the recipe's, or the automatic one), checked against the model."""
-    plan = dict(config.plan) or linear_pairs(model)
+    plan = dict(config.tensor.plan) or linear_pairs(model)
     if not plan:
         raise ModelError(
             "parallel.strategy 'tensor': the model has no Linear → activation → Linear pair to split; "
-            "give parallel.plan {module name: colwise|rowwise}, or use 'ddp' or 'fsdp'"
+            "give parallel.tensor.plan {module name: colwise|rowwise}, or use 'ddp' or 'fsdp'"
         )
     modules = dict(model.named_modules())
     for name, style in plan.items():
         module = modules.get(name)
         if not isinstance(module, nn.Linear):
-            raise ConfigError(f"parallel.plan: '{name}' is not a Linear layer of the model")
+            raise ConfigError(f"parallel.tensor.plan: '{name}' is not a Linear layer of the model")
         width = module.out_features if style == "colwise" else module.in_features
         if width % degree:
             raise ConfigError(
-                f"parallel.plan: '{name}' ({style}) splits {width} features, not divisible by {degree} "
+                f"parallel.tensor.plan: '{name}' ({style}) splits {width} features, not divisible by {degree} "
                 f"tensor-parallel processes"
             )
     return plan
@@ -128,4 +128,4 @@ class HybridTensor(FullyShardedBase):
         mesh = init_device_mesh(device_type(), (self.rows, self.columns), mesh_dim_names=("data", "tensor"))
         self.data_group = mesh["data"].get_group()
         apply_plan(model, plan, mesh["tensor"])
-        return shard_blocks(model, mesh["data"], self.config.cpu_offload)
+        return shard_blocks(model, mesh["data"], self.config.fsdp.cpu_offload)

@@ -8,32 +8,24 @@ import torch
 from torch import nn
 
 from optiforge.errors import ModelError
+from optiforge.layers import locate_failure
 from optiforge.quantization.calibration import call, model_inputs
 
 
 def check_quantized(model: nn.Module, example: Any, scheme: str, engine: str) -> None:
     """Run ``model`` once on ``example``; a failure is a :class:`ModelError` naming the layer it happened in."""
-    running: list[str] = []
 
-    def leave(_module: nn.Module, _inputs: Any, _output: Any) -> None:
-        if running:
-            running.pop()
-
-    hooks = []
-    for name, module in model.named_modules():
-        if name:
-            hooks.append(module.register_forward_pre_hook(lambda _m, _i, name=name: running.append(name)))
-            hooks.append(module.register_forward_hook(leave))
-    try:
+    def forward() -> None:
         with torch.no_grad():
             call(model, model_inputs(example))
-    except Exception as error:  # the engine's result is broken: refuse it rather than return it
-        where = f"layer '{running[-1]}'" if running else type(model).__name__
-        message = str(error).splitlines()[0] if str(error) else ""
-        raise ModelError(
-            f"quantize ({scheme}, engine {engine}) produced a model that fails in {where} "
-            f"({type(error).__name__}: {message}); keep that layer float with layers.exclude"
-        ) from None
-    finally:
-        for hook in hooks:
-            hook.remove()
+
+    failure = locate_failure(model, forward)
+    if failure is None:
+        return
+    layer, error = failure  # the engine's result is broken: refuse it rather than return it
+    where = f"layer '{layer}'" if layer else type(model).__name__
+    message = str(error).splitlines()[0] if str(error) else ""
+    raise ModelError(
+        f"quantize ({scheme}, engine {engine}) produced a model that fails in {where} "
+        f"({type(error).__name__}: {message}); keep that layer float with layers.exclude"
+    )

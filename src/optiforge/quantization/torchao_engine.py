@@ -17,7 +17,7 @@ from torch import nn
 
 from optiforge.errors import DependencyError, ModelError
 from optiforge.imports import quiet_optional_imports
-from optiforge.layers import LayerFilter, weighted_layers
+from optiforge.layers import weighted_layers
 from optiforge.quantization.config import QuantConfig
 from optiforge.quantization.torch_engine import quantizable_linear
 
@@ -49,9 +49,7 @@ def quantize_torchao(model: nn.Module, config: QuantConfig, float_layers: list[s
     from torchao.quantization import quantize_
 
     quantized = copy.deepcopy(model).cpu().eval()
-    layer_filter = LayerFilter.model_validate(
-        config.layers.model_dump() | {"exclude": [*config.layers.exclude, *float_layers]}
-    )
+    layer_filter = config.layers.model_copy(update={"exclude": [*config.layers.exclude, *float_layers]})
     wanted = layer_filter.fn(quantized, field="quantize.layers")
     unsupported = []
     chosen = set()

@@ -92,8 +92,8 @@ def train(
     >>> import optiforge
     >>> data = optiforge.build_data(optiforge.DataConfig(name="digits"))
     >>> model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[32]), data)
-    >>> result = optiforge.train(model, data, optiforge.TrainConfig(epochs=2), progress=False)
-    >>> result.history[-1]["val_accuracy"] > 0.5
+    >>> result = optiforge.train(model, data, optiforge.TrainConfig(epochs=5), progress=False)
+    >>> result.history[-1]["val_accuracy"] > result.history[0]["val_accuracy"] + 0.3
     True
     """
     started = time.perf_counter()
@@ -125,7 +125,7 @@ def train(
     batch_size = len(data.train) if is_full_batch(config.optimizer) else strategy.per_process_batch(config.batch_size)
     sampler = strategy.train_sampler(data.train, config.seed)
     # without a sampler or workers a tensor dataset is sliced on the device; otherwise a DataLoader
-    on_device = config.data_on_device
+    on_device = hardware.data_on_device
     train_loader = make_batches(
         data.train,
         batch_size,
@@ -140,7 +140,7 @@ def train(
     val_loader = (
         make_batches(data.val, 512, device, on_device=on_device, sampler=val_sampler) if len(data.val) else None
     )
-    steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradients.accumulation_steps)
 
     # Wrap before building the optimizer: sharding strategies replace the parameters.
     forward_model = strategy.wrap(compile_model(model, hardware, data.example_input(2).to(device)), device)
@@ -210,43 +210,46 @@ def train(
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 for callback in callbacks:
                     inputs, targets = callback.transform_batch(state, inputs, targets)
-                if strategy.runs_own_step:
-                    # A pipeline schedule interleaves forward and backward over microbatches.
-                    for callback in callbacks:
-                        callback.before_backward(state)
-                    loss = strategy.forward_backward(
-                        forward_model, inputs, targets, task.loss, config.accumulation_steps
-                    )
-                else:
-                    with precision.autocast():
-                        outputs = forward_model(inputs)
-                        loss = task.loss(outputs.float(), targets)
+                steps_now = (index + 1) % config.gradients.accumulation_steps == 0 or index + 1 == len(train_loader)
+                # Accumulating, gradients are summed locally; processes exchange them on a step's last backward.
+                with strategy.synchronizing(forward_model, synchronize=steps_now):
+                    if strategy.runs_own_step:
+                        # A pipeline schedule interleaves forward and backward over microbatches.
                         for callback in callbacks:
-                            loss = callback.compute_loss(state, inputs, targets, outputs, loss)
-                loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
-                if not math.isfinite(loss_value):
-                    if checkpoint_path is None:
-                        kept = "no checkpoint is kept (no checkpoint folder)"
-                    elif checkpoint_path.is_file():
-                        kept = f"last good checkpoint kept: '{checkpoint_path}'"
+                            callback.before_backward(state)
+                        loss = strategy.forward_backward(
+                            forward_model, inputs, targets, task.loss, config.gradients.accumulation_steps
+                        )
                     else:
-                        kept = "no checkpoint was written yet (one is saved after each epoch)"
-                    raise TrainingError(
-                        f"{description}: the loss became {loss_value} at epoch {state.epoch + 1}, step {index + 1}; "
-                        f"training stopped, {kept}. Try a lower learning rate or "
-                        "gradient clipping (train.grad_clip_norm)."
-                    )
-                loss_sum, batches = loss_sum + loss_value, batches + 1
-                if not strategy.runs_own_step:
-                    for callback in callbacks:
-                        callback.before_backward(state)
-                    precision.scaler.scale(loss / config.accumulation_steps).backward()
+                        with precision.autocast():
+                            outputs = forward_model(inputs)
+                            loss = task.loss(outputs.float(), targets)
+                            for callback in callbacks:
+                                loss = callback.compute_loss(state, inputs, targets, outputs, loss)
+                    loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
+                    if not math.isfinite(loss_value):
+                        if checkpoint_path is None:
+                            kept = "no checkpoint is kept (no checkpoint folder)"
+                        elif checkpoint_path.is_file():
+                            kept = f"last good checkpoint kept: '{checkpoint_path}'"
+                        else:
+                            kept = "no checkpoint was written yet (one is saved after each epoch)"
+                        raise TrainingError(
+                            f"{description}: the loss became {loss_value} at epoch {state.epoch + 1}, "
+                            f"step {index + 1}; training stopped, {kept}. Try a lower learning rate or "
+                            "gradient clipping (train.gradients.clip_norm)."
+                        )
+                    loss_sum, batches = loss_sum + loss_value, batches + 1
+                    if not strategy.runs_own_step:
+                        for callback in callbacks:
+                            callback.before_backward(state)
+                        precision.scaler.scale(loss / config.gradients.accumulation_steps).backward()
                 for callback in callbacks:
                     callback.after_backward(state)
-                if (index + 1) % config.accumulation_steps == 0 or index + 1 == len(train_loader):
-                    if config.grad_clip_norm is not None:
+                if steps_now:
+                    if config.gradients.clip_norm is not None:
                         precision.scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradients.clip_norm)
                     for callback in callbacks:
                         callback.before_optimizer_step(state)
                     precision.scaler.step(optimizer)
@@ -265,7 +268,7 @@ def train(
                 "lr": optimizer.param_groups[0]["lr"],
             }
             last = state.epoch + 1 == config.epochs
-            if val_loader is not None and ((state.epoch + 1) % config.eval_every == 0 or last):
+            if val_loader is not None and ((state.epoch + 1) % config.validation.every_epochs == 0 or last):
                 metrics = task.evaluate(forward_model, val_loader, device, precision.autocast, strategy.reduce_sums)
                 record.update({f"val_{key}": value for key, value in metrics.items()})
                 for callback in callbacks:
@@ -274,13 +277,13 @@ def train(
             state.epoch += 1
             metric = record.get(f"val_{task.primary_metric}")
             schedule.epoch_end(metric)
-            if config.early_stopping is not None and metric is not None:
-                if _improved(task, metric, best_metric, config.early_stopping.min_delta):
+            if config.validation.early_stopping is not None and metric is not None:
+                if _improved(task, metric, best_metric, config.validation.early_stopping.min_delta):
                     best_metric, epochs_without_improvement = metric, 0
                     best_weights = copy.deepcopy(strategy.unwrap(model).state_dict())
                 else:
                     epochs_without_improvement += 1
-                    if epochs_without_improvement >= config.early_stopping.patience:
+                    if epochs_without_improvement >= config.validation.early_stopping.patience:
                         log.info(
                             "%s: early stop after epoch %d (best val %s %.4f)",
                             description,
@@ -308,7 +311,8 @@ def train(
         callback.on_train_end(state)
     stopped = bool(state.stop) or bool(
         best_metric is not None
-        and epochs_without_improvement >= (config.early_stopping.patience if config.early_stopping else math.inf)
+        and epochs_without_improvement
+        >= (config.validation.early_stopping.patience if config.validation.early_stopping else math.inf)
     )
     if stop_at is not None:
         choices = {**choices, **stop_at.summary(state.history)}

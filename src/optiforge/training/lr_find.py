@@ -69,7 +69,7 @@ def lr_find(
     optimizer = build_optimizer(model, config.optimizer.model_copy(update={"lr": start_lr}))
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     loader = make_batches(
-        data.train, config.batch_size, device, on_device=config.data_on_device, shuffle=True, seed=config.seed
+        data.train, config.batch_size, device, on_device=hardware.data_on_device, shuffle=True, seed=config.seed
     )
     rates, losses = [], []
     smoothed, best = None, math.inf
