@@ -10,6 +10,7 @@ placed before the search's own row, which stays the last: the model that ships.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,7 @@ def _front_rows(search: Search, result: SearchResult, model: Any, config: Search
     rows = []
     for outcome in result.outcomes:
         if outcome.spec.name in result.front and outcome.phase == "full":
+            started = time.perf_counter()
             built = outcome.model if outcome.model is not None else search.rebuild(outcome, model)
             artifact = ctx.stage_dir / outcome.artifact if outcome.artifact else None
             figures = measure(built, ctx.data, artifact=artifact, config=config.measure, task=ctx.task)
@@ -139,6 +141,7 @@ def _front_rows(search: Search, result: SearchResult, model: Any, config: Search
                 {
                     "stage": f"{ctx.stage_dir.name}: {outcome.spec.name}",
                     **figures.as_dict(),
+                    "seconds": time.perf_counter() - started,  # measuring it (its stages ran in the search)
                     "artifact": str(artifact.relative_to(ctx.run_dir)) if artifact else None,
                     "front_of": ctx.stage_dir.name,
                     "chosen": outcome is result.chosen,
