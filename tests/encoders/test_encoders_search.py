@@ -127,11 +127,16 @@ def test_float_most_sensitive_ranks_the_graph_once_for_every_k(tiny, context, mo
 def test_the_k_most_sensitive_layers_stay_float_and_exclude_composes(tiny, tmp_path):
     encoder, data, calibration = tiny
     excluded = "transformer.encoder.layer.0.output.dense"
-    config = EncoderRuntimeConfig(quantize="int8_dynamic", layers={"exclude": [excluded], "float_most_sensitive": 2})
+    config = EncoderRuntimeConfig(
+        quantize="int8_dynamic",
+        remove_padding=True,
+        smoothing={"alpha": 0.8},  # smoothed layers are wrapped: their nodes are found inside the wrapper
+        layers={"exclude": [excluded], "float_most_sensitive": 2},
+    )
     rankings: dict = {}
     result = optimize_encoder_with_result(encoder, config, calibration, path=tmp_path / "a.onnx", rankings=rankings)
     ranked = [row["layer"] for row in rankings["layers"]]
-    # fused, query/key/value are one Attention node: the graph's own layers are ranked, the excluded one is not
+    # query/key/value are one qkv matrix: the graph's own layers are ranked, the excluded one is not
     assert len(ranked) == 5 and excluded not in ranked and not any(".self." in name for name in ranked)
     assert result.float_layers == [excluded, *ranked[:2]]
     assert result.summary()["float_nodes"] == 3

@@ -117,7 +117,7 @@ class OptimizeEncoderResult:
 
 
 def float_nodes(onnx_path: str | Path, float_layers: Sequence[str], exclude: Sequence[str]) -> list[str]:
-    """Names of the matrix-product nodes exported from ``float_layers``.
+    """Names of the matrix-product nodes exported from ``float_layers`` (or from modules inside them).
 
     Every ``exclude`` pattern must reach a node (:func:`~optiforge.exporters.onnx.nodes_of_layers`
     refuses one that does not), so a layer meant to stay float is never silently quantized.
@@ -128,9 +128,24 @@ def float_nodes(onnx_path: str | Path, float_layers: Sequence[str], exclude: Seq
     from optiforge.exporters.onnx import nodes_of_layers
 
     nodes_of_layers(onnx_path, exclude, MATRIX_OPS)
-    wanted = set(float_layers)
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return [node.name for node in graph.node if node.op_type in MATRIX_OPS and module_of_node(node.name) in wanted]
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type in MATRIX_OPS and owning_layer(module_of_node(node.name), float_layers) is not None
+    ]
+
+
+def owning_layer(module: str, layers: Sequence[str]) -> str | None:
+    """The layer of ``layers`` that ``module`` is or sits inside (a smoothed layer wraps its Linear as
+    ``<layer>.linear``), else ``None``.
+
+    >>> owning_layer("encoder.layer.1.output.dense.linear", ["encoder.layer.1.output.dense"])
+    'encoder.layer.1.output.dense'
+    >>> owning_layer("encoder.layer.10.output.dense", ["encoder.layer.1"]) is None
+    True
+    """
+    return next((layer for layer in layers if module == layer or module.startswith(layer + ".")), None)
 
 
 def fuse_transformer(source: Path, destination: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
@@ -283,7 +298,7 @@ def _keep_sensitive_float(
     from optiforge.encoders.sensitive_layers import graph_layers, rank_layers
     from optiforge.quantization.sensitivity import most_sensitive_float
 
-    layers = [name for name in graph_layers(graph, MATRIX_OPS) if name in quantized_layers]
+    layers = graph_layers(graph, list(quantized_layers), MATRIX_OPS)
     count = config.layers.float_most_sensitive
     if count >= len(layers):
         raise ConfigError(

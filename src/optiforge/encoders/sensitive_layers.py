@@ -4,7 +4,8 @@ Each layer is measured alone: the finished float graph is quantized with every o
 the evaluation sentences and compared with the float encoder's embeddings
 (:func:`optiforge.quantization.sensitivity.layer_sensitivity`, the one implementation every verb uses).
 Only layers with a matrix node of their own in the graph are ranked (ONNX Runtime's fused ``Attention``
-holds query, key and value together).
+holds query, key and value together; ``remove_padding`` makes them one ``qkv`` matrix). The ranking is
+taken on the smoothed graph, so a layer it keeps float stays smoothed (exact in float32, one ``Mul``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from torch import nn
 from optiforge.layers import module_of_node
 
 
-def graph_layers(onnx_path: Path, matrix_ops: Sequence[str]) -> list[str]:
-    """Modules with a matrix-product node in the graph, in graph order."""
+def graph_layers(onnx_path: Path, layers: Sequence[str], matrix_ops: Sequence[str]) -> list[str]:
+    """Those of ``layers`` with a matrix-product node in the graph (their own or a wrapper's), in graph order."""
     import onnx
 
+    from optiforge.encoders.optimize import owning_layer
+
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    names = (module_of_node(node.name) for node in graph.node if node.op_type in matrix_ops)
-    return list(dict.fromkeys(names))
+    owners = (owning_layer(module_of_node(node.name), layers) for node in graph.node if node.op_type in matrix_ops)
+    return [layer for layer in dict.fromkeys(owners) if layer is not None]
 
 
 def rank_layers(
