@@ -51,6 +51,9 @@ def test_the_ranking_is_computed_once_for_every_k_and_the_k_most_sensitive_stay_
     assert rankings_made == [["1", "3", "5"]]  # one ranking of the three Linear layers, reused by every k
     written = (context().stage_dir / "nodes").rglob("sensitivity.json")
     ranked = [row["layer"] for row in json.loads(next(written).read_text())]
+    saved = json.loads((context().stage_dir / "search.json").read_text())["candidates"]
+    for row, k in zip(saved[:2], [1, 2], strict=True):  # each candidate's row holds its stage's report info
+        assert row["info"]["float_layers"] == ranked[:k]
     kept = [outcome for outcome in result.outcomes if outcome.model is not None]  # front points keep their model
     assert kept
     for outcome in kept:

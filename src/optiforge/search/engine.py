@@ -58,12 +58,15 @@ class Outcome:
     phase: str = "full"
     model: Any = field(default=None, repr=False)
     exports: dict = field(default_factory=dict, repr=False)  # format -> writer of the last stage, as StageOutput's
+    info: dict = field(default_factory=dict)  # the last stage's report info (layers kept float, engine, ...)
 
     def row(self) -> dict:
         row: dict[str, Any] = {"name": self.spec.name, "key": self.spec.key, "phase": self.phase}
         row["stages"] = [{step.kind: step.fields} for step in self.spec.steps]
         row.update(self.figures)
         row["artifact"] = self.artifact
+        if self.info:
+            row["info"] = self.info
         if self.error:
             row["error"] = self.error
         if self.skipped:
@@ -127,11 +130,13 @@ class Search:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # a damaged cache entry is measured again
-        return Outcome(spec, saved.get("figures", {}), saved.get("error"), None, saved.get("artifact"), phase)
+        outcome = Outcome(spec, saved.get("figures", {}), saved.get("error"), None, saved.get("artifact"), phase)
+        outcome.info = saved.get("info", {})
+        return outcome
 
     def _store(self, outcome: Outcome) -> None:
         path = self._cache_path(outcome.spec, outcome.phase)
-        saved = {"name": outcome.spec.name, "figures": outcome.figures, "error": outcome.error}
+        saved = {"name": outcome.spec.name, "figures": outcome.figures, "error": outcome.error, "info": outcome.info}
         atomic_write_text(path, json.dumps(saved | {"artifact": outcome.artifact}, indent=1, default=str))
 
     def _out_of_time(self) -> bool:
@@ -139,7 +144,7 @@ class Search:
 
     def _measure(self, node: StepResult, spec: CandidateSpec, phase: str) -> Outcome:
         model, artifact = node.model, node.artifact
-        outcome = Outcome(spec, phase=phase, exports=node.exports)
+        outcome = Outcome(spec, phase=phase, exports=node.exports, info=node.info)
         try:
             if artifact is None:
                 artifact = self.save_artifact(model, self.folder / "nodes" / spec.key / "model.pt")
