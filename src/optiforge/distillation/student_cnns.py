@@ -15,6 +15,7 @@ largest-norm channels. The output layer keeps its width.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -124,15 +125,18 @@ def narrow_channels(model: nn.Module, width: float, example: torch.Tensor) -> No
     """Prune ``1 − width`` of the channels of every layer but the output layer, in place."""
     tp = optional_import("torch_pruning", "shrink (narrower convolutional students)")
     try:
-        pruner = tp.pruner.MetaPruner(
-            model,
-            example,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=1 - width,
-            ignored_layers=[_output_layer(model)],
-            output_transform=output_tensor,
-        )
-        pruner.step()
+        with warnings.catch_warnings():
+            # layer scales ((C,) or (C, 1, 1), as in ConvNeXt) are sliced along their channels, which is what is wanted
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+            pruner = tp.pruner.MetaPruner(
+                model,
+                example,
+                importance=tp.importance.GroupMagnitudeImportance(p=2),
+                pruning_ratio=1 - width,
+                ignored_layers=[_output_layer(model)],
+                output_transform=output_tensor,
+            )
+            pruner.step()
     except Exception as error:  # Torch-Pruning's own errors (IndexError, RuntimeError) on graphs it cannot follow
         raise ModelError(
             f"shrink: cannot narrow {type(model).__name__}: Torch-Pruning cannot follow its graph "
