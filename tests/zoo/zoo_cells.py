@@ -32,7 +32,7 @@ RULES: dict[str, str] = {
 # cells that fail today, each with why; the slow test fails if any other cell fails, or one of these starts working
 KNOWN_GAPS: dict[tuple[str, str], str] = {
     ("gpt2 (tiny)", "measure"): "measure's classification loss takes (batch, classes) logits, not one row per position",
-    ("gpt2 (tiny)", "distill"): "the training loop's classification loss takes (batch, classes) logits, not one row per position",
+    ("gpt2 (tiny)", "distill"): "training's classification loss takes (batch, classes) logits, not a row per position",
 }
 
 
