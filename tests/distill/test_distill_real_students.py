@@ -92,6 +92,18 @@ def test_shrink_resnet18_drops_blocks_and_narrows_channels_from_the_teacher():
         students.shrink(nn.GRU(4, 4))
 
 
+def test_shrink_a_vision_transformer_leaves_out_encoder_blocks_and_narrows_its_mlps():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    teacher = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=4, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=10
+    ).eval()
+    images = torch.randn(2, 3, 32, 32)
+    student = students.shrink(teacher, width=0.5, depth=0.5, example_input=images)
+    assert len(student.encoder.layers) == 2 and student.encoder.layers[0].mlp[0].out_features == 32
+    assert student(images).shape == (2, 10) and _params(student) < _params(teacher) / 2
+
+
 def _bert(layers=4):
     transformers = pytest.importorskip("transformers")
     config = transformers.BertConfig(

@@ -121,9 +121,22 @@ def _output_layer(model: nn.Module) -> nn.Module:
     return [module for module in model.modules() if isinstance(module, _WEIGHTED)][-1]
 
 
+def _attention_inputs(model: nn.Module) -> list[nn.Module]:
+    """The fused query-key-value projections of attention modules (timm's ``qkv``), which keep their width.
+
+    Such a module reshapes its output to its input's width, so its heads cannot narrow alone.
+    """
+    return [
+        module.qkv
+        for module in model.modules()
+        if isinstance(getattr(module, "qkv", None), nn.Linear) and isinstance(getattr(module, "num_heads", None), int)
+    ]
+
+
 def narrow_channels(model: nn.Module, width: float, example: torch.Tensor) -> None:
-    """Prune ``1 − width`` of the channels of every layer but the output layer, in place."""
+    """Prune ``1 − width`` of the channels of every layer but the output layer and attention, in place."""
     tp = optional_import("torch_pruning", "shrink (narrower convolutional students)")
+    heads = {module: module.num_heads for module in model.modules() if isinstance(module, nn.MultiheadAttention)}
     try:
         with warnings.catch_warnings():
             # layer scales ((C,) or (C, 1, 1), as in ConvNeXt) are sliced along their channels, which is what is wanted
@@ -133,7 +146,8 @@ def narrow_channels(model: nn.Module, width: float, example: torch.Tensor) -> No
                 example,
                 importance=tp.importance.GroupMagnitudeImportance(p=2),
                 pruning_ratio=1 - width,
-                ignored_layers=[_output_layer(model)],
+                ignored_layers=[_output_layer(model), *_attention_inputs(model)],
+                num_heads=heads,
                 output_transform=output_tensor,
             )
             pruner.step()
