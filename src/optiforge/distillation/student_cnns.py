@@ -36,8 +36,7 @@ def is_cnn(model: nn.Module) -> bool:
 def default_input(model: nn.Module) -> torch.Tensor:
     """One image (or signal) of the first convolution's channels: 224 × 224 for 2-D, 224 long for 1-D."""
     first = next(module for module in model.modules() if isinstance(module, _CONVOLUTIONS))
-    spatial = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(first)]
-    return torch.randn(1, first.in_channels, *([224] * spatial))
+    return torch.randn(1, first.in_channels, *([224] * len(first.kernel_size)), dtype=first.weight.dtype)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -64,9 +63,9 @@ def _stage_blocks(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[li
                 stages.setdefault(name, []).append(path)
 
                 def record(_module, args, output, path=path):
-                    if args and isinstance(args[0], torch.Tensor):
-                        inputs[path] = args[0]
-                        outputs[path] = output
+                    if args and isinstance(args[0], torch.Tensor):  # copies: a later in-place op must not change them
+                        inputs[path] = args[0].detach().clone()
+                        outputs[path] = output.detach().clone() if isinstance(output, torch.Tensor) else output
 
                 handles.append(child.register_forward_hook(record))
     try:
@@ -86,7 +85,7 @@ def _is_residual(block: nn.Module, inputs: torch.Tensor, output: Any) -> bool:
     zeros = {name: torch.zeros_like(parameter) for name, parameter in block.named_parameters()}
     try:
         with torch.no_grad():
-            zeroed = torch.func.functional_call(block, zeros, (inputs,))
+            zeroed = torch.func.functional_call(block, zeros, (inputs.clone(),))
     except Exception:  # noqa: BLE001  a block that cannot run alone is no block to leave out
         return False
     return isinstance(zeroed, torch.Tensor) and torch.allclose(zeroed, inputs, atol=1e-5)
