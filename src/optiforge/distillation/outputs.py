@@ -1,8 +1,9 @@
 """What a model returns, read as the tensors distillation compares.
 
-A transformers model returns a ``ModelOutput`` (``logits``, ``last_hidden_state``,
-``hidden_states``); other models return a tensor, a dict or a tuple whose first
-entry is the logits. Distillation reads the logits (or the embedding) from any of them.
+A transformers model returns a ``ModelOutput`` (``logits``, ``last_hidden_state``);
+other models return a tensor, a dict or a tuple whose first entry is the logits.
+Distillation reads the logits (or the embedding) from any of them; hidden states
+are read by hints, from the layers that return them.
 """
 
 from __future__ import annotations
@@ -45,10 +46,3 @@ def output_tensor(output: Any, role: str = "model") -> torch.Tensor:
         "a ModelOutput with 'logits' or 'last_hidden_state', or a dict/tuple with the logits first"
     )
 
-
-def hidden_states(output: Any) -> tuple[torch.Tensor, ...] | None:
-    """The per-layer hidden states a ``ModelOutput`` carries (``output_hidden_states=True``), else None."""
-    value = output.get("hidden_states") if isinstance(output, Mapping) else getattr(output, "hidden_states", None)
-    if isinstance(value, (tuple, list)) and value and all(isinstance(state, torch.Tensor) for state in value):
-        return tuple(value)
-    return None
