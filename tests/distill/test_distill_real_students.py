@@ -63,6 +63,10 @@ def test_shrink_leaves_out_residual_blocks_only_and_copies_the_rest():
     assert student(images).shape == (2, 4) and _params(student) < _params(teacher)
     assert len(teacher[2]) == 4  # the teacher is left whole
     assert list(students.shrink(teacher, width=1.0, depth=3, example_input=images)[2]._modules) == ["0", "1", "2"]
+    teacher.train()
+    teacher[3][1].eval()  # a frozen norm
+    student = students.shrink(teacher, width=0.5, example_input=images)
+    assert student.training and not student[3][1].training and teacher.training and not teacher[3][1].training
 
 
 def test_a_network_without_residual_blocks_is_refused_depth_but_narrowed():

@@ -45,4 +45,3 @@ def output_tensor(output: Any, role: str = "model") -> torch.Tensor:
         f"{role}: it returns {type(output).__name__}, which holds no logits; distillation reads a tensor, "
         "a ModelOutput with 'logits' or 'last_hidden_state', or a dict/tuple with the logits first"
     )
-

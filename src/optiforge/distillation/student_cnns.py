@@ -161,11 +161,11 @@ def narrow_channels(model: nn.Module, width: float, example: torch.Tensor) -> No
 def shrink_cnn(model: nn.Module, width: float, depth: float | int | None, example: torch.Tensor | None) -> nn.Module:
     """A copy of ``model`` with fewer residual blocks per stage and ``width`` × its channels."""
     example = (example[:1] if example is not None else default_input(model)).to(_device_of(model))
-    was_training = model.training
+    modes = {name: module.training for name, module in model.named_modules()}  # a frozen norm stays in eval
     try:
         expected = _run(model.eval(), example).shape
     finally:
-        model.train(was_training)
+        _set_modes(model, modes)
     student = copy.deepcopy(model).eval()
     if depth is not None and not drop_blocks(student, depth, example) and not (isinstance(depth, float) and depth == 1):
         raise ModelError(
@@ -186,5 +186,10 @@ def shrink_cnn(model: nn.Module, width: float, depth: float | int | None, exampl
             f"shrink: the student of {type(model).__name__} gives outputs of shape {tuple(shape)}, "
             f"the teacher {tuple(expected)}; build the student yourself and pass it to distill()"
         )
-    student.train(was_training)
+    _set_modes(student, modes)
     return student
+
+
+def _set_modes(model: nn.Module, modes: dict[str, bool]) -> None:
+    for name, module in model.named_modules():
+        module.training = modes.get(name, modes[""])
