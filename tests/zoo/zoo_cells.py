@@ -23,12 +23,16 @@ RULES: dict[str, str] = {
     "structured pruning cannot follow the graph": r"structured pruning (cannot prune|left every chosen layer)",
     "the output layer is kept, and it is the only Linear/Conv layer": r"keeps the last layer .* it is the only",
     "ONNX export cannot trace the model": r"^onnx(: | export)",
+    "shrink has no student builder for the family": r"^shrink: no student builder for",
+    "shrink leaves out residual blocks only": r"^shrink\.depth: .* has no residual block",
+    "Torch-Pruning cannot narrow the graph": r"^shrink: (cannot narrow|the student of .* (does not run|gives outputs))",
 }
 
 
 # cells that fail today, each with why; the slow test fails if any other cell fails, or one of these starts working
 KNOWN_GAPS: dict[tuple[str, str], str] = {
     ("gpt2 (tiny)", "measure"): "measure's classification loss takes (batch, classes) logits, not one row per position",
+    ("gpt2 (tiny)", "distill"): "training's classification loss takes (batch, classes) logits, not a row per position",
 }
 
 
@@ -132,6 +136,38 @@ def _measure(model, example):
     return None, f"{result.params} params"
 
 
+def _shrink(model, example):
+    from optiforge.distillation.students import shrink
+    from optiforge.models.builtin import count_parameters
+
+    student = shrink(model, width=0.5, depth=0.5, example_input=example)
+    before, after = count_parameters(model)[0], count_parameters(student)[0]
+    assert after < before, f"the student has {after} parameters, the teacher {before}"
+    return student, f"{after / before:.0%} of params"
+
+
+def _distill(model, example):
+    """One epoch of distillation into a narrower student; a wrapped transformers model is distilled unwrapped."""
+    from optiforge.data.builtin import TaskData
+    from optiforge.distillation import DistillConfig, distill
+    from optiforge.distillation.students import shrink
+
+    inner = getattr(model, "model", None)
+    teacher = inner if hasattr(inner, "config") else model  # the transformers model returns a ModelOutput
+    student = shrink(teacher, width=0.5, example_input=example)
+    labels = _outputs(model, example).argmax(dim=-1)
+    split = TensorDataset(example, labels)
+    data = TaskData(split, split, split, tuple(example.shape[1:]), _outputs(model, example).shape[-1])
+    config = DistillConfig(finetune={"epochs": 1}, mixing={"kind": "none"})
+    train = optiforge.TrainConfig(batch_size=2)
+    trained = distill(teacher, student, data, config, train=train, progress=False)
+    if teacher is not model:
+        wrapper = copy.copy(model)  # the zoo's wrapper, around the trained student
+        wrapper.model = trained
+        trained = wrapper
+    return trained, "1 epoch" + (" on ModelOutputs" if teacher is not model else "")
+
+
 OPERATIONS: dict[str, Callable] = {
     "prune magnitude": _prune,
     "prune structured": _structured,
@@ -145,6 +181,8 @@ OPERATIONS: dict[str, Callable] = {
     "packed round trip": _packed,
     "onnx export": _onnx,
     "measure": _measure,
+    "shrink": _shrink,
+    "distill": _distill,
 }
 
 

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from optiforge.data.loaders import make_loader
+from optiforge.distillation.outputs import output_tensor
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -22,8 +23,8 @@ def top1_agreement(student: nn.Module, teacher: nn.Module, dataset: Dataset, bat
     student.eval(), teacher.eval()
     same = total = 0
     for inputs, _ in make_loader(dataset, batch_size):
-        student_pred = student(inputs.to(_device_of(student))).argmax(dim=1)
-        teacher_pred = teacher(inputs.to(_device_of(teacher))).argmax(dim=1)
+        student_pred = output_tensor(student(inputs.to(_device_of(student))), "student").argmax(dim=1)
+        teacher_pred = output_tensor(teacher(inputs.to(_device_of(teacher))), "teacher").argmax(dim=1)
         same += int((student_pred.cpu() == teacher_pred.cpu()).sum())
         total += inputs.shape[0]
     student.train(modes[0]), teacher.train(modes[1])

@@ -13,6 +13,7 @@ from optiforge.data.builtin import TaskData
 from optiforge.distillation.callback import DistillationCallback, DistillationStudent
 from optiforge.distillation.config import DistillConfig
 from optiforge.distillation.hints import FeatureRecorder, find_layer, make_adapter
+from optiforge.distillation.outputs import output_tensor
 from optiforge.distillation.teachers import TeacherSource, resolve_teacher
 from optiforge.errors import ConfigError, ModelError
 from optiforge.tasks import Task
@@ -59,8 +60,11 @@ def prepare(
 ) -> tuple[DistillationStudent, DistillationCallback]:
     """Check the pair fits, build hint adapters, return (module to train, callback).
 
-    Raises ConfigError when the student's output shape differs from the
-    teacher's or a hint names a layer that does not exist.
+    Either model may return a tensor, a transformers ``ModelOutput`` or a
+    dict/tuple with the logits first: distillation reads the logits (or
+    ``last_hidden_state``). Raises ConfigError when the student's output
+    shape differs from the teacher's or a hint names a layer that does not
+    exist, ModelError when an output holds no tensor to read.
     """
     student_layers = {
         hint.student: find_layer(student, hint.student, f"hints[{i}].student", "student")
@@ -73,8 +77,7 @@ def prepare(
     example = data.example_input(2)
     teacher_out, teacher_features = _probe(teacher, example, "teacher", teacher_layers)
     student_out, student_features = _probe(student, example, "student", student_layers)
-    if not isinstance(student_out, torch.Tensor) or not isinstance(teacher_out, torch.Tensor):
-        raise ModelError("student/teacher: distillation needs models that return one tensor (logits or an embedding)")
+    teacher_out, student_out = output_tensor(teacher_out, "teacher"), output_tensor(student_out, "student")
     if student_out.shape != teacher_out.shape:
         raise ConfigError(
             f"student: its outputs have shape {tuple(student_out.shape[1:])} per example, the teacher's "

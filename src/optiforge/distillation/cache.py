@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from optiforge.data.loaders import make_loader
+from optiforge.distillation.outputs import output_tensor
 
 
 class TeacherCache:
@@ -26,7 +27,9 @@ class TeacherCache:
         with torch.no_grad():
             for inputs, _ in make_loader(dataset, batch_size):
                 inputs = inputs.to(device)
-                outputs.append(teacher(inputs).float())  # in full precision: computed once, read every epoch
+                outputs.append(
+                    output_tensor(teacher(inputs), "teacher").float()
+                )  # in full precision: computed once, read every epoch
                 keys.append(self.fingerprint(inputs))
         all_keys = torch.cat(keys)
         self.keys, order = all_keys.sort()

@@ -18,6 +18,7 @@ from optiforge.distillation.config import DistillConfig
 from optiforge.distillation.hints import FeatureRecorder, find_layer
 from optiforge.distillation.losses import embedding_loss, output_loss
 from optiforge.distillation.mixing import mix_batch
+from optiforge.distillation.outputs import output_tensor
 from optiforge.training.callbacks import Callback, TrainState
 
 
@@ -25,8 +26,9 @@ class DistillationStudent(nn.Module):
     """The student plus the hint adapters trained with it.
 
     The loop builds its optimizer from the module it trains, so the adapters
-    live here beside the student; ``forward`` is the student's alone and the
-    wrapper is dropped after training.
+    live here beside the student; ``forward`` is the student's alone (its
+    logits, when the student returns a ``ModelOutput``, a dict or a tuple)
+    and the wrapper is dropped after training.
     """
 
     def __init__(self, student: nn.Module, adapters: nn.ModuleList) -> None:
@@ -35,7 +37,7 @@ class DistillationStudent(nn.Module):
         self.adapters = adapters
 
     def forward(self, *inputs: Any, **kwargs: Any) -> Any:
-        return self.student(*inputs, **kwargs)
+        return output_tensor(self.student(*inputs, **kwargs), "student")
 
 
 class DistillationCallback(Callback):
@@ -95,7 +97,7 @@ class DistillationCallback(Callback):
             if cached is not None:
                 return cached
         with torch.no_grad():
-            return self.teacher(inputs)
+            return output_tensor(self.teacher(inputs), "teacher")
 
     def compute_loss(
         self, state: TrainState, inputs: Any, targets: Any, outputs: Any, loss: torch.Tensor

@@ -3,9 +3,12 @@
 - Sequential MLPs and CNNs (the built-in ``mlp``, ``cnn1d``, ``cnn2d``): the same
   layer pattern with ``width`` × the channels/units and the first ``depth``
   blocks; weights are freshly initialised.
-- Hugging Face BERT-like encoders (a module with ``encoder.layer``): the same
-  width, every other layer kept and initialised from the teacher's weights,
-  as DistilBERT does (Sanh et al. 2019, https://arxiv.org/abs/1910.01108).
+- Convolutional networks (torchvision, timm, your own modules): fewer residual
+  blocks per stage and narrower channels, initialised from the teacher
+  (:mod:`optiforge.distillation.student_cnns`).
+- Hugging Face BERT, RoBERTa, DistilBERT and GPT-2: every other layer kept with
+  the teacher's weights, as DistilBERT does, and with ``width`` < 1 fewer
+  feed-forward neurons and heads (:mod:`optiforge.distillation.student_transformers`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ import math
 import torch
 from torch import nn
 
+from optiforge.distillation.student_cnns import is_cnn, shrink_cnn
+from optiforge.distillation.student_transformers import (
+    SUPPORTED,
+    find_transformer,
+    refuse_transformer,
+    shrink_transformer,
+)
 from optiforge.errors import ConfigError, ModelError
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -30,11 +40,14 @@ def shrink(
 ) -> nn.Module:
     """A smaller untrained-or-initialised student of ``model``'s family.
 
-    ``width``: factor on channels/hidden units (default 0.5; encoders keep
-    their width, 1.0). ``depth``: blocks kept — an int is a count, a float
-    in (0, 1] a fraction (default: all blocks for MLP/CNN, half the layers
-    for encoders). ``example_input`` is needed only when a CNN loses blocks
-    (its head's width depends on the input length).
+    ``width``: factor on channels/hidden units (default 0.5; transformers
+    keep their width, 1.0, and with less narrow their feed-forward and heads).
+    ``depth``: blocks kept — an int is a count (per stage for convolutional
+    networks), a float in (0, 1] a fraction (default: all blocks for MLPs and
+    CNNs, half the layers for transformers). ``example_input``: a batch of
+    inputs; a Sequential CNN that loses blocks needs it (its head's width
+    depends on the input length), other CNNs are traced with it (default: one
+    224 × 224 image).
 
     >>> from torch import nn
     >>> teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128),
@@ -53,14 +66,21 @@ def shrink(
         raise ConfigError(f"shrink.width: a factor in (0, 1] is expected (got {width})")
     if depth is not None and (depth <= 0 or (isinstance(depth, float) and depth > 1)):
         raise ConfigError(f"shrink.depth: a block count ≥ 1 or a fraction in (0, 1] is expected (got {depth})")
-    encoder = _find_encoder(model)
-    if encoder is not None:
-        return _shrink_encoder(model, encoder, 1.0 if width is None else width, 0.5 if depth is None else depth)
-    if isinstance(model, nn.Sequential):
+    transformer = find_transformer(model)
+    if transformer is not None:
+        owner, layout = transformer
+        layers = len((model.get_submodule(owner) if owner else model).get_submodule(layout.layers))
+        width = 1.0 if width is None else width
+        return shrink_transformer(model, owner, layout, width, _kept(layers, 0.5 if depth is None else depth))
+    refuse_transformer(model)
+    if isinstance(model, nn.Sequential) and not any(list(layer.children()) for layer in model):
         return _shrink_sequential(model, 0.5 if width is None else width, depth, example_input)
+    if is_cnn(model):
+        return shrink_cnn(model, 0.5 if width is None else width, depth, example_input)
     raise ModelError(
         f"shrink: no student builder for {type(model).__name__}; supported: Sequential MLPs/CNNs "
-        "(the built-in mlp, cnn1d, cnn2d) and BERT-like encoders with 'encoder.layer'. "
+        f"(the built-in mlp, cnn1d, cnn2d), convolutional networks (torchvision, timm: ResNet, MobileNet, "
+        f"EfficientNet, ConvNeXt, RegNet, ...) and the transformers {SUPPORTED}. "
         "Build the student yourself and pass it to distill()"
     )
 
@@ -173,40 +193,3 @@ def _shrink_sequential(
     layers += [_rebuild(layer, in_size, head[0].out_features) for layer in head]
     student = nn.Sequential(*layers)
     return student.to(next(model.parameters()).device)
-
-
-# ---- BERT-like encoders -------------------------------------------------------------------
-
-
-def _find_encoder(model: nn.Module) -> nn.Module | None:
-    """The first submodule with ``encoder.layer`` as a ModuleList (BertModel and its kin)."""
-    for module in model.modules():
-        encoder = getattr(module, "encoder", None)
-        if isinstance(encoder, nn.Module) and isinstance(getattr(encoder, "layer", None), nn.ModuleList):
-            return module
-    return None
-
-
-def _shrink_encoder(model: nn.Module, encoder_owner: nn.Module, width: float, depth: float | int) -> nn.Module:
-    if width != 1.0:
-        raise ConfigError(
-            f"shrink.width: encoders keep their hidden size (DistilBERT halves the depth only); "
-            f"use width=1.0 (got {width})"
-        )
-    path = next(name for name, module in model.named_modules() if module is encoder_owner)
-    student = copy.deepcopy(model)
-    owner = student.get_submodule(path) if path else student
-    layers = owner.encoder.layer
-    count = len(layers)
-    kept = _kept(count, depth)
-    # evenly spaced, starting at the first: 12 → 6 keeps 0, 2, 4, 6, 8, 10 as DistilBERT does
-    indices = sorted({min(count - 1, (i * count) // kept) for i in range(kept)})
-    owner.encoder.layer = nn.ModuleList(layers[i] for i in indices)
-    config = getattr(owner, "config", None)
-    if config is not None and hasattr(config, "num_hidden_layers"):
-        config.num_hidden_layers = len(indices)
-    for position, layer in enumerate(owner.encoder.layer):
-        attention = getattr(getattr(layer, "attention", None), "self", None)
-        if attention is not None and hasattr(attention, "layer_idx"):  # caches are indexed by position
-            attention.layer_idx = position
-    return student
