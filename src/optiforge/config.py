@@ -220,6 +220,14 @@ class ValidationConfig(Config):
     early_stopping: EarlyStoppingConfig | None = None
 
 
+class WeightAverageConfig(Config):
+    """An exponential moving average of the weights: what validation scores and training returns."""
+
+    decay: float = Field(
+        0.99, gt=0.0, lt=1.0, description="share of the average kept at each optimizer step (0.99: about 100 steps)"
+    )
+
+
 class TrainConfig(Config):
     """One training run. ``lr`` at this level is a shorthand for ``optimizer.lr``."""
 
@@ -237,6 +245,12 @@ class TrainConfig(Config):
     batch_size: int | Literal["auto"] = Field(64, description="samples per step, or 'auto': chosen by throughput")
     gradients: GradientConfig = GradientConfig()
     validation: ValidationConfig = ValidationConfig()
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="classification: share of each target spread evenly over all classes"
+    )
+    weight_average: WeightAverageConfig | None = Field(
+        None, description="validate, stop on and return an exponential moving average of the weights"
+    )
     stop_at: dict[str, float] | None = Field(
         None, description="stop after the first epoch whose validation metric reaches this, e.g. {accuracy: 0.96}"
     )

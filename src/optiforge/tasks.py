@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from optiforge.errors import ConfigError
 from optiforge.registry import Registry
 
 
@@ -20,6 +21,15 @@ class Task:
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def training_loss(self, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss training optimises: :meth:`loss`, with its labels smoothed where the task has labels."""
+        if label_smoothing:
+            raise ConfigError(
+                f"train.label_smoothing: {label_smoothing} needs class labels; the task '{type(self).__name__}' "
+                "has none; set it to 0"
+            )
+        return self.loss
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
@@ -63,6 +73,11 @@ class Classification(Task):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)
+
+    def training_loss(self, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        if not label_smoothing:
+            return self.loss
+        return lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         labels = targets.argmax(dim=1) if targets.dim() == 2 else targets

@@ -64,6 +64,7 @@ def lr_find(
     device = resolve_device(hardware.device)
     precision = Precision(hardware.precision, device)
     task = task_for(data.task)
+    loss_function = task.training_loss(config.label_smoothing)
     saved = copy.deepcopy(model.state_dict())
     model.to(device).train()
     optimizer = build_optimizer(model, config.optimizer.model_copy(update={"lr": start_lr}))
@@ -80,7 +81,7 @@ def lr_find(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with precision.autocast():
-                loss = task.loss(model(inputs.to(device)).float(), targets.to(device))
+                loss = loss_function(model(inputs.to(device)).float(), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
