@@ -26,7 +26,7 @@ class Task:
         """The loss training optimises: :meth:`loss`, with its labels smoothed where the task has labels."""
         if label_smoothing:
             raise ConfigError(
-                f"train.label_smoothing: {label_smoothing} needs class labels; the task '{type(self).__name__}' "
+                f"data.label_smoothing: {label_smoothing} needs class labels; the task '{type(self).__name__}' "
                 "has none; set it to 0"
             )
         return self.loss

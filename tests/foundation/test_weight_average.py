@@ -1,4 +1,4 @@
-"""train.weight_average: the exponential moving average is what validation scores, stop_at sees and train returns."""
+"""train.optimizer.weight_average: validation, stop_at and the returned model see the moving average."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ class _Interrupt(Callback):
             raise KeyboardInterrupt
 
 
-def _config(**update):
-    base = optiforge.TrainConfig(epochs=3, optimizer={"name": "sgd", "lr": 0.2}, weight_average={"decay": 0.9})
-    return base.model_copy(update=update)
+def _config(average=True):
+    optimizer = {"name": "sgd", "lr": 0.2, "weight_average": {"decay": 0.9} if average else None}
+    return optiforge.TrainConfig(epochs=3, optimizer=optimizer)
 
 
 def test_the_returned_model_is_the_moving_average_of_the_weights(digits, one_thread):
@@ -53,7 +53,7 @@ def test_validation_scores_the_averaged_weights(digits, one_thread):
     loader = torch.utils.data.DataLoader(digits.val, batch_size=512)
     scored = optiforge.tasks.task_for(digits.task).evaluate(result.model, loader, torch.device("cpu"))
     assert scored["accuracy"] == result.history[-1]["val_accuracy"]
-    plain = optiforge.train(_mlp(digits), digits, _config(weight_average=None), progress=False)
+    plain = optiforge.train(_mlp(digits), digits, _config(average=False), progress=False)
     assert [r["val_accuracy"] for r in plain.history] != [r["val_accuracy"] for r in result.history]
 
 
@@ -74,4 +74,4 @@ def test_a_resumed_run_continues_the_same_average(digits, tmp_path, one_thread):
 @pytest.mark.parametrize("decay", [0.0, 1.0, 1.5])
 def test_a_decay_outside_zero_to_one_is_refused(decay):
     with pytest.raises(ConfigError, match=r"weight_average\.decay"):
-        optiforge.TrainConfig(weight_average={"decay": decay})
+        optiforge.TrainConfig(optimizer={"weight_average": {"decay": decay}})

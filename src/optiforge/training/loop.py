@@ -115,10 +115,10 @@ def train(
     saved = load_checkpoint(checkpoint_path) if resume and checkpoint_path and checkpoint_path.is_file() else None
 
     single_process = isinstance(strategy, SingleProcess)
-    if config.weight_average is not None and not single_process:
+    if config.optimizer.weight_average is not None and not single_process:
         raise ConfigError(
-            f"train.weight_average: averages the weights of one process; parallel.strategy '{strategy.name}' "
-            "splits or replicates them; remove train.weight_average or train in one process"
+            f"train.optimizer.weight_average: averages the weights of one process; parallel.strategy '{strategy.name}' "
+            "splits or replicates them; remove train.optimizer.weight_average or train in one process"
         )
     config, choices = resolve_choices(
         model, data, config, hardware, single_process=single_process, saved=saved.get("choices") if saved else None
@@ -127,7 +127,7 @@ def train(
         warn_if_bf16_is_slow(model, data, task, precision)
     seed_everything(config.seed)  # measuring drew random numbers; start where a run without measurements starts
     stop_at = StopAt(config.stop_at, task, len(data.val) > 0) if config.stop_at else None
-    loss_function = task.training_loss(config.label_smoothing)
+    loss_function = task.training_loss(data.label_smoothing)
 
     batch_size = len(data.train) if is_full_batch(config.optimizer) else strategy.per_process_batch(config.batch_size)
     sampler = strategy.train_sampler(data.train, config.seed)
@@ -154,7 +154,7 @@ def train(
     optimizer = build_optimizer(model, config.optimizer)
     schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
     state = TrainState(forward_model, optimizer, device, config.epochs, steps_per_epoch)
-    average = WeightAverage(model, config.weight_average.decay) if config.weight_average else None
+    average = WeightAverage(model, config.optimizer.weight_average.decay) if config.optimizer.weight_average else None
     evaluated_model = average.model if average else forward_model  # what validation scores and training returns
     best_metric: float | None = None
     best_weights: dict | None = None

@@ -3,7 +3,9 @@
 The rate grows exponentially from ``start_lr`` to ``end_lr`` over ``steps``
 mini-batches while the smoothed loss is recorded; the suggestion is the rate
 of steepest descent of the loss, which Smith and fast.ai found a good
-starting rate. The model's weights are restored afterwards.
+starting rate. The model's weights are restored afterwards. The loss is the
+task's own, without ``data.label_smoothing``: smoothing puts a floor under
+the loss that flattens its fall and moves the suggestion to lower rates.
 """
 
 from __future__ import annotations
@@ -64,7 +66,6 @@ def lr_find(
     device = resolve_device(hardware.device)
     precision = Precision(hardware.precision, device)
     task = task_for(data.task)
-    loss_function = task.training_loss(config.label_smoothing)
     saved = copy.deepcopy(model.state_dict())
     model.to(device).train()
     optimizer = build_optimizer(model, config.optimizer.model_copy(update={"lr": start_lr}))
@@ -81,7 +82,7 @@ def lr_find(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with precision.autocast():
-                loss = loss_function(model(inputs.to(device)).float(), targets.to(device))
+                loss = task.loss(model(inputs.to(device)).float(), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,4 +1,4 @@
-"""``train.weight_average``: an exponential moving average of the weights.
+"""``train.optimizer.weight_average``: an exponential moving average of the weights.
 
 After every optimizer step the average moves towards the current weights by
 ``1 - decay``; floating-point buffers (BatchNorm's running statistics) are
