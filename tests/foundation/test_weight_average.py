@@ -75,3 +75,13 @@ def test_a_resumed_run_continues_the_same_average(digits, tmp_path, one_thread):
 def test_a_decay_outside_zero_to_one_is_refused(decay):
     with pytest.raises(ConfigError, match=r"weight_average\.decay"):
         optiforge.TrainConfig(optimizer={"weight_average": {"decay": decay}})
+
+
+def test_a_strategy_over_several_processes_refuses_the_average(digits):
+    from optiforge.parallel.strategy import Strategy
+
+    class _Replicated(Strategy):
+        name = "ddp"
+
+    with pytest.raises(ConfigError, match=r"train\.optimizer\.weight_average: .*parallel\.strategy 'ddp'"):
+        optiforge.train(_mlp(digits), digits, _config(), strategy=_Replicated(), progress=False)
