@@ -8,7 +8,11 @@ accuracy; the model at that point is then confirmed on the test split.
   measurement, evaluation, checkpoints, the measurements after training).
 - the baseline: what a PyTorch tutorial does by hand (Adam at lr 1e-3, batch
   64, fp32, no schedule, a DataLoader over the dataset, evaluation after every
-  epoch), on the same splits, model and initial weights (same seed).
+  epoch), on the same splits, model and initial weights (same seed). Only the
+  shuffling differs (a DataLoader's generator against optiforge's per-epoch
+  seeds); given the same order the two train bit for bit alike. The first
+  epoch at 96% on 400 validation signals is a noisy first passage (the plain
+  settings hover at 94-95%), so single seeds of the two differ widely.
 - each lever alone: optiforge with the baseline's settings plus that one
   lever, so its share of the gain shows; the fast-* recipe is all of them.
 
@@ -61,6 +65,9 @@ LEVERS: dict[str, list[str]] = {
     "channels-last": ["hardware.channels_last=true"],
     "data on device": ["hardware.data_on_device=true"],
     "eval every 2 epochs": ["train.validation.every_epochs=2"],
+    "weight average": ["train.optimizer.weight_average={decay: 0.99}"],
+    "label smoothing": ["data.label_smoothing=0.1"],
+    "weight decay 0.1 (adamw)": ["train.optimizer.name=adamw", "train.optimizer.weight_decay=0.1"],
 }
 
 

@@ -72,6 +72,9 @@ class DataConfig(OpenConfig):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     workers: int = Field(0, ge=0, le=256)
     seed: int = 0
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="classification: share of each training target spread over all classes"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -155,6 +158,14 @@ class HardwareConfig(Config):
     )
 
 
+class WeightAverageConfig(Config):
+    """An exponential moving average of the weights: what validation scores and training returns."""
+
+    decay: float = Field(
+        0.99, gt=0.0, lt=1.0, description="share of the average kept at each optimizer step (0.99: about 100 steps)"
+    )
+
+
 class OptimizerConfig(Config):
     """An optimizer from torch.optim by name (``gd`` and ``sgd`` are SGD)."""
 
@@ -165,6 +176,9 @@ class OptimizerConfig(Config):
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments")
+    weight_average: WeightAverageConfig | None = Field(
+        None, description="validate, stop on and return an exponential moving average of the weights"
+    )
 
     @field_validator("lr", mode="before")
     @classmethod

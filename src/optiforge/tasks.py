@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from optiforge.errors import ConfigError
 from optiforge.registry import Registry
 
 
@@ -25,6 +26,15 @@ class Task:
     def timing_batches(self, data: Any, batch_size: int) -> list[torch.Tensor]:
         """The input batches a speed is measured on (``data``: a ``TaskData``): one batch of real test inputs."""
         return [data.example_input(batch_size)]
+
+    def training_loss(self, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss training optimises: :meth:`loss`, with its labels smoothed where the task has labels."""
+        if label_smoothing:
+            raise ConfigError(
+                f"data.label_smoothing: {label_smoothing} needs class labels; the task '{type(self).__name__}' "
+                "has none; set it to 0"
+            )
+        return self.loss
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
@@ -68,6 +78,11 @@ class Classification(Task):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)
+
+    def training_loss(self, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        if not label_smoothing:
+            return self.loss
+        return lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         labels = targets.argmax(dim=1) if targets.dim() == 2 else targets

@@ -39,6 +39,7 @@ class TaskData:
     name: str = "data"
     info: dict = field(default_factory=dict)
     workers: int = 0  # DataLoader worker processes for training
+    label_smoothing: float = 0.0  # share of each training target spread evenly over the classes
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """A batch of real test inputs (repeated if the split is smaller)."""
@@ -155,6 +156,7 @@ def build_data(config: DataConfig) -> TaskData:
         raise DataError(f"data: building '{name}' failed: {type(error).__name__}: {error}") from None
     if isinstance(splits, TaskData):
         splits.workers = splits.workers or config.workers
+        splits.label_smoothing = splits.label_smoothing or config.label_smoothing
         return splits
     if not isinstance(splits, (tuple, list)) or len(splits) not in (2, 3):
         raise DataError(f"data: '{name}' must return (train, test) or (train, val, test) datasets")
@@ -184,4 +186,5 @@ def build_data(config: DataConfig) -> TaskData:
         num_classes=num_classes,
         name=name,
         workers=config.workers,
+        label_smoothing=config.label_smoothing,
     )

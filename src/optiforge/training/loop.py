@@ -22,7 +22,7 @@ from torch import nn
 
 from optiforge.config import HardwareConfig, TrainConfig
 from optiforge.data.builtin import TaskData
-from optiforge.errors import TrainingError
+from optiforge.errors import ConfigError, TrainingError
 from optiforge.files import atomic_save
 from optiforge.hardware import Precision, compile_model, resolve_device, set_threads
 from optiforge.parallel import SingleProcess, Strategy
@@ -43,6 +43,7 @@ from optiforge.training.progress import progress_bar
 from optiforge.training.schedules import Schedule
 from optiforge.training.stop_at import StopAt
 from optiforge.training.tensor_batches import make_batches
+from optiforge.training.weight_average import WeightAverage
 
 log = logging.getLogger("optiforge")
 
@@ -114,6 +115,11 @@ def train(
     saved = load_checkpoint(checkpoint_path) if resume and checkpoint_path and checkpoint_path.is_file() else None
 
     single_process = isinstance(strategy, SingleProcess)
+    if config.optimizer.weight_average is not None and not single_process:
+        raise ConfigError(
+            f"train.optimizer.weight_average: averages the weights of one process; parallel.strategy '{strategy.name}' "
+            "splits or replicates them; remove train.optimizer.weight_average or train in one process"
+        )
     config, choices = resolve_choices(
         model, data, config, hardware, single_process=single_process, saved=saved.get("choices") if saved else None
     )
@@ -121,6 +127,7 @@ def train(
         warn_if_bf16_is_slow(model, data, task, precision)
     seed_everything(config.seed)  # measuring drew random numbers; start where a run without measurements starts
     stop_at = StopAt(config.stop_at, task, len(data.val) > 0) if config.stop_at else None
+    loss_function = task.training_loss(data.label_smoothing)
 
     batch_size = len(data.train) if is_full_batch(config.optimizer) else strategy.per_process_batch(config.batch_size)
     sampler = strategy.train_sampler(data.train, config.seed)
@@ -147,6 +154,8 @@ def train(
     optimizer = build_optimizer(model, config.optimizer)
     schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch)
     state = TrainState(forward_model, optimizer, device, config.epochs, steps_per_epoch)
+    average = WeightAverage(model, config.optimizer.weight_average.decay) if config.optimizer.weight_average else None
+    evaluated_model = average.model if average else forward_model  # what validation scores and training returns
     best_metric: float | None = None
     best_weights: dict | None = None
     epochs_without_improvement = 0
@@ -174,6 +183,7 @@ def train(
                 "epochs_without_improvement": epochs_without_improvement,
                 "callbacks": [callback.state_dict() for callback in callbacks],
                 "choices": choices,
+                "weight_average": average.state_dict() if average else None,
             },
             checkpoint_path,
         )
@@ -191,6 +201,8 @@ def train(
             for callback, callback_state in zip(callbacks, saved["callbacks"], strict=False):
                 callback.load_state_dict(callback_state)
             finished = saved["finished"]
+            if average is not None and saved.get("weight_average") is not None:
+                average.load_state_dict(saved["weight_average"])
         log.info("resumed %s from %s after epoch %d", description, checkpoint_path, state.epoch)
 
     for callback in callbacks:
@@ -218,12 +230,12 @@ def train(
                         for callback in callbacks:
                             callback.before_backward(state)
                         loss = strategy.forward_backward(
-                            forward_model, inputs, targets, task.loss, config.gradients.accumulation_steps
+                            forward_model, inputs, targets, loss_function, config.gradients.accumulation_steps
                         )
                     else:
                         with precision.autocast():
                             outputs = forward_model(inputs)
-                            loss = task.loss(outputs.float(), targets)
+                            loss = loss_function(outputs.float(), targets)
                             for callback in callbacks:
                                 loss = callback.compute_loss(state, inputs, targets, outputs, loss)
                     loss_value = loss.item()  # a CPU-GPU sync point, needed for the NaN check and the bar
@@ -257,6 +269,8 @@ def train(
                     optimizer.zero_grad(set_to_none=True)
                     state.step += 1
                     schedule.step()
+                    if average is not None:
+                        average.update()
                     for callback in callbacks:
                         callback.after_optimizer_step(state)
                 bar.update(step_bar, advance=1, info=f"loss {loss_value:.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
@@ -269,7 +283,7 @@ def train(
             }
             last = state.epoch + 1 == config.epochs
             if val_loader is not None and ((state.epoch + 1) % config.validation.every_epochs == 0 or last):
-                metrics = task.evaluate(forward_model, val_loader, device, precision.autocast, strategy.reduce_sums)
+                metrics = task.evaluate(evaluated_model, val_loader, device, precision.autocast, strategy.reduce_sums)
                 record.update({f"val_{key}": value for key, value in metrics.items()})
                 for callback in callbacks:
                     callback.on_eval(state, metrics)
@@ -280,7 +294,7 @@ def train(
             if config.validation.early_stopping is not None and metric is not None:
                 if _improved(task, metric, best_metric, config.validation.early_stopping.min_delta):
                     best_metric, epochs_without_improvement = metric, 0
-                    best_weights = copy.deepcopy(strategy.unwrap(model).state_dict())
+                    best_weights = copy.deepcopy((average.model if average else strategy.unwrap(model)).state_dict())
                 else:
                     epochs_without_improvement += 1
                     if epochs_without_improvement >= config.validation.early_stopping.patience:
@@ -307,6 +321,8 @@ def train(
     trained = strategy.unwrap(model)
     if best_weights is not None:
         trained.load_state_dict(best_weights)
+    elif average is not None:
+        trained.load_state_dict(average.model.state_dict())
     for callback in callbacks:
         callback.on_train_end(state)
     stopped = bool(state.stop) or bool(

@@ -3,7 +3,9 @@
 The rate grows exponentially from ``start_lr`` to ``end_lr`` over ``steps``
 mini-batches while the smoothed loss is recorded; the suggestion is the rate
 of steepest descent of the loss, which Smith and fast.ai found a good
-starting rate. The model's weights are restored afterwards.
+starting rate. The model's weights are restored afterwards. The loss is the
+task's own, without ``data.label_smoothing``: smoothing puts a floor under
+the loss that flattens its fall and moves the suggestion to lower rates.
 """
 
 from __future__ import annotations
