@@ -140,17 +140,18 @@ def quantize_ir(
             if not calibration:
                 raise ConfigError("quantize: scheme 'int8_static' with engine 'openvino' needs calibration batches")
             dataset = library.Dataset(list(calibration), feed)
-            settings = static_settings(options or OpenVinoOptions())
+            options = options or OpenVinoOptions()
+            settings = static_settings(options)
             if scope is not None:
                 settings["ignored_scope"] = scope
             if transformer:
                 settings["model_type"] = library.ModelType.TRANSFORMER
-            advanced = settings.pop("advanced_parameters", None)
+            advanced = advanced_parameters(options)
             if max_metric_drop is None:
                 if advanced is not None:
                     settings["advanced_parameters"] = advanced
                 return library.quantize(converted, dataset, subset_size=_samples(calibration), **settings)
-            if advanced is not None:
+            if advanced is not None:  # the accuracy-controlled variant names the same argument differently
                 settings["advanced_quantization_parameters"] = advanced
             labelled = _labelled(list(validation))
             return library.quantize_with_accuracy_control(
@@ -173,16 +174,20 @@ def quantize_ir(
 
 
 def static_settings(options: OpenVinoOptions) -> dict[str, Any]:
-    """Keyword arguments of ``nncf.quantize`` for ``options`` (``advanced_parameters`` only when needed)."""
-    library = nncf()
+    """Keyword arguments of ``nncf.quantize`` for ``options``: the bias correction, and the preset when set."""
     settings: dict[str, Any] = {"fast_bias_correction": options.bias_correction != "full"}
     if options.preset is not None:
-        settings["preset"] = getattr(library.QuantizationPreset, options.preset.upper())
-    if options.bias_correction == "none":
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-
-        settings["advanced_parameters"] = AdvancedQuantizationParameters(disable_bias_correction=True)
+        settings["preset"] = getattr(nncf().QuantizationPreset, options.preset.upper())
     return settings
+
+
+def advanced_parameters(options: OpenVinoOptions) -> Any:
+    """NNCF's advanced quantization parameters for ``options`` (``None``: NNCF's defaults)."""
+    if options.bias_correction != "none":
+        return None
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    return AdvancedQuantizationParameters(disable_bias_correction=True)
 
 
 def _samples(batches: Sequence[Any]) -> int:
