@@ -101,3 +101,15 @@ def test_a_convolution_fused_with_its_batchnorm_is_kept_float_when_excluded(tmp_
         result = quantize_with_result(model, config, calibration=batches, output_dir=tmp_path / str(len(excluded)))
         counts[len(excluded)] = _fake_quantize_count(result.model.path)
     assert counts[1] < counts[0]  # the second convolution's weights and inputs are no longer quantized
+
+
+def test_the_ir_takes_the_names_a_model_type_gives_its_graph(tmp_path):
+    model = tiny_cnn()  # its forward's argument is called ``input``: the graph's names must win
+    model.onnx_input_names, model.onnx_output_names = ("pixel_values",), ("logits",)
+    result = quantize_with_result(
+        model, QuantConfig(engine="openvino"), calibration=[torch.randn(4, 3, 8, 8)], output_dir=tmp_path
+    )
+    assert result.model.input_names == ["pixel_values"]
+    assert result.model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+    graph = result.model.path.read_text()
+    assert 'names="pixel_values"' in graph and 'names="logits"' in graph
