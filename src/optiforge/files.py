@@ -66,3 +66,12 @@ def remove_temporary_files(folder: str | Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def artifact_size_bytes(path: str | Path) -> int | None:
+    """Bytes of a saved model: the file, and for an OpenVINO IR (``.xml``) the ``.bin`` of weights beside it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" and weights.is_file() else 0)

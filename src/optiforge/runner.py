@@ -22,7 +22,7 @@ from optiforge.bench.plots import plot_tradeoff, plot_training_curves
 from optiforge.bench.report import environment, print_table, write_report
 from optiforge.errors import OptiforgeError
 from optiforge.exporters.base import EXPORTERS
-from optiforge.files import atomic_save
+from optiforge.files import artifact_size_bytes, atomic_save
 from optiforge.hardware import resolve_device, set_threads
 from optiforge.parallel import Strategy
 from optiforge.parallel.strategies import strategy_for
@@ -184,7 +184,11 @@ def _run(
             destination = run_dir / "export" / f"model{suffix}"
             path = writer(destination, example) if writer else exporter(model, destination, example)
             exports.append(
-                {"format": format_name, "artifact": str(path.relative_to(run_dir)), "size_bytes": path.stat().st_size}
+                {
+                    "format": format_name,
+                    "artifact": str(path.relative_to(run_dir)),
+                    "size_bytes": artifact_size_bytes(path),
+                }
             )
 
     report = {

@@ -113,3 +113,15 @@ def test_the_ir_takes_the_names_a_model_type_gives_its_graph(tmp_path):
     assert result.model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
     graph = result.model.path.read_text()
     assert 'names="pixel_values"' in graph and 'names="logits"' in graph
+
+
+def test_an_ir_artifact_weighs_its_graph_and_its_weights(tmp_path):
+    from optiforge.files import artifact_size_bytes
+
+    result = quantize_with_result(
+        tiny_cnn(), QuantConfig(engine="openvino"), calibration=[torch.randn(4, 3, 8, 8)], output_dir=tmp_path
+    )
+    graph, weights = result.model.path, result.model.path.with_suffix(".bin")
+    assert artifact_size_bytes(graph) == graph.stat().st_size + weights.stat().st_size
+    assert artifact_size_bytes(weights) == weights.stat().st_size  # any other file is itself
+    assert artifact_size_bytes(tmp_path / "missing.xml") is None

@@ -25,6 +25,7 @@ from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.exporters.onnx import OnnxModule
 from optiforge.exporters.openvino import OpenVinoModule
+from optiforge.files import artifact_size_bytes
 from optiforge.tasks import Task, task_for
 
 EVALUATION_BATCH = 512
@@ -107,7 +108,7 @@ def measure(
     )
     latency = timing.timed(lambda: model(single), config.latency_repeats, config.warmup, device)
     batch_times = timing.timed(lambda: model(batch), config.throughput_repeats, max(1, config.warmup // 2), device)
-    size = Path(artifact).stat().st_size if artifact is not None and Path(artifact).is_file() else None
+    size = artifact_size_bytes(artifact) if artifact is not None else None
     return Measurement(
         metric=task.primary_metric,
         value=metrics.get(task.primary_metric),
