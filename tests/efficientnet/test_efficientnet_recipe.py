@@ -1,4 +1,4 @@
-"""The built-in ``efficientnet`` recipe end to end on a few views, one int8 engine (slow: about a minute)."""
+"""The built-in ``efficientnet`` recipe end to end on a few views (slow: about a minute)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ SMALL = [
     "measure.warmup=0",
     "measure.throughput_batch=4",
     "measure.throughput_repeats=1",
-    # engine auto times every engine at batch 256 whatever the data's size; one engine skips that
-    "stages.0.quantize.engine=onnxruntime",
     # 24 views judge the floor on a few validation views: a miss would search mixed precision layer by layer
     "stages.0.quantize.target.min_fidelity=0.9",
 ]
 
 
 @pytest.mark.slow
-def test_efficientnet_recipe_ships_an_onnx_graph_with_the_contract_names(tmp_path):
+def test_efficientnet_recipe_ships_openvino_ir_and_an_onnx_graph_with_the_contract_names(tmp_path):
     import onnxruntime
     import torch
 
@@ -29,7 +27,10 @@ def test_efficientnet_recipe_ships_an_onnx_graph_with_the_contract_names(tmp_pat
     assert baseline["metric"] == "agreement" and baseline["value"] == 1.0
     assert baseline["metrics"]["cosine"] == pytest.approx(1.0, abs=1e-5)
     assert 0.0 <= quantized["value"] <= 1.0 and quantized["metrics"]["cosine"] > 0.9
-    exported = result.run_dir / result.report["exports"][0]["artifact"]
+    exports = {item["format"]: result.run_dir / item["artifact"] for item in result.report["exports"]}
+    assert quantized["engine"] == "openvino" and exports["openvino"].suffix == ".xml"
+    assert {"stem.conv", "blocks.0._project_conv", "blocks.15._depthwise_conv"} <= set(quantized["float_layers"])
+    exported = exports["onnx"]
     session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     assert [item.name for item in session.get_inputs()] == ["pixel_values"]
     assert [item.name for item in session.get_outputs()] == ["logits"]

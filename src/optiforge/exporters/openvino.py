@@ -89,7 +89,8 @@ def convert(
 
     The batch axis is dynamic; with ``dynamic_batch_only`` off every axis is
     (a sentence's length). Inputs are named ``input_names``, else as in ONNX
-    export (``input`` for one tensor, the keys of a mapping). ``extensions``:
+    export (the model's ``onnx_input_names``/``onnx_output_names``, else ``input``
+    for one tensor, the keys of a mapping). ``extensions``:
     OpenVINO conversion extensions for custom operators. An operator
     OpenVINO's PyTorch frontend cannot convert is named in the :class:`ModelError`.
     """
@@ -113,12 +114,15 @@ def convert(
             converted.reshape(
                 {port: [-1, *tensor.shape[1:]] for port, tensor in zip(converted.inputs, tensors, strict=True)}
             )
+    input_names = input_names or getattr(model, "onnx_input_names", None)  # a model type's names for its graph
+    output_names = output_names or getattr(model, "onnx_output_names", None)
     if input_names is None and isinstance(example_input, torch.Tensor):
         input_names = ["input"]
     elif input_names is None and isinstance(example_input, Mapping):
         input_names = list(example_input)
     for port, name in zip(converted.inputs, input_names or [], strict=False):
         port.get_tensor().set_names({name})
+        port.get_node().set_friendly_name(name)  # OpenVinoModule feeds inputs by the node's name
     for output, name in zip(converted.outputs, output_names or ["output"], strict=False):
         output.get_tensor().set_names({name})
     return converted

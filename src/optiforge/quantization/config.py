@@ -50,6 +50,24 @@ class WeightConfig(Config):
     group_size: int = Field(32, ge=8, description="int4_weight_only: weights sharing one scale")
 
 
+class OpenVinoOptions(Config):
+    """How NNCF quantizes for the ``openvino`` engine (``int8_static``); other engines refuse these when set."""
+
+    preset: Literal["performance", "mixed"] | None = Field(
+        None,
+        description="performance: symmetric activations (fastest kernels); mixed: asymmetric activations; "
+        "unset: NNCF's choice (performance, mixed for transformers)",
+    )
+    bias_correction: Literal["fast", "full", "none"] = Field(
+        "fast",
+        description="fast: one pass; full: layer by layer on the quantized model (slower to build); none: off",
+    )
+
+    @property
+    def is_default(self) -> bool:
+        return self == OpenVinoOptions()
+
+
 class TargetConfig(Config):
     """What the quantized model must keep; unset: no target (``engine: auto`` asks output cosine >= 0.99)."""
 
@@ -86,6 +104,7 @@ class QuantConfig(Config):
     weights: WeightConfig = Field(default_factory=WeightConfig)
     finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=3), description="qat_int8 training")
     target: TargetConfig = Field(default_factory=TargetConfig)
+    openvino: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="NNCF settings (engine openvino)")
     sensitivity: bool = Field(False, description="always write the per-layer sensitivity table and plot")
 
     @model_validator(mode="after")
@@ -101,6 +120,15 @@ class QuantConfig(Config):
             raise ValueError(
                 f"layers.float_most_sensitive keeps layers of an int8 model float; scheme '{self.scheme}' "
                 "converts the whole model (give 0 or an int8/int4 scheme other than qat_int8)"
+            )
+        if self.engine not in ("auto", "openvino") and not self.openvino.is_default:
+            raise ValueError(
+                f"openvino ({self.openvino.model_dump(exclude_defaults=True)}) sets how NNCF quantizes, "
+                f"which engine '{self.engine}' does not use; set engine: openvino (or auto), or remove it"
+            )
+        if self.scheme != "int8_static" and not self.openvino.is_default:
+            raise ValueError(
+                f"openvino.preset and openvino.bias_correction apply to scheme 'int8_static', not '{self.scheme}'"
             )
         return self
 

@@ -30,6 +30,8 @@ from optiforge.errors import ConfigError, DataError
 from optiforge.exporters.openvino import OpenVinoModule, check_precision, convert, save_ir
 from optiforge.imports import optional_import, quiet_loggers
 from optiforge.quantization.calibration import model_inputs
+from optiforge.quantization.config import OpenVinoOptions
+from optiforge.quantization.openvino_scope import batchnorm_owners, first_row, float_node_names
 
 log = logging.getLogger("optiforge")
 
@@ -72,12 +74,13 @@ def feeds_for(input_names: Sequence[str]) -> Callable[[Any], Any]:
     return feed
 
 
-def ignored_scope(float_layers: Sequence[str]):
-    """NNCF's ignored scope for the module names ``float_layers`` (``None`` when there are none)."""
+def ignored_scope(float_layers: Sequence[str], node_names: Sequence[str] = ()):
+    """NNCF's ignored scope for the module names ``float_layers`` (``None`` when there are none);
+    ``node_names``: their nodes whose names do not say their module (convolutions fused with a BatchNorm)."""
     if not float_layers:
         return None
     patterns = [rf"__module\.{re.escape(name)}/.*" for name in float_layers]
-    return nncf().IgnoredScope(patterns=patterns, validate=False)
+    return nncf().IgnoredScope(names=list(node_names), patterns=patterns, validate=False)
 
 
 def _labelled(batches: list) -> list:
@@ -115,27 +118,41 @@ def quantize_ir(
     max_metric_drop: float | None = None,
     validation: Sequence[Any] = (),
     transformer: bool = False,
+    options: OpenVinoOptions | None = None,
+    batchnorm_owners: Mapping[str, str] | None = None,
 ):
     """An ``openvino.Model`` quantized by NNCF as ``scheme`` says (the model itself for ``bf16``).
 
     ``transformer``: NNCF's transformer preset (keeps softmax inputs and layer norms float, smooths activations).
+    ``options``: NNCF's preset and bias correction for ``int8_static`` (default: NNCF's own defaults).
+    ``batchnorm_owners`` (:func:`~optiforge.quantization.openvino_scope.batchnorm_owners`) finds the float
+    layers among convolutions OpenVINO fused with their BatchNorm.
     """
     if scheme == "bf16":
         return converted
     library = nncf()
     names = [item.get_any_name() for item in converted.inputs]
     feed = feeds_for(names)
-    scope = ignored_scope(float_layers)
+    fused = float_node_names(converted, float_layers, batchnorm_owners) if float_layers and batchnorm_owners else []
+    scope = ignored_scope(float_layers, fused)
     with _quiet():
         if scheme == "int8_static":
             if not calibration:
                 raise ConfigError("quantize: scheme 'int8_static' with engine 'openvino' needs calibration batches")
             dataset = library.Dataset(list(calibration), feed)
-            options = {"ignored_scope": scope} if scope is not None else {}
+            options = options or OpenVinoOptions()
+            settings = static_settings(options)
+            if scope is not None:
+                settings["ignored_scope"] = scope
             if transformer:
-                options["model_type"] = library.ModelType.TRANSFORMER
+                settings["model_type"] = library.ModelType.TRANSFORMER
+            advanced = advanced_parameters(options)
             if max_metric_drop is None:
-                return library.quantize(converted, dataset, subset_size=_samples(calibration), **options)
+                if advanced is not None:
+                    settings["advanced_parameters"] = advanced
+                return library.quantize(converted, dataset, subset_size=_samples(calibration), **settings)
+            if advanced is not None:  # the accuracy-controlled variant names the same argument differently
+                settings["advanced_quantization_parameters"] = advanced
             labelled = _labelled(list(validation))
             return library.quantize_with_accuracy_control(
                 converted,
@@ -145,7 +162,7 @@ def quantize_ir(
                 max_drop=max_metric_drop,
                 drop_type=library.DropType.ABSOLUTE,
                 subset_size=_samples(calibration),
-                **options,
+                **settings,
             )
         if scheme == "int8_weight_only":
             mode, extra = library.CompressWeightsMode.INT8_ASYM, {}
@@ -154,6 +171,23 @@ def quantize_ir(
         else:
             raise ConfigError(f"quantize: engine 'openvino' runs {', '.join(SCHEMES)}, not '{scheme}'")
         return library.compress_weights(converted, mode=mode, ignored_scope=scope, **extra)
+
+
+def static_settings(options: OpenVinoOptions) -> dict[str, Any]:
+    """Keyword arguments of ``nncf.quantize`` for ``options``: the bias correction, and the preset when set."""
+    settings: dict[str, Any] = {"fast_bias_correction": options.bias_correction != "full"}
+    if options.preset is not None:
+        settings["preset"] = getattr(nncf().QuantizationPreset, options.preset.upper())
+    return settings
+
+
+def advanced_parameters(options: OpenVinoOptions) -> Any:
+    """NNCF's advanced quantization parameters for ``options`` (``None``: NNCF's defaults)."""
+    if options.bias_correction != "none":
+        return None
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    return AdvancedQuantizationParameters(disable_bias_correction=True)
 
 
 def _samples(batches: Sequence[Any]) -> int:
@@ -179,6 +213,7 @@ def quantize_openvino(
     precision = "bf16" if config.scheme == "bf16" else "f32"
     check_precision(precision)
     converted = convert(model, example)
+    owners = batchnorm_owners(model, first_row(example)) if float_layers else {}
     quantized = quantize_ir(
         converted,
         config.scheme,
@@ -187,6 +222,8 @@ def quantize_openvino(
         group_size=config.weights.group_size,
         max_metric_drop=config.target.max_metric_drop,
         validation=validation or [],
+        options=config.openvino,
+        batchnorm_owners=owners,
     )
     stem = "-".join([config.scheme, *(["mixed"] if float_layers else [])])
     path = save_ir(quantized, Path(folder) / f"{stem}.xml")
@@ -208,10 +245,17 @@ def openvino_export_for(
         scheme = config.scheme if config.scheme in SCHEMES and config.scheme != "bf16" else None
         if scheme is None:
             log.warning("export openvino: scheme '%s' has no OpenVINO int8 form; writing the float IR", config.scheme)
-        converted = convert(model, batches[0] if batches else example_input)
+        example = batches[0] if batches else example_input
+        converted = convert(model, example)
         if scheme is not None and (batches or scheme != "int8_static"):
             converted = quantize_ir(
-                converted, scheme, calibration=batches, float_layers=float_layers, group_size=config.weights.group_size
+                converted,
+                scheme,
+                calibration=batches,
+                float_layers=float_layers,
+                group_size=config.weights.group_size,
+                options=config.openvino,
+                batchnorm_owners=batchnorm_owners(model, first_row(example)) if float_layers else {},
             )
         return save_ir(converted, path)
 
