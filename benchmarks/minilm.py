@@ -251,7 +251,7 @@ def main() -> None:
             row[f"speedup_over_encode ({feeding})"] = over_encode[row["engine"]]
     print(
         f"{sentences} sentences, batch 32, {arguments.threads} threads, {arguments.rounds} rounds; "
-        f"result: {result_path} ({report['stages'][-1].get('search', {}).get('chosen', '?')})"
+        f"result: {result_path} ({report['stages'][-1].get('chosen', '?')})"
     )
     print(f"speed-ups over {BASELINE} (whole list, its own length sorting); engines fed batches of 32")
     print(
