@@ -24,11 +24,15 @@ from optiforge.recipe import load_recipe
         ("train", "eval_every", 2, "train.validation.every_epochs"),
         ("train", "early_stopping", {"patience": 2}, "train.validation.early_stopping"),
         ("train", "data_on_device", False, "hardware.data_on_device"),
+        ("stages[0].quantize", "openvino", {"preset": "mixed"}, "stages[0].quantize.calibration.openvino"),
     ],
 )
 def test_a_recipe_with_an_old_field_is_told_its_new_path(section, old, value, new):
+    recipe: dict = {section: {old: value}}
+    if section.startswith("stages[0]."):
+        recipe = {"stages": [{section.removeprefix("stages[0]."): {old: value}}]}
     with pytest.raises(RecipeError) as error:
-        load_recipe({section: {old: value}})
+        load_recipe(recipe)
     assert str(error.value) == f"field '{section}.{old}' is now '{new}'"
 
 
@@ -70,6 +74,6 @@ def test_ddp_bucket_size_must_be_positive():
         load_recipe({"parallel": {"ddp": {"bucket_cap_mb": 0}}})
 
 
-@pytest.mark.parametrize("config", [optiforge.TrainConfig, optiforge.ParallelConfig])
+@pytest.mark.parametrize("config", [optiforge.TrainConfig, optiforge.ParallelConfig, optiforge.QuantConfig])
 def test_run_wide_configs_stay_at_eight_fields_or_fewer(config):
     assert len(config.model_fields) <= 8, sorted(config.model_fields)

@@ -35,7 +35,7 @@ def nncf_calls(monkeypatch):
 
 def test_preset_and_full_bias_correction_reach_nncf(nncf_calls, tmp_path):
     batches = [torch.randn(4, 3, 8, 8) for _ in range(3)]
-    config = QuantConfig(engine="openvino", openvino={"preset": "mixed", "bias_correction": "full"})
+    config = QuantConfig(engine="openvino", calibration={"openvino": {"preset": "mixed", "bias_correction": "full"}})
     result = quantize_with_result(tiny_cnn(), config, calibration=batches, output_dir=tmp_path)
     (kwargs,) = nncf_calls
     assert kwargs["preset"] == nncf.QuantizationPreset.MIXED
@@ -47,7 +47,9 @@ def test_preset_and_full_bias_correction_reach_nncf(nncf_calls, tmp_path):
 def test_bias_correction_none_disables_it_and_defaults_leave_nncf_choosing(nncf_calls, tmp_path):
     batches = [torch.randn(4, 3, 8, 8) for _ in range(2)]
     quantize_with_result(
-        tiny_cnn(), QuantConfig(engine="openvino", openvino={"bias_correction": "none"}), calibration=batches
+        tiny_cnn(),
+        QuantConfig(engine="openvino", calibration={"openvino": {"bias_correction": "none"}}),
+        calibration=batches,
     )
     quantize_with_result(tiny_cnn(), QuantConfig(engine="openvino"), calibration=batches)
     disabled, default = nncf_calls
@@ -58,18 +60,18 @@ def test_bias_correction_none_disables_it_and_defaults_leave_nncf_choosing(nncf_
 
 def test_openvino_settings_are_refused_for_another_engine():
     with pytest.raises(ConfigError, match=r"openvino.*bias_correction.*engine 'onnxruntime'"):
-        QuantConfig(engine="onnxruntime", openvino={"bias_correction": "full"})
-    QuantConfig(engine="auto", openvino={"bias_correction": "full"})  # auto may choose openvino
+        QuantConfig(engine="onnxruntime", calibration={"openvino": {"bias_correction": "full"}})
+    QuantConfig(engine="auto", calibration={"openvino": {"bias_correction": "full"}})  # auto may choose openvino
 
 
 def test_openvino_settings_are_refused_for_a_scheme_without_calibration():
     with pytest.raises(ConfigError, match="int8_weight_only"):
-        QuantConfig(scheme="int8_weight_only", engine="openvino", openvino={"preset": "mixed"})
+        QuantConfig(scheme="int8_weight_only", engine="openvino", calibration={"openvino": {"preset": "mixed"}})
 
 
 def test_unknown_preset_names_the_allowed_values():
     with pytest.raises(ConfigError, match=r"preset.*'performance' or 'mixed'"):
-        QuantConfig(engine="openvino", openvino={"preset": "fast"})
+        QuantConfig(engine="openvino", calibration={"openvino": {"preset": "fast"}})
 
 
 def conv_bn_cnn() -> nn.Module:

@@ -30,24 +30,8 @@ RENAMED = {
     "qat_lr": "finetune.lr",
     "max_metric_drop": "target.max_metric_drop",
     "min_fidelity": "target.min_fidelity",
+    "openvino": "calibration.openvino",
 }
-
-
-class CalibrationConfig(Config):
-    """Activation ranges for static int8 and QAT."""
-
-    batches: int = Field(8, ge=1, description="batches of the calibration loader observed")
-    observer: Observer = Field(
-        "minmax",
-        description="minmax, moving_average, percentile (99.99th), mse (histogram, least squared error)",
-    )
-
-
-class WeightConfig(Config):
-    """How weights are scaled."""
-
-    per_channel: bool = Field(True, description="one weight scale per output channel")
-    group_size: int = Field(32, ge=8, description="int4_weight_only: weights sharing one scale")
 
 
 class OpenVinoOptions(Config):
@@ -66,6 +50,26 @@ class OpenVinoOptions(Config):
     @property
     def is_default(self) -> bool:
         return self == OpenVinoOptions()
+
+
+class CalibrationConfig(Config):
+    """Activation ranges (and, under NNCF, biases) for static int8 and QAT."""
+
+    batches: int = Field(8, ge=1, description="batches of the calibration loader observed")
+    observer: Observer = Field(
+        "minmax",
+        description="minmax, moving_average, percentile (99.99th), mse (histogram, least squared error)",
+    )
+    openvino: OpenVinoOptions = Field(
+        default_factory=OpenVinoOptions, description="how NNCF calibrates (engine openvino)"
+    )
+
+
+class WeightConfig(Config):
+    """How weights are scaled."""
+
+    per_channel: bool = Field(True, description="one weight scale per output channel")
+    group_size: int = Field(32, ge=8, description="int4_weight_only: weights sharing one scale")
 
 
 class TargetConfig(Config):
@@ -104,7 +108,6 @@ class QuantConfig(Config):
     weights: WeightConfig = Field(default_factory=WeightConfig)
     finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=3), description="qat_int8 training")
     target: TargetConfig = Field(default_factory=TargetConfig)
-    openvino: OpenVinoOptions = Field(default_factory=OpenVinoOptions, description="NNCF settings (engine openvino)")
     sensitivity: bool = Field(False, description="always write the per-layer sensitivity table and plot")
 
     @model_validator(mode="after")
@@ -121,14 +124,15 @@ class QuantConfig(Config):
                 f"layers.float_most_sensitive keeps layers of an int8 model float; scheme '{self.scheme}' "
                 "converts the whole model (give 0 or an int8/int4 scheme other than qat_int8)"
             )
-        if self.engine not in ("auto", "openvino") and not self.openvino.is_default:
+        openvino = self.calibration.openvino
+        if self.engine not in ("auto", "openvino") and not openvino.is_default:
             raise ValueError(
-                f"openvino ({self.openvino.model_dump(exclude_defaults=True)}) sets how NNCF quantizes, "
+                f"calibration.openvino ({openvino.model_dump(exclude_defaults=True)}) sets how NNCF quantizes, "
                 f"which engine '{self.engine}' does not use; set engine: openvino (or auto), or remove it"
             )
-        if self.scheme != "int8_static" and not self.openvino.is_default:
+        if self.scheme != "int8_static" and not openvino.is_default:
             raise ValueError(
-                f"openvino.preset and openvino.bias_correction apply to scheme 'int8_static', not '{self.scheme}'"
+                f"calibration.openvino.preset and .bias_correction apply to scheme 'int8_static', not '{self.scheme}'"
             )
         return self
 

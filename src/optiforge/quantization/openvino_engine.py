@@ -222,7 +222,7 @@ def quantize_openvino(
         group_size=config.weights.group_size,
         max_metric_drop=config.target.max_metric_drop,
         validation=validation or [],
-        options=config.openvino,
+        options=config.calibration.openvino,
         batchnorm_owners=owners,
     )
     stem = "-".join([config.scheme, *(["mixed"] if float_layers else [])])
@@ -254,7 +254,7 @@ def openvino_export_for(
                 calibration=batches,
                 float_layers=float_layers,
                 group_size=config.weights.group_size,
-                options=config.openvino,
+                options=config.calibration.openvino,
                 batchnorm_owners=batchnorm_owners(model, first_row(example)) if float_layers else {},
             )
         return save_ir(converted, path)
