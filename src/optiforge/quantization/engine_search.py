@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,22 @@ from optiforge.search.figures import BaseMeasurer
 THROUGHPUT_BATCH = 256
 
 
-def timing_batch(job: Job) -> Any:
-    """``THROUGHPUT_BATCH`` rows of the calibration batches (repeated as needed); a mapping batch as it is."""
+def _rows(tensor: torch.Tensor) -> torch.Tensor:
+    repeats = -(-THROUGHPUT_BATCH // tensor.shape[0])
+    return tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:THROUGHPUT_BATCH]
+
+
+def timing_batch(job: Job) -> tuple[Any, int]:
+    """``THROUGHPUT_BATCH`` rows of the calibration batches (repeated as needed; a mapping's tensors each
+    repeated), and its number of rows."""
     example = job.example
-    if not torch.is_tensor(example):
-        return example
-    rows = torch.cat([batch for batch in job.batches if torch.is_tensor(batch)] or [example])
-    repeats = -(-THROUGHPUT_BATCH // rows.shape[0])
-    return rows.repeat(repeats, *([1] * (rows.dim() - 1)))[:THROUGHPUT_BATCH]
+    if torch.is_tensor(example):
+        rows = torch.cat([batch for batch in job.batches if torch.is_tensor(batch)] or [example])
+        return _rows(rows), THROUGHPUT_BATCH
+    if isinstance(example, Mapping) and all(torch.is_tensor(value) and value.dim() for value in example.values()):
+        return {name: _rows(value) for name, value in example.items()}, THROUGHPUT_BATCH
+    sizes = [len(value) for value in example.values() if torch.is_tensor(value) and value.dim()]
+    return example, sizes[0] if sizes else 1
 
 
 def float_accuracy(evaluation: list, reference: list[torch.Tensor]) -> float | None:
@@ -99,10 +107,11 @@ def search_engines(
     """Every engine's attempt (in ``engines`` order), the chosen one (``None``: the float model ships), why."""
     config = job.config
     max_metric_drop, min_fidelity = target(config)
+    batch, rows = timing_batch(job)
     search_config = SearchConfig(
         candidates=[[{"quantize": {"engine": engine}}] for engine in engines],
         objective="throughput",
-        batch=THROUGHPUT_BATCH,
+        batch=rows,
         max_metric_drop=max_metric_drop,
         min_fidelity=min_fidelity,
     )
@@ -124,9 +133,7 @@ def search_engines(
         return StepResult(built.model, info={"engine": engine, "float_layers": attempts[engine].float_layers})
 
     def measurer(baseline: nn.Module) -> FidelityMeasurer:
-        return FidelityMeasurer(
-            baseline, search_config, timing_batch(job), attempts, float_accuracy(evaluation, reference)
-        )
+        return FidelityMeasurer(baseline, search_config, batch, attempts, float_accuracy(evaluation, reference))
 
     search = Search(
         search_config,
