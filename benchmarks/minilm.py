@@ -23,9 +23,11 @@ re-tokenize to the same ids). OpenVINO runs in bf16 where the CPU has bf16
 units (f32 otherwise, and the row says so) and in int8 through NNCF,
 calibrated on training sentences.
 
-Besides the recipe's result, every candidate graph the recipe's search built
-(kept in its run folder, ``search/nodes/``) is measured in the same rounds, so
-the trade-off plot (speed vs cosine) shows them next to the peers.
+Besides the recipe's result, every candidate graph the recipe's search kept in
+its run folder (``search/nodes/``: the chosen one; every front point's for a run
+given as ``--run`` of ``optiforge run minilm --set stages.0.search.keep=front``) is
+measured in the same rounds, so the trade-off plot (speed vs cosine) shows them
+next to the peers.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 Each engine is a builder ``(job, float_layers) -> Built`` registered in
 ``BUILDERS`` (:mod:`~optiforge.quantization.builders`); ``engine: auto``
-(:mod:`~optiforge.quantization.engine_choice`) builds every installed
-candidate (:mod:`~optiforge.quantization.attempts`), measures its fidelity and
-throughput (:func:`optiforge.bench.timing.interleaved`) and keeps the fastest
-that meets the target (:func:`optiforge.bench.selection.select`); when none
-meets it, the float model ships unchanged and the reason says so. With a
-target, a candidate that misses it gets the mixed-precision search
-(:mod:`optiforge.quantization.sensitivity`).
+(:mod:`~optiforge.quantization.engine_search`) is a :class:`optiforge.search.Search`
+whose candidates are the installed engines' attempts
+(:mod:`~optiforge.quantization.attempts`), measured for fidelity and
+throughput against the float model, the fastest that meets the target kept
+(:mod:`optiforge.bench.selection`); when none meets it, the float model ships
+unchanged and the reason says so. With a target, a candidate that misses it
+gets the mixed-precision search (:mod:`optiforge.quantization.sensitivity`).
 """
 
 from __future__ import annotations

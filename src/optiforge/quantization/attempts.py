@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
-import torch
 from torch import nn
 
-from optiforge.bench.timing import interleaved, per_second
 from optiforge.errors import ConfigError
 from optiforge.hardware.inference_compile import FrozenCompiled
 from optiforge.quantization.builders import BUILDERS, Built, Job
-from optiforge.quantization.calibration import call
 from optiforge.quantization.config import WHOLE_MODEL_SCHEMES, QuantConfig
 from optiforge.quantization.fidelity import Fidelity, compare
 from optiforge.quantization.result_check import check_quantized
@@ -29,7 +24,6 @@ log = logging.getLogger("optiforge")
 
 # with engine: auto and no target, a candidate must keep this output cosine to the float model
 AUTO_MIN_FIDELITY = 0.99
-THROUGHPUT_BATCH = 256
 
 
 @dataclass
@@ -40,7 +34,8 @@ class Attempt:
     built: Built | None
     float_layers: list[str]
     fidelity: Fidelity | None = None
-    throughput_per_s: float | None = None
+    throughput_per_s: float | None = None  # engine: auto, timed only when the target is met
+    speedup: float | None = None  # over the float model, timed interleaved with it
     target_met: bool = True
     sensitivity: list[dict] = field(default_factory=list)
     search: list[dict] = field(default_factory=list)
@@ -50,6 +45,7 @@ class Attempt:
         return {
             "engine": self.engine,
             "throughput_per_s": self.throughput_per_s,
+            "speedup": self.speedup,
             "target_met": self.target_met,
             "float_layers": self.float_layers,
             "error": self.error,
@@ -63,44 +59,21 @@ def _reference(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, FrozenCompiled) else model
 
 
-def _timing_batch(job: Job) -> Any:
-    example = job.example
-    if not torch.is_tensor(example):
-        return example
-    rows = torch.cat([batch for batch in job.batches if torch.is_tensor(batch)] or [example])
-    repeats = -(-THROUGHPUT_BATCH // rows.shape[0])
-    return rows.repeat(repeats, *([1] * (rows.dim() - 1)))[:THROUGHPUT_BATCH]
-
-
-@torch.inference_mode()
-def _measure_speeds(attempts: list[Attempt], batch: Any) -> None:
-    """Samples per second of every candidate that meets the target, timed in interleaved rounds.
-
-    The others can never be chosen, so they are not timed: a slow, unfaithful engine (torch.ao int8 on
-    EfficientNet-Lite0 runs at a few images per second) would otherwise dominate the stage's time.
-    """
-    size = batch.shape[0] if torch.is_tensor(batch) else next(iter(batch.values())).shape[0]
-    working = {attempt.engine: attempt for attempt in attempts if attempt.built is not None and attempt.target_met}
-    runs = {engine: functools.partial(call, attempt.built.model, batch) for engine, attempt in working.items()}
-    for engine, seconds in interleaved(runs, rounds=3, repeats=5, warmup=2).items():
-        working[engine].throughput_per_s = per_second(size, seconds)
-
-
-def _target(config: QuantConfig) -> tuple[float | None, float | None]:
+def target(config: QuantConfig) -> tuple[float | None, float | None]:
     if config.has_target:
         return config.target.max_metric_drop, config.target.min_fidelity
     return None, AUTO_MIN_FIDELITY
 
 
-def _target_text(config: QuantConfig) -> str:
-    max_metric_drop, min_fidelity = _target(config)
+def target_text(config: QuantConfig) -> str:
+    max_metric_drop, min_fidelity = target(config)
     parts = [f"metric drop <= {max_metric_drop:g}"] if max_metric_drop is not None else []
     if min_fidelity is not None:
         parts.append(f"output cosine >= {min_fidelity:g}")
     return " and ".join(parts)
 
 
-def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, reference: list) -> Attempt:
+def attempt_engine(job: Job, engine: str, float_layers: list[str], evaluation: list, reference: list) -> Attempt:
     config = job.config
     build = BUILDERS[engine]
     engine_job = Job(
@@ -138,7 +111,7 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
         return attempt
     attempt.fidelity = evaluate(built.model)
     constrained = config.has_target or config.engine == "auto"
-    attempt.target_met = not constrained or attempt.fidelity.meets(*_target(config))
+    attempt.target_met = not constrained or attempt.fidelity.meets(*target(config))
     layers = [name for name in job.layers if name not in built.unsupported]
     searchable = config.scheme not in WHOLE_MODEL_SCHEMES  # casts are whole-model; QAT would retrain
     wants_search = searchable and config.has_target and not attempt.target_met
@@ -151,7 +124,7 @@ def _attempt(job: Job, engine: str, float_layers: list[str], evaluation: list, r
     if wants_search:  # the target asks for more float layers: k = sensitive_count + 1, + 2, ...
         ranked = [row["layer"] for row in attempt.sensitivity if row["layer"] in layers]
         selection = mixed_precision(
-            build_with, evaluate, ranked, excluded, *_target(config), _target_text(config), first=sensitive_count + 1
+            build_with, evaluate, ranked, excluded, *target(config), target_text(config), first=sensitive_count + 1
         )
         attempt.search = [candidate.summary() for candidate in selection.candidates]
         if selection.chosen is None:

@@ -1,4 +1,5 @@
-"""Engine choice: the candidate engines for a scheme, each attempted, the fastest that meets the target kept."""
+"""Engine choice: the candidate engines for a scheme; one is attempted, several are searched
+(:mod:`~optiforge.quantization.engine_search`), and the fastest that meets the target is kept."""
 
 from __future__ import annotations
 
@@ -13,17 +14,11 @@ from torch import nn
 from optiforge.bench.selection import Candidate, select
 from optiforge.errors import ConfigError, OptiforgeError
 from optiforge.layers import WEIGHTED_TYPES, weighted_layers
-from optiforge.quantization.attempts import (
-    THROUGHPUT_BATCH,
-    Attempt,
-    _attempt,
-    _measure_speeds,
-    _target_text,
-    _timing_batch,
-)
+from optiforge.quantization.attempts import attempt_engine, target_text
 from optiforge.quantization.builders import Job
 from optiforge.quantization.calibration import check_fits, model_inputs, take_batches
 from optiforge.quantization.config import QuantConfig
+from optiforge.quantization.engine_search import search_engines
 from optiforge.quantization.fidelity import float_outputs, labels_of
 from optiforge.quantization.result import QuantizeResult
 from optiforge.quantization.schemes import candidates, require
@@ -93,66 +88,44 @@ def _quantize(
             "for unlabelled data use target.min_fidelity (output cosine)"
         )
     reference = float_outputs(model, evaluation) if evaluation else []
-    attempts: list[Attempt] = []
-    for engine in engines:
-        try:
-            attempts.append(_attempt(job, engine, float_layers, evaluation, reference))
-        except OptiforgeError as error:
-            if len(engines) == 1:
-                raise
-            log.warning("quantize: engine %s skipped: %s", engine, error)
-            attempts.append(Attempt(engine, None, [], target_met=False, error=str(error)))
+    constrained = bool(evaluation) and (config.has_target or config.engine == "auto")
+    constraint = target_text(config) if constrained else "no target"
     if len(engines) > 1:
+        attempts, chosen, reason = search_engines(job, engines, float_layers, evaluation, reference)
         if all(attempt.built is None for attempt in attempts):
             raise OptiforgeError(
                 "quantize: no engine could quantize the model: "
                 + "; ".join(f"{attempt.engine}: {attempt.error}" for attempt in attempts)
             )
-        if any(attempt.target_met and attempt.built is not None for attempt in attempts):
-            _measure_speeds(attempts, _timing_batch(job))  # nothing to rank when the float model ships
-    constrained = bool(evaluation) and (config.has_target or config.engine == "auto")
-    constraint = _target_text(config) if constrained else "no target"
-    selection = select(
-        [
-            Candidate(
-                attempt.engine,
-                attempt.throughput_per_s if len(engines) > 1 else 0.0,
-                attempt.target_met,
-                attempt.summary(),
-                attempt.error,
-                payload=attempt,
-            )
-            for attempt in attempts
-        ],
-        objective=f"samples/s at batch {THROUGHPUT_BATCH}",
-        maximize=True,
-        constraint=constraint,
-    )
+    else:
+        attempts = [attempt_engine(job, engines[0], float_layers, evaluation, reference)]
+        only = Candidate(engines[0], 0.0, attempts[0].target_met, payload=attempts[0])
+        selection = select([only], objective="target", maximize=True, constraint=constraint)
+        chosen = attempts[0] if selection.chosen else None
+        if chosen is None:
+            reason = selection.reason
+        elif config.engine != "auto":
+            reason = f"engine '{config.engine}' was asked for" + (f"; it meets {constraint}" if constrained else "")
+        else:
+            reason = f"the only installed engine for {config.scheme} on this toolkit"
     summaries = [attempt.summary() for attempt in attempts] if len(attempts) > 1 else []
-    if selection.chosen is None:
-        log.warning("quantize (%s): %s", config.scheme, selection.reason)
-        chosen = attempts[0] if len(attempts) == 1 else None
+    if chosen is None:
+        log.warning("quantize (%s): %s", config.scheme, reason)
+        single = attempts[0] if len(attempts) == 1 else None
         return QuantizeResult(
             model=original,
             scheme=config.scheme,
             engine=None,
-            reason=selection.reason,
+            reason=reason,
             float_layers=list(weighted_layers(model)),
             unsupported_layers=[],
             fidelity=None,
             candidates=summaries,
             baseline_kept=True,
             target_met=False,
-            sensitivity=chosen.sensitivity if chosen else [],
-            search=chosen.search if chosen else [],
+            sensitivity=single.sensitivity if single else [],
+            search=single.search if single else [],
         )
-    chosen = selection.chosen.payload
-    if len(engines) > 1:
-        reason = selection.reason
-    elif config.engine != "auto":
-        reason = f"engine '{config.engine}' was asked for" + (f"; it meets {constraint}" if constrained else "")
-    else:
-        reason = f"the only installed engine for {config.scheme} on this toolkit"
     built = chosen.built
     writer = None
     if chosen.engine != "onnxruntime":

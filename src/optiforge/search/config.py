@@ -38,8 +38,9 @@ class SearchConfig(Config):
     the least mean output cosine to the baseline, when set; for sentence encoders (task ``embedding``)
     also ``min_neighbours_kept``, the least share of each validation sentence's top-10 neighbours kept)
     and is the best front point by ``prefer`` (default: the objective); when none meets it, the baseline
-    ships and the report says so. ``keep: front`` also measures every front point on the test split and
-    gives each its own report row, its artefact kept.
+    ships and the report says so. Only the files of what may ship stay after the search: the chosen
+    candidate's (``keep: chosen``); ``keep: front`` also keeps every front point's, measures each on the
+    test split and gives each its own report row.
     """
 
     candidates: list[list[Any]] = Field(default_factory=list)

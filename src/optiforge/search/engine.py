@@ -4,7 +4,9 @@ A prefix shared by several candidates is applied once: the model after it is hel
 below it (a copy per branch, since stages may change their input in place) and dropped once every
 candidate under it is done. Each measured candidate's figures are written to the run folder at once,
 so a resumed search skips it; a candidate whose stage fails is recorded with its error and the walk
-goes on; the time budget stops the walk between candidates.
+goes on; the time budget stops the walk between candidates. Once chosen, only what may ship keeps its
+files: the chosen candidate's folder (with ``keep: front``, every front point's); the figures stay, so a
+resumed search that needs a removed model applies its stages again (:meth:`Search.rebuild`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +26,7 @@ from optiforge.data.builtin import TaskData
 from optiforge.errors import ConfigError
 from optiforge.files import atomic_save, atomic_write_text
 from optiforge.search.config import SearchConfig
-from optiforge.search.figures import OBJECTIVE_FIGURES, PREFERENCE_FIGURES, Measurer
+from optiforge.search.figures import OBJECTIVE_FIGURES, PREFERENCE_FIGURES, BaseMeasurer, Measurer
 from optiforge.search.space import CandidateSpec, ShortenStep, Step, prefix_key, shorten, shorten_step
 from optiforge.tasks import Task
 from optiforge.training.progress import progress_bar
@@ -44,6 +47,9 @@ class StepResult:
 # (model, step, folder for the step's files, key of the steps that made the model) -> StepResult; supplied by
 # the caller (the stage module). Steps given the same key receive equal models, so they may share work.
 ApplyStep = Callable[[Any, Step, Path, str], StepResult]
+# baseline -> the measurer of every candidate against it (default: the task's metric on the validation split)
+MakeMeasurer = Callable[[Any], BaseMeasurer]
+SPEED_FIGURES = ("latency_ms", "throughput_per_s")
 
 
 @dataclass
@@ -94,13 +100,17 @@ class SearchResult:
 
 
 class Search:
-    """Measure ``specs`` against ``baseline`` and choose (see :class:`SearchConfig`)."""
+    """Measure ``specs`` against ``baseline`` and choose (see :class:`SearchConfig`).
+
+    ``measurer`` replaces the task's measurer (the ``quantize`` verb measures fidelity on its own loaders);
+    ``data`` and ``task`` are then unused.
+    """
 
     def __init__(
         self,
         config: SearchConfig,
-        data: TaskData,
-        task: Task,
+        data: TaskData | None,
+        task: Task | None,
         apply_step: ApplyStep,
         folder: Path,
         *,
@@ -108,14 +118,22 @@ class Search:
         progress: bool = True,
         save_artifact: Callable[[Any, Path], Path | None] | None = None,
         shorten: ShortenStep = shorten_step,
+        measurer: MakeMeasurer | None = None,
     ) -> None:
         self.config, self.data, self.task, self.apply_step = config, data, task, apply_step
+        self.make_measurer = measurer or self._task_measurer
         self.folder, self.resume, self.progress = folder, resume, progress
         self.save_artifact = save_artifact or _save_state_dict
         self.shorten_step = shorten
         self.applied_steps = 0
         self.deadline: float | None = None
         self.notes: list[str] = []
+        self.kept: set[str] | None = None  # folders under nodes/ that may ship; None until a choice is made
+
+    def _task_measurer(self, baseline: Any) -> BaseMeasurer:
+        if self.data is None or self.task is None:
+            raise ValueError("Search: give data and task, or a measurer")
+        return Measurer(baseline, self.data, self.task, self.config)
 
     # ---- the walk ----
     def _cache_path(self, spec: CandidateSpec, phase: str) -> Path:
@@ -222,7 +240,7 @@ class Search:
     # ---- the front ----
     def _keys(self) -> list[tuple[str, bool]]:
         figure, maximize, _ = OBJECTIVE_FIGURES[self.config.objective]
-        return [("value", self.task.higher_is_better), (figure, maximize)]
+        return [("value", self.measurer.higher_is_better), (figure, maximize)]
 
     def _candidates(self, outcomes: Sequence[Outcome]) -> list[Candidate]:
         figure, _, _ = self._preference()
@@ -264,7 +282,7 @@ class Search:
     def _promoted(self, proxies: Sequence[Outcome]) -> set[str]:
         """Keys of proxy-measured candidates that, with the metric slack, could reach the front."""
         slack = self.config.proxy.metric_slack if self.config.proxy else 0.0
-        sign = 1.0 if self.task.higher_is_better else -1.0
+        sign = 1.0 if self.measurer.higher_is_better else -1.0
         measured = [o for o in proxies if o.error is None and o.skipped is None and o.figures]
         keys = self._keys()
         promoted = set()
@@ -307,7 +325,7 @@ class Search:
         if not specs:
             raise ConfigError("search: the space is empty; give at least one candidate")
         started = time.monotonic()
-        self.measurer = Measurer(baseline, self.data, self.task, self.config)
+        self.measurer = self.make_measurer(baseline)
         baseline_figures = self.measurer.figures(
             baseline, self.save_artifact(baseline, self.folder / "baseline.pt"), "the baseline"
         )
@@ -335,7 +353,9 @@ class Search:
         if skipped and len(skipped) < len(outcomes):
             self.notes.append(f"the budget ran out: {len(skipped)} candidate(s) not measured")
         front = self._front(outcomes)
-        _, maximize, label = self._preference()
+        figure, maximize, label = self._preference()
+        if figure in SPEED_FIGURES:
+            label = f"{label} at batch {self.config.timing_batch}"
         selection = select(
             self._candidates(outcomes),
             objective=label,
@@ -345,6 +365,10 @@ class Search:
         if skipped and len(skipped) == len(outcomes) and not budget_refused:
             self.notes.append("the budget ran out before any candidate was measured; the baseline is kept")
         chosen = selection.chosen.payload if selection.chosen else None
+        shipped = [chosen] if chosen else []
+        if self.config.keep == "front":
+            shipped += [outcome for outcome in front if outcome is not chosen]
+        self._keep_only(shipped, outcomes, baseline_ships=chosen is None)
         return SearchResult(
             baseline=baseline_figures,
             outcomes=outcomes,
@@ -358,14 +382,52 @@ class Search:
         )
 
     def rebuild(self, outcome: Outcome, baseline: Any) -> Any:
-        """The model of ``outcome`` (read from an earlier run, so not in memory): its stages applied again."""
+        """The model of ``outcome`` (read from an earlier run, or not kept): its stages applied again, its
+        artefact written again where it was."""
         node = StepResult(copy.deepcopy(baseline))
         steps = outcome.spec.steps
         for depth, step in enumerate(steps):
             folder = self.folder / "nodes" / prefix_key(steps[: depth + 1])
             node = self.apply_step(node.model, step, folder, prefix_key(steps[:depth]))
+        artifact = node.artifact
+        if artifact is None:
+            artifact = self.save_artifact(node.model, self.folder / "nodes" / outcome.spec.key / "model.pt")
+        outcome.artifact = str(artifact.relative_to(self.folder)) if artifact else None
         outcome.exports = node.exports
+        if self.kept is not None:
+            self._keep(outcome)
+            self._remove_unkept()  # the prefixes applied on the way do not ship
         return node.model
+
+    # ---- what stays on disk ----
+    def _keep_only(self, shipped: Sequence[Outcome], outcomes: Sequence[Outcome], baseline_ships: bool) -> None:
+        """Remove the files of every candidate that does not ship (``shipped``); their figures stay."""
+        self.kept = set()
+        for outcome in shipped:
+            self._keep(outcome)
+        shipping = {id(outcome) for outcome in shipped}
+        for outcome in outcomes:
+            if id(outcome) not in shipping:
+                outcome.model = None  # its files go: a model running from them would break
+                outcome.artifact = None
+        self._remove_unkept()
+        if not baseline_ships:
+            (self.folder / "baseline.pt").unlink(missing_ok=True)
+
+    def _keep(self, outcome: Outcome) -> None:
+        self.kept = self.kept or set()
+        self.kept.add(outcome.spec.key)
+        parts = Path(outcome.artifact).parts if outcome.artifact else ()
+        if len(parts) > 2 and parts[0] == "nodes":
+            self.kept.add(parts[1])
+
+    def _remove_unkept(self) -> None:
+        nodes = self.folder / "nodes"
+        if self.kept is None or not nodes.is_dir():
+            return
+        for path in nodes.iterdir():
+            if path.name not in self.kept:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _budget(spec: CandidateSpec, phase: str) -> Outcome:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +67,34 @@ def output_cosine(reference: torch.Tensor | None, outputs: torch.Tensor | None) 
     return float(cosine.mean())
 
 
-class Measurer:
-    """Figures of candidates, all against the one baseline."""
+class BaseMeasurer:
+    """What every measurer of a search shares: the speed timed against the baseline, and the constraint.
 
-    def __init__(self, baseline: Any, data: TaskData, task: Task, config: SearchConfig) -> None:
-        self.baseline, self.task, self.config = baseline, task, config
-        self.data = validation_view(data)
-        self.inputs = self.data.example_input(config.timing_batch)
-        self.timing_inputs = task.timing_batches(self.data, config.timing_batch)
-        self.fidelity_inputs = self.data.example_input(min(256, len(self.data.test)))
-        self.reference_outputs = _outputs(baseline, self.fidelity_inputs)
+    A subclass says what a figure is (:meth:`figures`); the search ranks ``value`` (the metric, higher is
+    better when ``higher_is_better``) and the objective's figure, and accepts by :meth:`accepted`.
+    """
+
+    def __init__(
+        self,
+        baseline: Any,
+        config: SearchConfig,
+        timing_inputs: list[Any],
+        *,
+        higher_is_better: bool = True,
+        metric_name: str = "metric",
+    ) -> None:
+        self.baseline, self.config, self.timing_inputs = baseline, config, timing_inputs
+        self.higher_is_better, self.metric_name = higher_is_better, metric_name
         self.reference_seconds: float | None = None
         self.baseline_figures: dict = {}
+
+    def figures(self, model: Any, artifact: Path | None, name: str) -> dict:
+        """The candidate's figures: ``value`` (the metric) and the objective's figure at least."""
+        raise NotImplementedError
+
+    def run(self, model: Any, batch: Any) -> Callable[[], Any]:
+        """A call of ``model`` on one timing batch (moved to the model's device)."""
+        return functools.partial(model, batch.to(_device(model)))
 
     def refuse_unmeasurable(self, model: Any, name: str) -> None:
         if self.config.objective == "memory" and isinstance(model, OnnxModule):
@@ -92,12 +109,11 @@ class Measurer:
 
         Every timing batch is timed on both sides in turn (the task's batches: one for most tasks, the
         validation sentences in batches of varying length for encoders)."""
-        device, base_device = _device(model), _device(self.baseline)
         runs = {}
         for index, batch in enumerate(self.timing_inputs):
-            runs[f"baseline/{index}"] = functools.partial(self.baseline, batch.to(base_device))
-            runs[f"candidate/{index}"] = functools.partial(model, batch.to(device))
-        times = timing.interleaved(runs, rounds=self.config.rounds, warmup=1, device=device)
+            runs[f"baseline/{index}"] = self.run(self.baseline, batch)
+            runs[f"candidate/{index}"] = self.run(model, batch)
+        times = timing.interleaved(runs, rounds=self.config.rounds, warmup=1, device=_device(model))
         count = len(self.timing_inputs)
         base = sum(statistics.median(times[f"baseline/{index}"]) for index in range(count)) / count
         mine = sum(statistics.median(times[f"candidate/{index}"]) for index in range(count)) / count
@@ -105,11 +121,61 @@ class Measurer:
             self.reference_seconds = base
         return self.reference_seconds * mine / base, base / mine
 
+    def speed_figures(self, model: Any) -> dict:
+        """``latency_ms``, ``throughput_per_s`` and ``speedup`` at the search's timing batch."""
+        seconds, speedup = self._speed(model)
+        batch = self.config.timing_batch
+        return {"batch": batch, "latency_ms": seconds * 1000.0, "throughput_per_s": batch / seconds, "speedup": speedup}
+
+    def metric_drop(self, value: float | None) -> float | None:
+        base = self.baseline_figures.get("value")
+        if value is None or base is None:
+            return None
+        return base - value if self.higher_is_better else value - base
+
+    def accepted(self, figures: dict) -> bool:
+        """Whether ``figures`` meet the constraint."""
+        drop = self.metric_drop(figures.get("value"))
+        if self.config.max_metric_drop is not None and (drop is None or drop > self.config.max_metric_drop + 1e-12):
+            return False
+        floors = (("fidelity", self.config.min_fidelity), ("neighbours_kept", self.config.min_neighbours_kept))
+        for figure, floor in floors:
+            if floor is not None and (figures.get(figure) is None or figures[figure] < floor):
+                return False
+        return True
+
+    def constraint_text(self) -> str:
+        parts = []
+        if self.config.max_metric_drop is not None:
+            parts.append(f"{self.metric_name} drop <= {self.config.max_metric_drop:g}")
+        if self.config.min_fidelity is not None:
+            parts.append(f"output cosine >= {self.config.min_fidelity:g}")
+        if self.config.min_neighbours_kept is not None:
+            parts.append(f"neighbours kept >= {self.config.min_neighbours_kept:g}")
+        return " and ".join(parts) or "no constraint"
+
+
+class Measurer(BaseMeasurer):
+    """Figures of candidates on a task's validation split, all against the one baseline."""
+
+    def __init__(self, baseline: Any, data: TaskData, task: Task, config: SearchConfig) -> None:
+        view = validation_view(data)
+        super().__init__(
+            baseline,
+            config,
+            task.timing_batches(view, config.timing_batch),
+            higher_is_better=task.higher_is_better,
+            metric_name=task.primary_metric,
+        )
+        self.task, self.data = task, view
+        self.inputs = self.data.example_input(config.timing_batch)
+        self.fidelity_inputs = self.data.example_input(min(256, len(self.data.test)))
+        self.reference_outputs = _outputs(baseline, self.fidelity_inputs)
+
     def figures(self, model: Any, artifact: Path | None, name: str) -> dict:
         """The candidate's figures (``value``: the task metric on the validation split)."""
         self.refuse_unmeasurable(model, name)
         measured = measure(model, self.data, artifact=artifact, config=self.config.measure, task=self.task)
-        seconds, speedup = self._speed(model)
         batch = self.config.timing_batch
         figures = {
             "metric": measured.metric,
@@ -118,10 +184,7 @@ class Measurer:
             "size_bytes": measured.size_bytes,
             "params": measured.params,
             "nonzero_params": measured.nonzero_params,
-            "batch": batch,
-            "latency_ms": seconds * 1000.0,
-            "throughput_per_s": batch / seconds,
-            "speedup": speedup,
+            **self.speed_figures(model),
             "peak_memory_bytes": measured.peak_memory_bytes,
         }
         if self.config.objective == "memory" and batch != self.config.measure.throughput_batch:
@@ -140,30 +203,3 @@ class Measurer:
         if figures[OBJECTIVE_FIGURES[self.config.objective][0]] is None:
             raise ConfigError(f"search: {self.config.objective} could not be measured for {name}")
         return figures
-
-    def metric_drop(self, value: float | None) -> float | None:
-        base = self.baseline_figures.get("value")
-        if value is None or base is None:
-            return None
-        return base - value if self.task.higher_is_better else value - base
-
-    def accepted(self, figures: dict) -> bool:
-        """Whether ``figures`` meet the constraint."""
-        drop = self.metric_drop(figures.get("value"))
-        if self.config.max_metric_drop is not None and (drop is None or drop > self.config.max_metric_drop + 1e-12):
-            return False
-        floors = (("fidelity", self.config.min_fidelity), ("neighbours_kept", self.config.min_neighbours_kept))
-        for figure, floor in floors:
-            if floor is not None and (figures.get(figure) is None or figures[figure] < floor):
-                return False
-        return True
-
-    def constraint_text(self) -> str:
-        parts = []
-        if self.config.max_metric_drop is not None:
-            parts.append(f"{self.task.primary_metric} drop <= {self.config.max_metric_drop:g}")
-        if self.config.min_fidelity is not None:
-            parts.append(f"output cosine >= {self.config.min_fidelity:g}")
-        if self.config.min_neighbours_kept is not None:
-            parts.append(f"neighbours kept >= {self.config.min_neighbours_kept:g}")
-        return " and ".join(parts) or "no constraint"

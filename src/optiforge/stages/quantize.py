@@ -23,7 +23,7 @@ def check_quantize(model: nn.Module, config: QuantConfig, data: TaskData) -> Non
 
 def _candidate_row(row: dict) -> dict:
     measured = row.get("fidelity", {})
-    return {key: row.get(key) for key in ("engine", "throughput_per_s", "target_met", "error")} | {
+    return {key: row.get(key) for key in ("engine", "throughput_per_s", "speedup", "target_met", "error")} | {
         "cosine": measured.get("cosine"),
         "metric_drop": measured.get("metric_drop"),
     }
