@@ -73,7 +73,7 @@ def cost_benchmark(out: Path, quick: bool) -> str:
         options = {"prune.sparsity": sparsities[:count], "quantize.scheme": schemes}
         base = {"stages": [{"prune": {"method": "structured", "finetune_epochs": 4}}], "options": options}
         timings = {}
-        for label, extra in (("sharing + halving", {"proxy": {"fraction": 0.25}}), ("sharing", {})):
+        for label, extra in (("sharing + halving", {"effort": {"proxy": {"fraction": 0.25}}}), ("sharing", {})):
             started = time.perf_counter()
             optiforge.optimize(model, data, search={**base, **extra}, out=out / f"cost-{count}-{label}", progress=False)
             timings[label] = time.perf_counter() - started

@@ -19,7 +19,8 @@ def _small_minilm(candidates: list[dict], **search) -> dict:
     recipe["data"].update(train_size=32, val_size=16, eval_size=24)
     recipe["measure"] = {"latency_repeats": 1, "warmup": 0, "throughput_batch": 8, "throughput_repeats": 1}
     stage = recipe["stages"][0]["search"]
-    stage.update(stages=[], options={}, rounds=1, batch=8, measure=recipe["measure"], **search)
+    stage.update(stages=[], options={}, timing={"rounds": 1, "batch": 8, "measure": recipe["measure"]})
+    stage["constraint"] = {**stage["constraint"], **search}
     stage["candidates"] = [[{"encoder_runtime": candidate}] for candidate in candidates]
     return recipe
 
@@ -56,8 +57,8 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
     meeting = [
         row
         for row in measured
-        if row["value"] >= base - search["max_metric_drop"] - 1e-12
-        and row["neighbours_kept"] >= search["min_neighbours_kept"]
+        if row["value"] >= base - search["constraint"]["max_metric_drop"] - 1e-12
+        and row["neighbours_kept"] >= search["constraint"]["min_neighbours_kept"]
     ]
     assert measured[1] in meeting  # the plain float export is exact
     assert written["chosen"] == searched["chosen"] == min(meeting, key=lambda row: row["latency_ms"])["name"]

@@ -78,7 +78,7 @@ def test_the_fastest_candidate_meeting_both_floors_is_chosen(tiny, context):
     meeting = [
         outcome
         for outcome in result.outcomes
-        if outcome.figures["value"] >= result.baseline["value"] - config.max_metric_drop - 1e-12
+        if outcome.figures["value"] >= result.baseline["value"] - config.constraint.max_metric_drop - 1e-12
         and outcome.figures["neighbours_kept"] >= 0.9
     ]
     assert any(outcome.spec.steps[0].config.quantize == "none" for outcome in meeting)  # a float export is exact
@@ -91,7 +91,9 @@ def test_the_fastest_candidate_meeting_both_floors_is_chosen(tiny, context):
 def test_neighbours_kept_is_refused_for_a_task_that_has_no_neighbours(digits, tmp_path):
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[8]), digits)
     config = SearchStageConfig(
-        options={"quantize.scheme": ["bf16"]}, min_neighbours_kept=0.9, measure=FAST_MEASURE, rounds=1
+        options={"quantize.scheme": ["bf16"]},
+        constraint={"min_neighbours_kept": 0.9},
+        timing={"measure": FAST_MEASURE, "rounds": 1},
     )
     ctx = StageContext(
         data=digits,
@@ -115,9 +117,8 @@ def test_float_most_sensitive_ranks_the_graph_once_for_every_k(tiny, context, mo
     space = {
         "stages": [{"encoder_runtime": {"quantize": "int8_dynamic", **UNFUSED}}],
         "options": {"encoder_runtime.layers.float_most_sensitive": [1, 2, 3]},
-        "max_metric_drop": None,
-        "measure": FAST_MEASURE,
-        "rounds": 1,
+        "constraint": {"max_metric_drop": None},
+        "timing": {"measure": FAST_MEASURE, "rounds": 1},
     }
     result, _ = run_search(encoder, SearchStageConfig(**space), context)
     assert [outcome.error for outcome in result.outcomes] == [None, None, None]
@@ -163,8 +164,8 @@ def test_encoder_search_is_a_search_of_one_encoder_runtime_stage_per_candidate()
         [{"encoder_runtime": {"quantize": "none"}}],
         [{"encoder_runtime": {"remove_padding": True}}],
     ]
-    assert search.max_metric_drop == pytest.approx(0.003) and search.min_neighbours_kept == 0.95
-    assert search.objective == "latency" and search.batch == 32
+    assert search.constraint.max_metric_drop == pytest.approx(0.003) and search.constraint.min_neighbours_kept == 0.95
+    assert search.objective == "latency" and search.timing.batch == 32
     assert STAGES.get("encoder_search").config is EncoderSearchConfig
 
 

@@ -38,8 +38,8 @@ def test_optimize_a_finished_run_writes_the_front_and_ships_a_candidate(tmp_path
     space = tmp_path / "space.yaml"
     space.write_text(
         # bf16 by name (engine: torch casts even where the CPU lacks bf16 units; auto would refuse there)
-        "options: {quantize: [none, {scheme: bf16, engine: torch}]}\nrounds: 1\n"
-        "measure: {latency_repeats: 1, warmup: 0, throughput_batch: 8, throughput_repeats: 1}\n"
+        "options: {quantize: [none, {scheme: bf16, engine: torch}]}\n"
+        "timing: {rounds: 1, measure: {latency_repeats: 1, warmup: 0, throughput_batch: 8, throughput_repeats: 1}}\n"
     )
     out = tmp_path / "optimized"
     arguments = ["optimize", str(run), "--space", str(space), "--objective", "size", "--batch", "8", "--out", str(out)]
@@ -68,10 +68,9 @@ def test_a_run_whose_last_artefact_is_not_a_float_state_dict_is_refused(tmp_path
 def test_the_python_optimize_returns_the_shipped_model_and_the_search(digits, tmp_path, one_thread):
     model = optiforge.build_model(optiforge.ModelConfig(name="mlp", hidden=[16]), digits)
     space = {"options": {"quantize": [{"scheme": "int8_dynamic", "engine": "torch"}]}, "objective": "size"}
-    space["max_metric_drop"] = 1.0
-    result = optiforge.optimize(
-        model, digits, search={**space, "measure": FAST_MEASURE.model_dump(), "rounds": 1}, out=tmp_path, progress=False
-    )
+    space["constraint"] = {"max_metric_drop": 1.0}
+    timing = {"measure": FAST_MEASURE.model_dump(), "rounds": 1}
+    result = optiforge.optimize(model, digits, search={**space, "timing": timing}, out=tmp_path, progress=False)
     assert not result.baseline_kept and result.model is not model
     assert result.artifact is not None and result.artifact.stat().st_size < result.search.baseline["size_bytes"]
     assert (tmp_path / "search" / "search.json").is_file()

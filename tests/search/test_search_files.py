@@ -14,7 +14,7 @@ SPACE = {"stages": ["scale_a", "scale_b"], "options": {"scale_a.factor": [0.0, 1
 
 
 def _config(**fields) -> SearchStageConfig:
-    return SearchStageConfig(measure=FAST_MEASURE, rounds=1, objective="size", **(SPACE | fields))
+    return SearchStageConfig(timing={"measure": FAST_MEASURE, "rounds": 1}, objective="size", **(SPACE | fields))
 
 
 def _node_folders(folder) -> set[str]:
@@ -23,7 +23,7 @@ def _node_folders(folder) -> set[str]:
 
 def test_only_the_chosen_candidates_files_stay(applied, context, trained):
     ctx = context()
-    result, output = run_search(trained, _config(max_metric_drop=0.0), ctx)
+    result, output = run_search(trained, _config(constraint={"max_metric_drop": 0.0}), ctx)
     assert result.chosen is not None and result.chosen.spec.steps[0].config.factor == 1.0
     assert _node_folders(ctx.stage_dir) == {result.chosen.spec.key}
     assert output.artifact.is_file() and output.artifact.parent == ctx.stage_dir / "nodes" / result.chosen.spec.key
@@ -37,7 +37,7 @@ def test_only_the_chosen_candidates_files_stay(applied, context, trained):
 
 def test_keep_front_keeps_every_front_points_files(applied, context, trained):
     ctx = context()
-    result, output = run_search(trained, _config(keep="front", max_metric_drop=0.0), ctx)
+    result, output = run_search(trained, _config(keep="front", constraint={"max_metric_drop": 0.0}), ctx)
     front = [outcome for outcome in result.outcomes if outcome.spec.name in result.front]
     assert front and len(front) < len(result.outcomes)
     # the chosen point ships even when another meets the constraint less well but is on the front
@@ -46,10 +46,10 @@ def test_keep_front_keeps_every_front_points_files(applied, context, trained):
 
 
 def test_a_resumed_finished_search_ships_the_same_chosen_point(applied, context, trained):
-    first, output = run_search(trained, _config(max_metric_drop=0.0), context())
+    first, output = run_search(trained, _config(constraint={"max_metric_drop": 0.0}), context())
     shipped = output.artifact.read_bytes()
     applied.clear()
-    again, output = run_search(trained, _config(max_metric_drop=0.0), context(resume=True))
+    again, output = run_search(trained, _config(constraint={"max_metric_drop": 0.0}), context(resume=True))
     assert again.chosen.spec.key == first.chosen.spec.key
     assert len(applied) == 2  # only the chosen candidate's two stages, to hold its model again
     assert output.artifact.read_bytes() == shipped
@@ -57,9 +57,9 @@ def test_a_resumed_finished_search_ships_the_same_chosen_point(applied, context,
 
 
 def test_a_resumed_search_that_ships_a_removed_candidate_builds_its_files_again(applied, context, trained):
-    first, _ = run_search(trained, _config(max_metric_drop=0.0), context())
+    first, _ = run_search(trained, _config(constraint={"max_metric_drop": 0.0}), context())
     # without the constraint the ruined candidate is accepted too, and comes first: its files were removed
-    again, output = run_search(trained, _config(max_metric_drop=None), context(resume=True))
+    again, output = run_search(trained, _config(constraint={"max_metric_drop": None}), context(resume=True))
     assert again.chosen.spec.steps[0].config.factor == 0.0 and again.chosen.spec.key != first.chosen.spec.key
     assert output.artifact.is_file() and output.model[-1].weight.abs().sum() == 0
     assert _node_folders(context().stage_dir) == {again.chosen.spec.key}

@@ -17,7 +17,9 @@ FAST_MEASURE = MeasureConfig(latency_repeats=1, warmup=0, throughput_batch=8, th
 def test_each_front_point_has_a_row_with_its_test_metric_and_artefact(applied, context, trained, digits):
     # factor 0 ruins the model (never on the front, where the unchanged and the doubled-logit models are)
     space = {"options": {"scale_a.factor": [1.0, 0.0, 2.0]}, "objective": "size", "keep": "front"}
-    config = SearchStageConfig(measure=FAST_MEASURE, rounds=1, max_metric_drop=None, **space)
+    config = SearchStageConfig(
+        timing={"measure": FAST_MEASURE, "rounds": 1}, constraint={"max_metric_drop": None}, **space
+    )
     ctx = context()
     result, output = run_search(trained, config, ctx)
     assert result.front and len(result.front) < len(result.outcomes)
@@ -34,7 +36,7 @@ def test_each_front_point_has_a_row_with_its_test_metric_and_artefact(applied, c
 
 
 def test_keep_chosen_adds_no_rows(applied, context, trained):
-    config = SearchStageConfig(measure=FAST_MEASURE, rounds=1, options={"scale_a.factor": [1.0, 2.0]})
+    config = SearchStageConfig(timing={"measure": FAST_MEASURE, "rounds": 1}, options={"scale_a.factor": [1.0, 2.0]})
     _, output = run_search(trained, config, context())
     assert output.rows == []
 
@@ -44,10 +46,9 @@ def test_the_runner_puts_front_rows_before_the_search_row_which_ships(tmp_path, 
     search = {
         "options": {"quantize": ["none", {"scheme": "bf16", "engine": "torch"}]},
         "objective": "size",
-        "max_metric_drop": 0.05,
+        "constraint": {"max_metric_drop": 0.05},
         "keep": "front",
-        "rounds": 1,
-        "measure": FAST_MEASURE.model_dump(),
+        "timing": {"rounds": 1, "measure": FAST_MEASURE.model_dump()},
     }
     recipe = {
         "name": "front-rows",

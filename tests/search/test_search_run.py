@@ -19,8 +19,7 @@ def count(calls: list) -> collections.Counter:
 
 
 def _config(**fields) -> SearchStageConfig:
-    fields.setdefault("measure", FAST_MEASURE)
-    fields.setdefault("rounds", 1)
+    fields.setdefault("timing", {"measure": FAST_MEASURE, "rounds": 1})
     return SearchStageConfig(**fields)
 
 
@@ -61,7 +60,7 @@ def test_a_failing_stage_is_recorded_and_the_search_goes_on(applied, context, tr
 
 def test_when_no_candidate_meets_the_constraint_the_baseline_ships(applied, context, trained):
     # a zero last layer answers one class for everything: far below the baseline's accuracy
-    space = {"options": {"scale_a.factor": [0.0]}, "max_metric_drop": 0.0}
+    space = {"options": {"scale_a.factor": [0.0]}, "constraint": {"max_metric_drop": 0.0}}
     result, output = run_search(trained, _config(**space), context())
     assert result.chosen is None and result.baseline_kept
     assert output.model is trained and output.artifact is None
@@ -70,14 +69,14 @@ def test_when_no_candidate_meets_the_constraint_the_baseline_ships(applied, cont
 
 
 def test_the_constraint_picks_the_best_candidate_that_meets_it(applied, context, trained):
-    space = {"options": {"scale_a.factor": [0.0, 1.0]}, "objective": "size", "max_metric_drop": 0.01}
+    space = {"options": {"scale_a.factor": [0.0, 1.0]}, "objective": "size", "constraint": {"max_metric_drop": 0.01}}
     result, output = run_search(trained, _config(**space), context())
     assert result.chosen is not None and result.chosen.spec.steps[0].config.factor == 1.0
     assert output.artifact is not None and output.artifact.is_file()
 
 
 def test_a_budget_too_small_for_one_candidate_keeps_the_baseline(applied, context, trained):
-    result, output = run_search(trained, _config(**TREE, budget_minutes=1e-6), context())
+    result, output = run_search(trained, _config(**TREE, effort={"budget_minutes": 1e-6}), context())
     assert count(applied) == {} and result.baseline_kept
     assert any("too small for even one candidate" in note for note in result.notes)
     assert output.model is trained
@@ -105,7 +104,7 @@ def test_successive_halving_trains_in_full_only_candidates_that_can_reach_the_fr
     space = {
         "stages": [{"scale_a": {"finetune_epochs": 8}}],
         "options": {"scale_a.factor": [0.0, 1.0]},
-        "proxy": {"fraction": 0.25},
+        "effort": {"proxy": {"fraction": 0.25}},
     }
     result, _ = run_search(trained, _config(**space), context())
     # both candidates as a 2-epoch proxy; only the one whose metric can still meet the constraint in full
@@ -117,7 +116,10 @@ def test_successive_halving_trains_in_full_only_candidates_that_can_reach_the_fr
 
 def test_a_candidate_keeps_its_model_when_a_longer_candidate_changes_it_in_place(applied, context, trained):
     # scale_b multiplies in place; the candidate that stops after scale_a must not see it
-    space = {"candidates": [["scale_a"], ["scale_a", {"scale_b": {"factor": 0.0}}]], "max_metric_drop": 0.0}
+    space = {
+        "candidates": [["scale_a"], ["scale_a", {"scale_b": {"factor": 0.0}}]],
+        "constraint": {"max_metric_drop": 0.0},
+    }
     result, output = run_search(trained, _config(**space), context())
     assert count(applied) == {"scale_a": 1, "scale_b": 1}
     assert result.chosen is not None and result.chosen.spec.name == "scale_a"
@@ -132,3 +134,12 @@ def test_combinations_a_stage_cannot_run_are_listed_but_a_misspelt_field_is_refu
     assert "cannot run scheme 'bf16'" in invalid[0]["error"]
     with pytest.raises(ConfigError, match="sparsty"):
         SearchStageConfig(options={"prune": ["none", {"sparsty": 0.3}]})
+
+
+def test_a_flat_search_field_of_earlier_versions_names_its_group():
+    from optiforge.errors import RecipeError
+    from optiforge.recipe import load_recipe
+
+    for old, new in (("max_metric_drop", "constraint"), ("rounds", "timing"), ("budget_minutes", "effort")):
+        with pytest.raises(RecipeError, match=rf"field 'stages\[0\]\.search\.{old}' is now '.*search\.{new}\.{old}'"):
+            load_recipe({"stages": [{"search": {"options": {"quantize.scheme": ["bf16"]}, old: 1}}]})

@@ -38,7 +38,9 @@ def rankings_made(monkeypatch):
 
 
 def _search(**fields) -> SearchStageConfig:
-    return SearchStageConfig(measure=FAST_MEASURE, rounds=1, max_metric_drop=None, **fields)
+    return SearchStageConfig(
+        timing={"measure": FAST_MEASURE, "rounds": 1}, constraint={"max_metric_drop": None}, **fields
+    )
 
 
 def test_the_ranking_is_computed_once_for_every_k_and_the_k_most_sensitive_stay_float(deeper, context, rankings_made):

@@ -28,7 +28,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--space",
         metavar="FILE",
         help="a YAML file of search fields to use instead of the defaults: the space (candidates, stages, options) "
-        "and how it is searched (measure, rounds, proxy, prefer)",
+        "and how it is searched (timing: {rounds, measure}, effort: {proxy}, prefer)",
     )
     parser.add_argument("--keep-front", action="store_true", help="measure every front point on the test split")
     parser.add_argument("--out", help="run folder (default: runs/<recipe name>-optimize)")
@@ -69,7 +69,7 @@ def _space(path: str) -> dict:
     if not Path(path).is_file():
         raise ConfigError(f"optimize: --space: no file '{path}'")
     fields = parse_yaml(*read_recipe_text(path))
-    allowed = {"candidates", "stages", "options", "measure", "rounds", "proxy", "prefer"}
+    allowed = {"candidates", "stages", "options", "timing", "effort", "prefer"}
     if not isinstance(fields, dict) or not fields or set(fields) - allowed:
         raise ConfigError(f"optimize: --space '{path}': a mapping of {', '.join(sorted(allowed))}, got {fields!r:.100}")
     return fields
@@ -103,13 +103,16 @@ def optimize_command(args: argparse.Namespace) -> int:
     if args.space:
         space = _space(args.space)
         fields = search.model_dump(exclude={"candidates", "stages", "options"})
+        for section in ("timing", "effort"):  # the file's settings go into the command line's, not over them
+            if isinstance(space.get(section), dict):
+                space[section] = {**fields[section], **space[section]}
         search = type(search)(**{**fields, "candidates": [], "stages": [], "options": {}, **space})
     specs, _ = candidates_of(search)
     if args.dry_run:
         print(f"optimize {recipe.name}: objective {search.objective} at batch {search.timing_batch}, {_family(recipe)}")
         for spec in specs:
             print(f"  {spec.name}")
-        proxy = search.proxy.fraction if search.proxy else None
+        proxy = search.effort.proxy.fraction if search.effort.proxy else None
         print(f"cost: {estimate(specs, proxy, proxy_step).describe()}")
         if recipe.train.epochs:
             print(f"  plus training the model first: {recipe.train.epochs} epochs")

@@ -111,9 +111,8 @@ def search_engines(
     search_config = SearchConfig(
         candidates=[[{"quantize": {"engine": engine}}] for engine in engines],
         objective="throughput",
-        batch=rows,
-        max_metric_drop=max_metric_drop,
-        min_fidelity=min_fidelity,
+        timing={"batch": rows},
+        constraint={"max_metric_drop": max_metric_drop, "min_fidelity": min_fidelity},
     )
     specs = [
         CandidateSpec(engine, (Step("quantize", config.model_copy(update={"engine": engine})),)) for engine in engines

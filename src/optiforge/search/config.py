@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,6 +25,31 @@ class ProxyConfig(Config):
     metric_slack: float = Field(0.01, ge=0.0)
 
 
+class ConstraintConfig(Config):
+    """What a candidate must keep to be shipped; every floor set applies."""
+
+    max_metric_drop: float | None = Field(0.01, ge=0.0, description="largest loss of the task metric (validation)")
+    min_fidelity: float | None = Field(None, gt=0.0, le=1.0, description="least mean output cosine to the baseline")
+    min_neighbours_kept: float | None = Field(
+        None, ge=0.0, le=1.0, description="task embedding: least share of each sentence's top-10 neighbours kept"
+    )
+
+
+class TimingConfig(Config):
+    """How the objective is measured: the batch, and the rounds timed in turn with the baseline."""
+
+    batch: int | None = Field(None, ge=1, le=65_536, description="default: 1 for latency, 256 otherwise")
+    rounds: int = Field(5, ge=1, le=1000, description="interleaved timing rounds against the baseline")
+    measure: MeasureConfig = MeasureConfig(latency_repeats=10, warmup=2, throughput_repeats=2)
+
+
+class EffortConfig(Config):
+    """How much a search may spend: a time budget, and successive halving."""
+
+    budget_minutes: float | None = Field(None, gt=0.0, description="stop starting candidates after this long")
+    proxy: ProxyConfig | None = None
+
+
 class SearchConfig(Config):
     """A search across techniques (the recipe stage ``search:`` parses into this).
 
@@ -33,30 +58,37 @@ class SearchConfig(Config):
     the stages of ``stages`` (kinds named only in ``options`` are added with their defaults, in that order);
     an option named by a kind alone (``quantize: [none, {scheme: bf16}]``) lists whole configs of that stage,
     and the option value ``none`` leaves the stage out of that candidate. Each candidate is measured on the
-    validation split; the front is the set of candidates no other beats on both the metric and the
-    ``objective``. The shipped candidate meets the constraint (``max_metric_drop``, and ``min_fidelity``,
-    the least mean output cosine to the baseline, when set; for sentence encoders (task ``embedding``)
-    also ``min_neighbours_kept``, the least share of each validation sentence's top-10 neighbours kept)
-    and is the best front point by ``prefer`` (default: the objective); when none meets it, the baseline
-    ships and the report says so. Only the files of what may ship stay after the search: the chosen
-    candidate's (``keep: chosen``); ``keep: front`` also keeps every front point's, measures each on the
-    test split and gives each its own report row.
+    validation split (``timing``: the batch and the rounds timed in turn with the baseline); the front is the
+    set of candidates no other beats on both the metric and the ``objective``. The shipped candidate meets
+    the ``constraint`` (``max_metric_drop``, and ``min_fidelity``, the least mean output cosine to the
+    baseline, when set; for sentence encoders (task ``embedding``) also ``min_neighbours_kept``, the least
+    share of each validation sentence's top-10 neighbours kept) and is the best front point by ``prefer``
+    (default: the objective); when none meets it, the baseline ships and the report says so. Only the files
+    of what may ship stay after the search: the chosen candidate's (``keep: chosen``); ``keep: front`` also
+    keeps every front point's, measures each on the test split and gives each its own report row.
+    ``effort`` bounds the work: ``budget_minutes``, and a ``proxy`` for successive halving.
     """
+
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "max_metric_drop": "constraint.max_metric_drop",
+        "min_fidelity": "constraint.min_fidelity",
+        "min_neighbours_kept": "constraint.min_neighbours_kept",
+        "batch": "timing.batch",
+        "rounds": "timing.rounds",
+        "measure": "timing.measure",
+        "budget_minutes": "effort.budget_minutes",
+        "proxy": "effort.proxy",
+    }
 
     candidates: list[list[Any]] = Field(default_factory=list)
     stages: list[Any] = Field(default_factory=list)
     options: dict[str, list[Any]] = Field(default_factory=dict)
     objective: Objective = "latency"
-    batch: int | None = Field(None, ge=1, le=65_536, description="default: 1 for latency, 256 otherwise")
-    max_metric_drop: float | None = Field(0.01, ge=0.0)
-    min_fidelity: float | None = Field(None, gt=0.0, le=1.0)
-    min_neighbours_kept: float | None = Field(None, ge=0.0, le=1.0, description="task embedding only")
+    constraint: ConstraintConfig = ConstraintConfig()
     prefer: Literal["fastest", "smallest"] | None = None
     keep: Literal["chosen", "front"] = "chosen"
-    budget_minutes: float | None = Field(None, gt=0.0)
-    proxy: ProxyConfig | None = None
-    rounds: int = Field(5, ge=1, le=1000, description="interleaved timing rounds against the baseline")
-    measure: MeasureConfig = MeasureConfig(latency_repeats=10, warmup=2, throughput_repeats=2)
+    timing: TimingConfig = TimingConfig()
+    effort: EffortConfig = EffortConfig()
 
     @model_validator(mode="after")
     def _not_empty(self) -> SearchConfig:
@@ -72,4 +104,4 @@ class SearchConfig(Config):
 
     @property
     def timing_batch(self) -> int:
-        return self.batch or (1 if self.objective == "latency" else 256)
+        return self.timing.batch or (1 if self.objective == "latency" else 256)

@@ -281,7 +281,7 @@ class Search:
     # ---- successive halving ----
     def _promoted(self, proxies: Sequence[Outcome]) -> set[str]:
         """Keys of proxy-measured candidates that, with the metric slack, could reach the front."""
-        slack = self.config.proxy.metric_slack if self.config.proxy else 0.0
+        slack = self.config.effort.proxy.metric_slack if self.config.effort.proxy else 0.0
         sign = 1.0 if self.measurer.higher_is_better else -1.0
         measured = [o for o in proxies if o.error is None and o.skipped is None and o.figures]
         keys = self._keys()
@@ -302,9 +302,9 @@ class Search:
         return promoted
 
     def _search(self, specs: list[CandidateSpec], baseline: Any, bar: Any, task_id: Any) -> list[Outcome]:
-        if self.config.proxy is None:
+        if self.config.effort.proxy is None:
             return self._phase(specs, "full", baseline, bar, task_id)
-        shortened = {spec.key: shorten(spec, self.config.proxy.fraction, self.shorten_step) for spec in specs}
+        shortened = {spec.key: shorten(spec, self.config.effort.proxy.fraction, self.shorten_step) for spec in specs}
         # a candidate without fine-tuning is its own proxy: measured once, in full
         exact = [spec for spec in specs if shortened[spec.key].key == spec.key]
         proxies = self._phase([shortened[s.key] for s in specs if s not in exact], "proxy", baseline, bar, task_id)
@@ -334,12 +334,12 @@ class Search:
         one_measurement = time.monotonic() - started
         outcomes: list[Outcome] = []
         budget_refused = False
-        if self.config.budget_minutes is not None:
-            budget = self.config.budget_minutes * 60.0
+        if self.config.effort.budget_minutes is not None:
+            budget = self.config.effort.budget_minutes * 60.0
             self.deadline = started + budget
             if budget < 2 * one_measurement:
                 self.notes.append(
-                    f"budget_minutes={self.config.budget_minutes:g} is too small for even one candidate "
+                    f"effort.budget_minutes={self.config.effort.budget_minutes:g} is too small for even one candidate "
                     f"(measuring the baseline alone took {one_measurement:.1f} s, a candidate takes at least that "
                     "plus its stages); the baseline is kept"
                 )

@@ -113,7 +113,7 @@ class BaseMeasurer:
         for index, batch in enumerate(self.timing_inputs):
             runs[f"baseline/{index}"] = self.run(self.baseline, batch)
             runs[f"candidate/{index}"] = self.run(model, batch)
-        times = timing.interleaved(runs, rounds=self.config.rounds, warmup=1, device=_device(model))
+        times = timing.interleaved(runs, rounds=self.config.timing.rounds, warmup=1, device=_device(model))
         count = len(self.timing_inputs)
         base = sum(statistics.median(times[f"baseline/{index}"]) for index in range(count)) / count
         mine = sum(statistics.median(times[f"candidate/{index}"]) for index in range(count)) / count
@@ -136,9 +136,14 @@ class BaseMeasurer:
     def accepted(self, figures: dict) -> bool:
         """Whether ``figures`` meet the constraint."""
         drop = self.metric_drop(figures.get("value"))
-        if self.config.max_metric_drop is not None and (drop is None or drop > self.config.max_metric_drop + 1e-12):
+        if self.config.constraint.max_metric_drop is not None and (
+            drop is None or drop > self.config.constraint.max_metric_drop + 1e-12
+        ):
             return False
-        floors = (("fidelity", self.config.min_fidelity), ("neighbours_kept", self.config.min_neighbours_kept))
+        floors = (
+            ("fidelity", self.config.constraint.min_fidelity),
+            ("neighbours_kept", self.config.constraint.min_neighbours_kept),
+        )
         for figure, floor in floors:
             if floor is not None and (figures.get(figure) is None or figures[figure] < floor):
                 return False
@@ -146,12 +151,12 @@ class BaseMeasurer:
 
     def constraint_text(self) -> str:
         parts = []
-        if self.config.max_metric_drop is not None:
-            parts.append(f"{self.metric_name} drop <= {self.config.max_metric_drop:g}")
-        if self.config.min_fidelity is not None:
-            parts.append(f"output cosine >= {self.config.min_fidelity:g}")
-        if self.config.min_neighbours_kept is not None:
-            parts.append(f"neighbours kept >= {self.config.min_neighbours_kept:g}")
+        if self.config.constraint.max_metric_drop is not None:
+            parts.append(f"{self.metric_name} drop <= {self.config.constraint.max_metric_drop:g}")
+        if self.config.constraint.min_fidelity is not None:
+            parts.append(f"output cosine >= {self.config.constraint.min_fidelity:g}")
+        if self.config.constraint.min_neighbours_kept is not None:
+            parts.append(f"neighbours kept >= {self.config.constraint.min_neighbours_kept:g}")
         return " and ".join(parts) or "no constraint"
 
 
@@ -175,7 +180,7 @@ class Measurer(BaseMeasurer):
     def figures(self, model: Any, artifact: Path | None, name: str) -> dict:
         """The candidate's figures (``value``: the task metric on the validation split)."""
         self.refuse_unmeasurable(model, name)
-        measured = measure(model, self.data, artifact=artifact, config=self.config.measure, task=self.task)
+        measured = measure(model, self.data, artifact=artifact, config=self.config.timing.measure, task=self.task)
         batch = self.config.timing_batch
         figures = {
             "metric": measured.metric,
@@ -187,7 +192,7 @@ class Measurer(BaseMeasurer):
             **self.speed_figures(model),
             "peak_memory_bytes": measured.peak_memory_bytes,
         }
-        if self.config.objective == "memory" and batch != self.config.measure.throughput_batch:
+        if self.config.objective == "memory" and batch != self.config.timing.measure.throughput_batch:
             figures["peak_memory_bytes"] = (
                 None
                 if isinstance(model, OnnxModule)
@@ -195,10 +200,10 @@ class Measurer(BaseMeasurer):
             )
         if "neighbours_kept" in measured.metrics:  # a sentence encoder: what a search index would notice
             figures["neighbours_kept"] = measured.metrics["neighbours_kept"]
-        elif self.config.min_neighbours_kept is not None:
+        elif self.config.constraint.min_neighbours_kept is not None:
             raise ConfigError(
-                f"search.min_neighbours_kept: {name} reports no neighbours kept; the floor applies to sentence "
-                f"encoders (data task 'embedding'), this task's metric is {measured.metric}"
+                f"search.constraint.min_neighbours_kept: {name} reports no neighbours kept; the floor applies to "
+                f"sentence encoders (data task 'embedding'), this task's metric is {measured.metric}"
             )
         if figures[OBJECTIVE_FIGURES[self.config.objective][0]] is None:
             raise ConfigError(f"search: {self.config.objective} could not be measured for {name}")

@@ -24,9 +24,9 @@ def search_summary(result: SearchResult, config: SearchConfig) -> dict:
     return {
         "objective": {"name": config.objective, "figure": figure, "label": label, "batch": config.timing_batch},
         "constraint": {
-            "max_metric_drop": config.max_metric_drop,
-            "min_fidelity": config.min_fidelity,
-            "min_neighbours_kept": config.min_neighbours_kept,
+            "max_metric_drop": config.constraint.max_metric_drop,
+            "min_fidelity": config.constraint.min_fidelity,
+            "min_neighbours_kept": config.constraint.min_neighbours_kept,
         },
         "prefer": config.prefer,
         "baseline": result.baseline,

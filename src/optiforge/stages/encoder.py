@@ -99,10 +99,11 @@ class EncoderSearchConfig(Config):
         return SearchStageConfig(
             candidates=[[{"encoder_runtime": c.model_dump(mode="json", exclude_unset=True)}] for c in self.candidates],
             objective="latency",
-            batch=self.batch_size,
-            max_metric_drop=round(1.0 - self.min_cosine, 12),
-            min_neighbours_kept=self.min_neighbours_kept,
-            rounds=self.timing_rounds,
+            constraint={
+                "max_metric_drop": round(1.0 - self.min_cosine, 12),
+                "min_neighbours_kept": self.min_neighbours_kept,
+            },
+            timing={"batch": self.batch_size, "rounds": self.timing_rounds},
             keep=self.keep,
         )
 

@@ -136,7 +136,7 @@ def _front_rows(search: Search, result: SearchResult, model: Any, config: Search
             started = time.perf_counter()
             built = outcome.model if outcome.model is not None else search.rebuild(outcome, model)
             artifact = ctx.stage_dir / outcome.artifact if outcome.artifact else None
-            figures = measure(built, ctx.data, artifact=artifact, config=config.measure, task=ctx.task)
+            figures = measure(built, ctx.data, artifact=artifact, config=config.timing.measure, task=ctx.task)
             rows.append(
                 {
                     "stage": f"{ctx.stage_dir.name}: {outcome.spec.name}",
@@ -185,12 +185,10 @@ def default_search(
     return SearchStageConfig(
         **space,
         objective=objective,
-        max_metric_drop=max_metric_drop,
-        min_fidelity=min_fidelity,
-        batch=batch,
-        budget_minutes=budget_minutes,
+        constraint={"max_metric_drop": max_metric_drop, "min_fidelity": min_fidelity},
+        timing={"batch": batch},
+        effort={"budget_minutes": budget_minutes, "proxy": {"fraction": 0.5}},
         keep=keep,
-        proxy={"fraction": 0.5},
     )
 
 
