@@ -11,8 +11,10 @@
 Run on an idle machine; each part writes its run folders under --out and prints a Markdown table.
 Expected duration on an idle 2-core CPU: about 25 minutes in all (size 5, speed 16 with the training,
 cost 4); the searches stop at --budget minutes each (default 6) between candidates, so a loaded machine
-measures fewer candidates rather than running longer. ``--quick`` (a few training epochs, 2-minute
-budgets, two space sizes) checks the script end to end in a few minutes; its figures mean nothing.
+measures fewer candidates rather than running longer (successive halving measures every proxy before any
+candidate in full, so a budget spent on proxies ships the float model: read the notes it prints).
+``--quick`` (a few training epochs, 2-minute budgets, two space sizes) checks the script end to end;
+its figures mean nothing.
 
     .venv/bin/python benchmarks/search.py                 # all three
     .venv/bin/python benchmarks/search.py --only cost --quick
