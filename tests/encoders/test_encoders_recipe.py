@@ -34,7 +34,7 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
             "calibration_batches": 2,
             "layers": {"exclude": ["transformer.encoder.layer.*.output.dense"]},
         },
-        {"quantize": "none", "fuse": False, "calibration_batches": 1},  # plain float export: cheap
+        {"quantize": "none", "session": {"fuse": False}, "calibration_batches": 1},  # plain float export: cheap
     ]
     result = optiforge.run_recipe(_small_minilm(candidates), out=tmp_path / "run", progress=False, show_table=False)
     baseline, searched = result.report["stages"]
@@ -67,7 +67,7 @@ def test_minilm_recipe_runs_and_exports_the_chosen_encoder(tmp_path):
 
 @pytest.mark.slow  # the same fallback runs fast on a tiny BERT in test_encoders_search.py
 def test_minilm_recipe_ships_the_float_encoder_when_no_candidate_meets_the_floors(tmp_path):
-    candidates = [{"quantize": "int8_dynamic", "fuse": False, "calibration_batches": 1}]
+    candidates = [{"quantize": "int8_dynamic", "session": {"fuse": False}, "calibration_batches": 1}]
     recipe = _small_minilm(candidates, max_metric_drop=1e-8)
     result = optiforge.run_recipe(recipe, out=tmp_path / "run", progress=False, show_table=False)
     baseline, searched = result.report["stages"]

@@ -22,7 +22,7 @@ from optiforge.stages.search import SearchStageConfig, candidates_of, run_search
 from optiforge.tasks import task_for
 
 FAST_MEASURE = MeasureConfig(latency_repeats=1, warmup=0, throughput_batch=8, throughput_repeats=1)
-UNFUSED = {"fuse": False, "calibration_batches": 1}
+UNFUSED = {"session": {"fuse": False}, "calibration_batches": 1}
 
 
 @pytest.fixture(scope="module")

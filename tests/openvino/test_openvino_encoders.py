@@ -234,3 +234,44 @@ def test_real_minilm_in_openvino_float_int8_and_as_a_sentence_transformers_folde
     (tokens,) = session.run(["last_hidden_state"], {item.name: feeds[item.name] for item in session.get_inputs()})
     encoded = reference.encode(sentences, convert_to_numpy=True)
     assert np.abs(_pooled(reference, tokens, feeds["attention_mask"]) - encoded).max() < 1e-4
+
+
+def test_encoder_runtime_engine_openvino_runs_padding_free_and_matches_pytorch(tiny_encoder, tiny_packed, tmp_path):
+    from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder_with_result
+
+    config = EncoderRuntimeConfig(engine="openvino", quantize="none", remove_padding=True)
+    result = optimize_encoder_with_result(tiny_encoder, config, [tiny_packed], path=tmp_path / "encoder.onnx")
+    assert isinstance(result.model, OpenVinoSentenceEncoder) and result.model.path == tmp_path / "encoder.xml"
+    assert (tmp_path / "encoder.bin").is_file() and not (tmp_path / "encoder.onnx").exists()
+    with torch.no_grad():
+        expected = tiny_encoder(tiny_packed)
+    assert (result.model(tiny_packed) - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.slow  # NNCF calibration of a transformer
+def test_encoder_runtime_engine_openvino_int8_is_quantized_by_nncf(tiny_encoder, tiny_packed, tmp_path):
+    from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder_with_result
+
+    config = EncoderRuntimeConfig(engine="openvino", quantize="int8_static", remove_padding=True)
+    calibration = [_batch([9, 4, 12, 7], 12, seed=seed) for seed in range(3)] + [tiny_packed]
+    result = optimize_encoder_with_result(tiny_encoder, config, calibration, path=tmp_path / "encoder.onnx")
+    assert 'type="FakeQuantize"' in result.model.path.read_text()
+    with torch.no_grad():
+        expected = tiny_encoder(tiny_packed)
+    assert torch.nn.functional.cosine_similarity(result.model(tiny_packed), expected).min().item() > 0.98
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"quantize": "int8_dynamic"}, "int8_dynamic"),
+        ({"quantize": "int8_static", "smoothing": {"alpha": 0.8}}, "smoothing"),
+        ({"quantize": "int8_static", "layers": {"float_most_sensitive": 2}}, "layers"),
+    ],
+)
+def test_encoder_runtime_engine_openvino_refuses_onnx_runtime_only_fields(fields, named):
+    from optiforge.encoders.optimize import EncoderRuntimeConfig
+    from optiforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=named):
+        EncoderRuntimeConfig(engine="openvino", **fields)

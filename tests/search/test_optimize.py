@@ -19,7 +19,7 @@ def test_dry_run_prints_the_default_space_and_its_cost(capsys):
     assert main(["optimize", "quickstart", "--dry-run", "--objective", "size"]) == 0
     printed = capsys.readouterr().out
     assert "objective size" in printed and "classifier" in printed
-    assert "share(clusters=16" in printed and "prune(method=structured, sparsity=0.3" in printed
+    assert "share(clusters=16" in printed and "prune(method=magnitude, sparsity=0.95" in printed
     assert "unchanged" in printed
     cost = next(line for line in printed.splitlines() if line.startswith("cost:"))
     assert "without prefix sharing" in cost and "fine-tuning epochs" in cost

@@ -52,6 +52,7 @@ RENAMED = {
     "float_layers": "layers.exclude",
     "smoothing_alpha": "smoothing.alpha",
     "smoothing_layers": "smoothing.layers.include",
+    "fuse": "session.fuse",
 }
 
 # the graph nodes that hold a layer's weight matrix
@@ -59,8 +60,9 @@ MATRIX_OPS = ("MatMul", "Gemm", "Attention")
 
 
 class SessionConfig(Config):
-    """How ONNX Runtime runs the finished graph (not part of the graph itself)."""
+    """How ONNX Runtime builds and runs the finished graph: its transformer fusions and its threads."""
 
+    fuse: bool = Field(True, description="ONNX Runtime transformer fusions (Attention, SkipLayerNorm, ...)")
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (default: PyTorch's)")
     spinning: bool = Field(False, description="let ONNX Runtime threads busy-wait (helps on an idle machine only)")
 
@@ -73,12 +75,19 @@ class SmoothingConfig(Config):
 
 
 class EncoderRuntimeConfig(Config):
-    """How a sentence encoder is turned into a fast ONNX Runtime graph."""
+    """How a sentence encoder is turned into a fast ONNX Runtime (or OpenVINO) graph.
+
+    ``engine: openvino`` converts the (padding-free) encoder to OpenVINO IR and, for ``int8_static``,
+    quantizes it with NNCF's transformer preset, which smooths activations itself; ``per_channel``,
+    ``session.fuse`` and ``session.spinning`` are ONNX Runtime's and are ignored there.
+    """
 
     renamed_fields: ClassVar[dict[str, str]] = RENAMED
 
+    engine: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime", description="whose runtime runs the graph: onnxruntime or openvino (NNCF int8_static)"
+    )
     remove_padding: bool = Field(False, description="compute on real tokens only (BERT-like encoders; exact)")
-    fuse: bool = Field(True, description="ONNX Runtime transformer fusions (Attention, SkipLayerNorm, ...)")
     quantize: Literal["none", "int8_dynamic", "int8_static"] = "int8_dynamic"
     per_channel: bool = True
     layers: QuantizedLayerFilter = Field(
@@ -92,6 +101,23 @@ class EncoderRuntimeConfig(Config):
     def _sensitive_layers_need_int8(self) -> EncoderRuntimeConfig:
         if self.layers.float_most_sensitive and self.quantize == "none":
             raise ValueError("layers.float_most_sensitive keeps layers of an int8 graph float; quantize is 'none'")
+        if self.engine == "openvino":
+            if self.quantize == "int8_dynamic":
+                raise ValueError(
+                    "engine 'openvino' runs quantize 'none' or 'int8_static' (NNCF calibrates activation ranges), "
+                    "not 'int8_dynamic'; choose int8_static or engine onnxruntime"
+                )
+            if self.smoothing is not None:
+                raise ValueError(
+                    "smoothing is done by NNCF's transformer preset under engine 'openvino'; remove smoothing "
+                    "or choose engine onnxruntime"
+                )
+            if self.layers != QuantizedLayerFilter():
+                raise ValueError(
+                    f"layers ({self.layers.model_dump(exclude_defaults=True)}) choose ONNX Runtime's quantized "
+                    "nodes; engine 'openvino' quantizes every layer NNCF's transformer preset picks; remove layers "
+                    "or choose engine onnxruntime"
+                )
         return self
 
 
@@ -224,6 +250,10 @@ def optimize_encoder_with_result(
     from optiforge.encoders.runtime import OnnxSentenceEncoder
 
     config = config or EncoderRuntimeConfig()
+    if config.engine == "openvino":
+        from optiforge.encoders.openvino_runtime import openvino_runtime
+
+        return OptimizeEncoderResult(openvino_runtime(encoder, config, calibration, path), config.quantize)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -254,7 +284,7 @@ def optimize_encoder_with_result(
 
             model = remove_padding(model)
         current = export_sentence_encoder(model, work / "float.onnx", calibration[0] if calibration else None)
-        if config.fuse:
+        if config.session.fuse:
             transformer_config = getattr(getattr(encoder, "transformer", None), "config", None)
             if transformer_config is None:
                 raise ModelError("encoder runtime: fuse needs a transformers model with a config")

@@ -1,7 +1,8 @@
 """Stage kinds for sentence encoders (all-MiniLM-L6-v2 and other BERT-like models).
 
 ``encoder_runtime`` turns the current :class:`~optiforge.encoders.SentenceEncoder`
-into a fused, optionally smoothed and int8-quantized ONNX Runtime graph;
+into a fused, optionally smoothed and int8-quantized ONNX Runtime graph (or, with
+``engine: openvino``, an OpenVINO IR quantized by NNCF);
 ``encoder_search`` is a ``search`` whose candidates are one ``encoder_runtime``
 each, judged by the fidelity floors of a sentence encoder (when none meets
 them, the float PyTorch encoder ships unchanged).
@@ -62,7 +63,7 @@ def check_encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, data: 
 @register_stage(
     "encoder_runtime",
     EncoderRuntimeConfig,
-    "sentence encoder → fused (smoothed, int8) ONNX Runtime graph",
+    "sentence encoder → fused (smoothed, int8) ONNX Runtime graph, or OpenVINO IR (NNCF int8)",
     check=check_encoder_runtime,
 )
 def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageContext) -> StageOutput:
@@ -78,7 +79,9 @@ def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageCo
         _calibration(ctx, config.calibration_batches),
         path=ctx.stage_dir / "encoder.onnx",
         evaluation=batches_from(ctx.data.val, ENCODE_BATCH)[0] if ranked else (),
-        rankings=ctx.shared_work("encoder_runtime", config, {"layers": {"float_most_sensitive"}, "session": True}),
+        rankings=ctx.shared_work(
+            "encoder_runtime", config, {"layers": {"float_most_sensitive"}, "session": {"threads", "spinning"}}
+        ),
     )
     return StageOutput(result.model, artifact=result.model.path, info={"runtime": result.summary()})
 
