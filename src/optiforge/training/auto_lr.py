@@ -6,10 +6,8 @@ run will use, so no batch-size rescaling is needed afterwards. A model whose
 loss does not fall anywhere in that range cannot be given a rate; that is the
 user's to fix (frozen weights, a dead output layer, wrong targets).
 
-The range test's loss is an exponential moving average (weight 0.1 on the
-newest step), which trails the rate by about nine steps; the chosen rate is
-the steepest-descent suggestion moved back by that delay, the rate at which
-the fall really happened.
+The rate is the range test's suggestion: the rate at the lowest smoothed loss
+divided by ten.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ START_LR = 1e-5
 END_LR = 10.0
 STEPS = 100
 MIN_FALL = 0.02  # a relative fall of the smoothed loss below this is noise, not learning
-SMOOTHING_DELAY_STEPS = 9  # mean delay of an average with weight 0.1 on the newest value: (1 - 0.1) / 0.1
 
 
 def choose_lr(model: nn.Module, data: TaskData, config: TrainConfig, hardware: HardwareConfig) -> tuple[float, str]:
@@ -43,11 +40,9 @@ def choose_lr(model: nn.Module, data: TaskData, config: TrainConfig, hardware: H
             f"{lowest:.4g}); check that the model's weights are trainable and the targets match the outputs, "
             "or give a number for train.optimizer.lr"
         )
-    step_factor = (END_LR / START_LR) ** (1 / (STEPS - 1))
-    chosen = max(START_LR, found.suggested_lr / step_factor**SMOOTHING_DELAY_STEPS)
+    lowest_at = found.learning_rates[found.losses.index(lowest)]
     reason = (
         f"range test {START_LR:g} to {END_LR:g} over {len(found.losses)} steps of batch {config.batch_size}: "
-        f"steepest fall of the smoothed loss at {found.suggested_lr:.3g}, {chosen:.3g} once the smoothing's "
-        f"{SMOOTHING_DELAY_STEPS}-step delay is taken off"
+        f"lowest smoothed loss at {lowest_at:.3g}, a tenth of it is {found.suggested_lr:.3g}"
     )
-    return chosen, reason
+    return found.suggested_lr, reason
