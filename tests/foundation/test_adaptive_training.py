@@ -53,6 +53,17 @@ def test_lr_auto_chooses_inside_the_range_where_training_converges_on_every_seed
         assert result.history[-1]["val_accuracy"] >= CONVERGED
 
 
+def test_lr_auto_under_one_cycle_peaks_closer_to_the_lowest_loss(digits, one_thread):
+    constant = optiforge.TrainConfig(epochs=1, optimizer={"name": "adam", "lr": "auto"})
+    one_cycle = constant.model_copy(update={"schedule": optiforge.ScheduleConfig(name="onecycle")})
+    steady = optiforge.train(_mlp(digits), digits, constant, progress=False).choices
+    cycled = optiforge.train(_mlp(digits), digits, one_cycle, progress=False).choices
+    # the same range test (same seed and batches): a tenth of the lowest-loss rate, against a third as the peak
+    assert cycled["lr"] == pytest.approx(steady["lr"] * 10 / 3)
+    assert "one-cycle peaks at a third of it" in cycled["lr_reason"]
+    assert "a tenth of it" in steady["lr_reason"]
+
+
 class _Dead(nn.Module):
     """Outputs that do not depend on the weights: no rate can lower the loss."""
 
