@@ -6,10 +6,16 @@ peak memory is about one block plus the shards. ``cpu_offload`` keeps the
 shards and the optimizer state in host memory. On a 2-D mesh
 ``[replicas, shards]`` parameters are sharded inside a row and replicated
 across rows (HSDP): sharding traffic stays within a node, gradients are
-averaged across nodes.
+averaged across nodes. With gradient accumulation the gradients are reduced
+(reduce-scatter, and HSDP's all-reduce) only on an optimizer step's last
+backward pass; the others accumulate full gradients locally, as DDP's
+``no_sync`` does (:meth:`FullyShardedBase.synchronizing`).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -33,6 +39,16 @@ def shard_blocks(model: nn.Module, mesh, cpu_offload: bool = False) -> nn.Module
     return model
 
 
+@contextlib.contextmanager
+def _without_gradient_sync(model) -> Iterator[None]:
+    """FSDP2's ``no_sync``: unsharded gradients accumulate locally until a backward with the sync back on."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 class FullyShardedBase(Distributed):
     """Shared by FSDP and HSDP: DTensor checkpoints and gathering the full model."""
 
@@ -47,6 +63,13 @@ class FullyShardedBase(Distributed):
             raise ConfigError(f"parallel.strategy '{self.name}': the model has no parameters to shard")
         self._template, self._device = meta_copy(model), device
         return shard_blocks(model, self.mesh(), self.config.fsdp.cpu_offload)
+
+    def synchronizing(self, model: nn.Module, synchronize: bool) -> contextlib.AbstractContextManager:
+        from torch.distributed.fsdp import FSDPModule
+
+        if synchronize or not isinstance(model, FSDPModule):
+            return contextlib.nullcontext()
+        return _without_gradient_sync(model)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         model = getattr(model, "_orig_mod", model)

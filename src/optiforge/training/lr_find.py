@@ -1,11 +1,15 @@
 """The learning-rate range test (Smith 2017, arXiv:1506.01186).
 
 The rate grows exponentially from ``start_lr`` to ``end_lr`` over ``steps``
-mini-batches while the smoothed loss is recorded; the suggestion is the rate
-of steepest descent of the loss, which Smith and fast.ai found a good
-starting rate. The model's weights are restored afterwards. The loss is the
-task's own, without ``data.label_smoothing``: smoothing puts a floor under
-the loss that flattens its fall and moves the suggestion to lower rates.
+mini-batches while the smoothed loss is recorded, until the loss diverges
+(1.5 times its lowest value). The suggestion is the rate at the lowest
+smoothed loss divided by ten, fast.ai's ``minimum`` suggestion: the lowest
+point is a broad, stable feature of the curve, where the steepest slope is
+the difference of two noisy points and moved tenfold from seed to seed on a
+wider cnn1d (1.2e-4 to 1.2e-3, where the lowest point stayed at 1.9e-2 to
+2.5e-2). The model's weights are restored afterwards. The loss is the task's
+own, without ``data.label_smoothing``: smoothing puts a floor under the loss
+that flattens its fall and moves the suggestion to lower rates.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from optiforge.config import HardwareConfig, TrainConfig
@@ -26,6 +29,9 @@ from optiforge.tasks import task_for
 from optiforge.training.checkpoint import seed_everything
 from optiforge.training.optimizers import build_optimizer
 from optiforge.training.tensor_batches import make_batches
+
+DIVERGED = 1.5  # the smoothed loss this many times its lowest value: the rate is past usable
+BELOW_MINIMUM = 10.0  # the suggestion: the rate at the lowest loss divided by this
 
 
 @dataclass
@@ -92,12 +98,12 @@ def lr_find(
             losses.append(smoothed)
             best = min(best, smoothed)
             step += 1
-            # a diverging loss says nothing more: stop at 4× the best seen
-            if step >= steps or not math.isfinite(smoothed) or smoothed > 4 * best:
+            # a diverging loss says nothing more; stopping early saves about a fifth of the steps
+            if step >= steps or not math.isfinite(smoothed) or smoothed > DIVERGED * best:
                 step = steps
                 break
     model.load_state_dict(saved)
-    suggested = _steepest_descent(rates, losses)
+    suggested = suggest_lr(rates, losses)
     plot_path = None
     if plot is not None:
         from optiforge.bench.plots import plot_series
@@ -114,14 +120,10 @@ def lr_find(
     return LRFindResult(rates, losses, suggested, plot_path)
 
 
-def _steepest_descent(rates: list[float], losses: list[float]) -> float:
-    """The rate where the loss falls fastest against log(rate), before divergence."""
-    finite = [(rate, loss) for rate, loss in zip(rates, losses, strict=True) if math.isfinite(loss)]
-    if len(finite) < 3:
+def suggest_lr(rates: list[float], losses: list[float]) -> float:
+    """The rate at the lowest finite smoothed loss, divided by ten (never below the first rate)."""
+    finite = [(loss, rate) for rate, loss in zip(rates, losses, strict=True) if math.isfinite(loss)]
+    if not finite:
         return rates[0]
-    end = min(range(len(finite)), key=lambda i: finite[i][1])
-    window = finite[: max(end + 1, 3)]
-    log_rates = torch.tensor([math.log(r) for r, _ in window])
-    values = torch.tensor([loss for _, loss in window])
-    slopes = (values[2:] - values[:-2]) / (log_rates[2:] - log_rates[:-2])
-    return float(window[int(torch.argmin(slopes)) + 1][0])
+    _, lowest_at = min(finite)
+    return max(rates[0], lowest_at / BELOW_MINIMUM)
