@@ -31,6 +31,7 @@ from optiforge.exporters.openvino import OpenVinoModule, check_precision, conver
 from optiforge.imports import optional_import, quiet_loggers
 from optiforge.quantization.calibration import model_inputs
 from optiforge.quantization.config import OpenVinoOptions
+from optiforge.quantization.fidelity import labels_of
 from optiforge.quantization.openvino_scope import batchnorm_owners, first_row, float_node_names
 
 log = logging.getLogger("optiforge")
@@ -84,23 +85,24 @@ def ignored_scope(float_layers: Sequence[str], node_names: Sequence[str] = ()):
 
 
 def _labelled(batches: list) -> list:
-    labelled = [batch for batch in batches if isinstance(batch, (tuple, list)) and len(batch) > 1]
+    labelled = [batch for batch in batches if labels_of(batch) is not None]
     if not labelled:
         raise ConfigError(
             "quantize.target.max_metric_drop with engine 'openvino' needs validation batches with labels "
-            "((inputs, targets) pairs)"
+            "((inputs, targets) pairs, targets integer classes or (batch, classes) logits)"
         )
     return labelled
 
 
 def _accuracy(feed: Callable[[Any], Any]) -> Callable:
-    """NNCF's validation function: top-1 accuracy of a compiled model on labelled batches."""
+    """NNCF's validation function: top-1 accuracy of a compiled model on labelled batches (top-1 agreement
+    when the targets are a float reference model's logits)."""
 
     def validate(compiled: Any, batches: Any) -> float:
         correct = total = 0
         for batch in batches:
             outputs = compiled(feed(batch))[0]
-            labels = batch[1]
+            labels = labels_of(batch)
             correct += int((torch.from_numpy(outputs).argmax(1) == labels).sum())
             total += int(labels.numel())
         return correct / max(total, 1)
