@@ -5,7 +5,8 @@
 * ``int8_static``: NNCF post-training quantization calibrated on the recipe's
   batches; with ``target.max_metric_drop`` NNCF's accuracy-controlled variant
   keeps the layers that cost most accuracy in float until the drop fits
-  (measured on the labelled validation batches).
+  (top-1 accuracy on the labelled validation batches; top-1 agreement when
+  the targets are a float reference model's logits).
 * ``int8_weight_only`` / ``int4_weight_only``: NNCF weight compression
   (int8 asymmetric per channel; int4 symmetric in groups of ``weights.group_size``).
 
