@@ -1,10 +1,8 @@
 """How close a quantized model stays to its float original.
 
 For any model: mean cosine between outputs and their relative error. For a
-classifier (batches with integer labels, or with score targets such as a
-reference model's logits, whose top-1 class is the label): accuracy of both,
-the drop, and how often the two agree on the predicted class. With a float
-reference model's logits as targets, accuracy is top-1 agreement with it.
+classifier (batches with integer labels): accuracy of both, the drop, and
+how often the two agree on the predicted class.
 """
 
 from __future__ import annotations
@@ -47,14 +45,10 @@ class Fidelity:
 
 
 def labels_of(batch: Any) -> torch.Tensor | None:
-    """The class labels of a batch: integer labels, or the top-1 classes of score targets ``(batch, classes)``
-    (a reference model's logits, soft labels); ``None`` for unlabelled batches."""
     if isinstance(batch, (tuple, list)) and len(batch) > 1 and torch.is_tensor(batch[1]):
         labels = batch[1]
         if not labels.is_floating_point() and labels.dim() == 1:
             return labels
-        if labels.is_floating_point() and labels.dim() == 2 and labels.shape[1] > 1:
-            return labels.argmax(1)
     return None
 
 

@@ -5,8 +5,9 @@
 * ``int8_static``: NNCF post-training quantization calibrated on the recipe's
   batches; with ``target.max_metric_drop`` NNCF's accuracy-controlled variant
   keeps the layers that cost most accuracy in float until the drop fits
-  (top-1 accuracy on the labelled validation batches; top-1 agreement when
-  the targets are a float reference model's logits).
+  (top-1 accuracy on the labelled validation batches; the quantize stage
+  labels a float model's logit targets with their top-1 classes, so there
+  it is top-1 agreement with the float model).
 * ``int8_weight_only`` / ``int4_weight_only``: NNCF weight compression
   (int8 asymmetric per channel; int4 symmetric in groups of ``weights.group_size``).
 
@@ -90,14 +91,13 @@ def _labelled(batches: list) -> list:
     if not labelled:
         raise ConfigError(
             "quantize.target.max_metric_drop with engine 'openvino' needs validation batches with labels "
-            "((inputs, targets) pairs, targets integer classes or (batch, classes) logits)"
+            "((inputs, targets) pairs, targets integer classes)"
         )
     return labelled
 
 
 def _accuracy(feed: Callable[[Any], Any]) -> Callable:
-    """NNCF's validation function: top-1 accuracy of a compiled model on labelled batches (top-1 agreement
-    when the targets are a float reference model's logits)."""
+    """NNCF's validation function: top-1 accuracy of a compiled model on labelled batches."""
 
     def validate(compiled: Any, batches: Any) -> float:
         correct = total = 0
