@@ -58,3 +58,22 @@ def test_max_metric_drop_bounds_the_loss_of_agreement_on_logit_targets(tmp_path)
     assert not output.info["baseline_kept"]
     assert output.info["agreement"] == pytest.approx(_agreement(output.model, reference, data.val.tensors[0]))
     assert output.info["agreement"] >= 0.95
+
+
+def test_openvino_accuracy_control_keeps_agreement_on_logit_targets(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    nncf = pytest.importorskip("nncf")
+    calls: list[float] = []
+    real = nncf.quantize_with_accuracy_control
+
+    def spy(model, calibration, validation, validation_fn, **kwargs):
+        calls.append(kwargs["max_drop"])
+        return real(model, calibration, validation, validation_fn=validation_fn, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", spy)
+    reference, data = _logit_data()
+    config = QuantConfig(scheme="int8_static", engine="openvino", target={"max_metric_drop": 0.01})
+    output = STAGES.get("quantize").apply(reference, config, _context(data, tmp_path))
+    assert calls == [0.01] and not output.info["baseline_kept"]
+    assert output.info["agreement"] == pytest.approx(_agreement(output.model, reference, data.val.tensors[0]))
+    assert output.info["agreement"] >= 0.99
