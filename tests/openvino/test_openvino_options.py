@@ -141,3 +141,8 @@ def test_an_ir_artifact_counts_its_weights_as_parameters(tmp_path):
     # scales and ranges of the int8 graph are quantization parameters, not weights; rounding adds zeros
     total, nonzero = artifact_parameters(int8_ir)
     assert total == weights and weights - 18 - 30 < nonzero <= weights - 18
+    # weight compression's scales and uint8 zero points are not weights either
+    config = QuantConfig(scheme="int8_weight_only", engine="openvino")
+    compressed = quantize_with_result(model, config, calibration=batches).model
+    assert 'element_type="u8"' in compressed.path.read_text()
+    assert artifact_parameters(compressed)[0] == weights

@@ -181,19 +181,24 @@ _QUANT_PARAMETER_INPUTS = {"FakeQuantize": (1, 2, 3, 4)}
 _DEQUANTIZATION_TYPES = ("Multiply", "Subtract")
 
 
-def _is_quantization_parameter(constant: Any) -> bool:
-    """Whether every consumer of ``constant`` takes it as a quantization range, scale or zero point."""
-    targets = list(constant.output(0).get_target_inputs())
+def _is_quantization_parameter(node: Any) -> bool:
+    """Whether every consumer of ``node`` (a constant, or its Convert) takes it as a quantization range, or as the
+    scale or zero point of a dequantization (input 1 of a Multiply/Subtract whose input 0 is the weight's path)."""
+    targets = list(node.output(0).get_target_inputs())
     if not targets:
         return False
     for target in targets:
-        node, index = target.get_node(), target.get_index()
-        kind = node.get_type_name()
+        consumer, index = target.get_node(), target.get_index()
+        kind = consumer.get_type_name()
+        if kind == "Convert":  # a zero point stored as uint8 is converted before it is subtracted
+            if not _is_quantization_parameter(consumer):
+                return False
+            continue
         if index in _QUANT_PARAMETER_INPUTS.get(kind, ()):
             continue
-        if kind not in _DEQUANTIZATION_TYPES or index not in (0, 1):
+        if kind not in _DEQUANTIZATION_TYPES or index != 1:
             return False
-        if node.input_value(1 - index).get_node().get_type_name() not in ("Convert", "Subtract"):
+        if consumer.input_value(0).get_node().get_type_name() not in ("Convert", "Subtract"):
             return False
     return True
 
