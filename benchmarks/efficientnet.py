@@ -173,7 +173,7 @@ def run_recipe(quick: bool, folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a finished 'optiforge run efficientnet' folder to measure")
-    parser.add_argument("--views", type=int, default=320, help="views of the photos dataset (all splits)")
+    parser.add_argument("--views", type=int, default=1000, help="views of the photos dataset (all splits)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", nargs="*", help="measure only these engines (names as in the table)")

@@ -103,3 +103,23 @@ def test_photographs_of_a_package_that_is_not_installed_are_left_out(monkeypatch
     assert {"china", "flower", "grace_hopper"} <= set(found)
     for photo in found.values():
         assert photo.shape[0] == 3 and 0.0 <= float(photo.min()) <= float(photo.max()) <= 1.0
+
+
+def test_targets_are_cached_by_views_and_weights(efficientnet, tmp_path, monkeypatch):
+    from optiforge.data.photos import cached_reference_logits, photo_views
+    from optiforge.models.efficientnet import normalize
+
+    monkeypatch.setenv("OPTIFORGE_CACHE_DIR", str(tmp_path))
+    views = normalize(
+        photo_views({"a": torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(0))}, ["a"], 2, 0)
+    )
+    first = cached_reference_logits(efficientnet, views)
+    (stored,) = (tmp_path / "photos").glob("logits-*.pt")
+    torch.save(first + 1.0, stored)  # what the cache holds is what comes back
+    assert torch.equal(cached_reference_logits(efficientnet, views), first + 1.0)
+    changed = copy.deepcopy(efficientnet)
+    with torch.no_grad():
+        changed.classifier.bias.add_(0.5)
+    assert torch.allclose(cached_reference_logits(changed, views), first + 0.5, atol=1e-4)  # other weights: computed
+    assert torch.allclose(cached_reference_logits(efficientnet, views[:1]), first[:1], atol=1e-4)  # other views
+    assert len(list((tmp_path / "photos").glob("logits-*.pt"))) == 3

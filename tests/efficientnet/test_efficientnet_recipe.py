@@ -27,6 +27,8 @@ def test_efficientnet_recipe_ships_openvino_ir_and_an_onnx_graph_with_the_contra
     assert baseline["metric"] == "agreement" and baseline["value"] == 1.0
     assert baseline["metrics"]["cosine"] == pytest.approx(1.0, abs=1e-5)
     assert 0.0 <= quantized["value"] <= 1.0 and quantized["metrics"]["cosine"] > 0.9
+    assert quantized["agreement"] is not None  # on the validation views, against the float model's logits
+    assert 4_000_000 < quantized["params"] < baseline["params"] * 1.05  # the IR's weights, counted in the IR
     exports = {item["format"]: result.run_dir / item["artifact"] for item in result.report["exports"]}
     assert quantized["engine"] == "openvino" and exports["openvino"].suffix == ".xml"
     assert {"stem.conv", "blocks.0._project_conv", "blocks.15._depthwise_conv"} <= set(quantized["float_layers"])

@@ -126,3 +126,25 @@ def test_an_ir_artifact_weighs_its_graph_and_its_weights(tmp_path):
     graph, weights = result.model.path, result.model.path.with_suffix(".bin")
     assert artifact_size_bytes(graph) == graph.stat().st_size + weights.stat().st_size
     assert artifact_size_bytes(weights) == weights.stat().st_size  # any other file is itself
+
+
+def test_an_ir_artifact_counts_its_weights_as_parameters(tmp_path):
+    from optiforge.bench.deployment import artifact_parameters
+    from optiforge.exporters.openvino import OpenVinoModule, convert, save_ir
+
+    model, batches = tiny_cnn(), [torch.randn(4, 3, 8, 8) for _ in range(2)]
+    with torch.no_grad():
+        model[2].weight[:2] = 0.0  # two depthwise filters pruned
+    weights = sum(parameter.numel() for parameter in model.parameters())
+    float_ir = OpenVinoModule(save_ir(convert(model, batches[0]), tmp_path / "float.xml"))
+    int8_ir = quantize_with_result(model, QuantConfig(engine="openvino"), calibration=batches).model
+    assert _fake_quantize_count(int8_ir.path) > 0
+    assert artifact_parameters(float_ir) == (weights, weights - 18)
+    # scales and ranges of the int8 graph are quantization parameters, not weights; rounding adds zeros
+    total, nonzero = artifact_parameters(int8_ir)
+    assert total == weights and weights - 18 - 30 < nonzero <= weights - 18
+    # weight compression's scales and uint8 zero points are not weights either
+    config = QuantConfig(scheme="int8_weight_only", engine="openvino")
+    compressed = quantize_with_result(model, config, calibration=batches).model
+    assert 'element_type="u8"' in compressed.path.read_text()
+    assert artifact_parameters(compressed)[0] == weights

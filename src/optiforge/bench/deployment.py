@@ -4,7 +4,7 @@ A report row's figures are of the model in this form: the engine that runs
 it (PyTorch, PyTorch compiled by inductor, ONNX Runtime), its precision
 (weights stored in int8/int4/fp16/bf16, or fp32 run under bf16/fp16 autocast
 when ``hardware.precision`` asks), and the threads. Parameters are counted in
-the artefact itself, so an ONNX graph or an int8 graph reports its weights.
+the artefact itself, so an ONNX graph, an OpenVINO IR or an int8 graph reports its weights.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 from optiforge.bench import timing
 from optiforge.config import HardwareConfig
 from optiforge.exporters.onnx import OnnxModule
+from optiforge.exporters.openvino import OpenVinoModule, ir_parameters
 from optiforge.hardware.capabilities import has_fast
 from optiforge.hardware.inference_compile import FrozenCompiled, compile_for_inference, eager_of
 from optiforge.models.builtin import count_parameters
@@ -94,7 +95,10 @@ def precision_of(model: nn.Module | Callable) -> str:
 
 
 def artifact_parameters(model: nn.Module | Callable) -> tuple[int, int]:
-    """(parameters, non-zero parameters) of the artefact: ONNX initializers, int8 weights included."""
+    """(parameters, non-zero parameters) of the artefact: ONNX initializers, OpenVINO IR constants, int8
+    weights included."""
+    if isinstance(model, OpenVinoModule):
+        return ir_parameters(model.path)
     if isinstance(model, OnnxModule):
         from onnx import numpy_helper
 

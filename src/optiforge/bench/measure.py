@@ -74,7 +74,8 @@ def measure(
 
     ``model`` may be any callable taking a batch of inputs; an
     :class:`~optiforge.exporters.onnx.OnnxModule` counts its ONNX initializers
-    as parameters, another callable counts 0. ``hardware.precision`` (bf16,
+    as parameters, an :class:`~optiforge.exporters.openvino.OpenVinoModule` its IR's weight constants,
+    another callable counts 0. ``hardware.precision`` (bf16,
     fp16) runs a float32 model under autocast; ``hardware.compile`` compiles it
     (inductor, frozen weights, dynamic batch) and reports the compile time in
     ``compile_seconds``, apart from the timed calls.

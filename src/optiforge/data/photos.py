@@ -9,13 +9,19 @@ resized to 224×224, flipped half the time, with a small brightness, contrast
 and saturation jitter. Inputs are ``pixel_values`` normalised for
 EfficientNet-Lite; targets are the float reference model's logits, so the
 ``logit_fidelity`` task measures every later stage by its agreement with it.
+The targets are cached on disk (:func:`cache_folder`), keyed by the views and
+the reference weights, so building the same views again skips the model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,12 +30,16 @@ from torch.utils.data import TensorDataset
 
 from optiforge.data.builtin import DATASETS, TaskData
 from optiforge.errors import DataError
+from optiforge.files import atomic_save
 from optiforge.imports import optional_import
+
+log = logging.getLogger("optiforge")
 
 VIEW_SIZE = 224
 MIN_CROP_AREA = 0.25  # smaller crops of these few photos often show nothing an ImageNet class names
 MAX_JITTER = 0.1  # brightness, contrast and saturation factors in [0.9, 1.1]
 TARGET_BATCH = 32
+CACHE_VARIABLE = "OPTIFORGE_CACHE_DIR"
 
 
 def _sklearn_photo(name: str) -> Callable[[], np.ndarray]:
@@ -150,6 +160,40 @@ def reference_logits(model: torch.nn.Module, pixel_values: torch.Tensor) -> torc
     return torch.cat([model(batch) for batch in pixel_values.split(TARGET_BATCH)])
 
 
+def cache_folder() -> Path:
+    """Where computed targets are kept: ``$OPTIFORGE_CACHE_DIR/photos``, else ``~/.cache/optiforge/photos``."""
+    root = os.environ.get(CACHE_VARIABLE)
+    return (Path(root) if root else Path.home() / ".cache" / "optiforge") / "photos"
+
+
+def _fingerprint(model: torch.nn.Module, pixel_values: torch.Tensor) -> str:
+    digest = hashlib.sha256(f"{torch.__version__}|{tuple(pixel_values.shape)}".encode())
+    digest.update(pixel_values.contiguous().numpy().tobytes())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def cached_reference_logits(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """:func:`reference_logits`, kept on disk (:func:`cache_folder`) under a hash of the views and the
+    model's weights, so a rebuild of the same views runs the reference model only once."""
+    path = cache_folder() / f"logits-{_fingerprint(model, pixel_values)}.pt"
+    if path.is_file():
+        try:
+            logits = torch.load(path, weights_only=True)
+            if torch.is_tensor(logits) and logits.shape[0] == len(pixel_values):
+                return logits
+        except (OSError, RuntimeError, EOFError):
+            pass  # unreadable: computed again and rewritten
+    logits = reference_logits(model, pixel_values)
+    try:
+        atomic_save(logits, path)
+    except OSError as error:  # a read-only home or a full disk costs the cache, not the dataset
+        log.warning("data photos: targets not cached in %s (%s)", path.parent, error)
+    return logits
+
+
 @DATASETS.register("photos")
 def photos(views: int = 320, seed: int = 0, weights: str | None = None) -> TaskData:
     """Augmented views of packaged photographs, normalised for EfficientNet-Lite0, its logits as targets.
@@ -171,7 +215,7 @@ def photos(views: int = 320, seed: int = 0, weights: str | None = None) -> TaskD
     splits = []
     for group, count in zip(groups, counts, strict=True):
         pixel_values = normalize(photo_views(found, group, count, seed))
-        splits.append(TensorDataset(pixel_values, reference_logits(reference, pixel_values)))
+        splits.append(TensorDataset(pixel_values, cached_reference_logits(reference, pixel_values)))
     train, val, test = splits
     return TaskData(
         train=train,

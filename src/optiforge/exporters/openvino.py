@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -171,6 +172,53 @@ def compile_ir(path: str | Path, precision: str = "f32", threads: int | None = N
         return core.compile_model(model, "CPU", compile_config(precision, threads)), input_names_of(model)
     except Exception as error:
         raise ModelError(f"openvino: OpenVINO cannot load '{path}': {str(error).splitlines()[0]}") from None
+
+
+# element types of shapes, axes and indices: constants of these types are not weights
+_INDEX_TYPES = ("i32", "i64", "u32", "u64", "boolean")
+# inputs that hold quantization parameters: FakeQuantize's ranges, a dequantization's scale and zero point
+_QUANT_PARAMETER_INPUTS = {"FakeQuantize": (1, 2, 3, 4)}
+_DEQUANTIZATION_TYPES = ("Multiply", "Subtract")
+
+
+def _is_quantization_parameter(node: Any) -> bool:
+    """Whether every consumer of ``node`` (a constant, or its Convert) takes it as a quantization range, or as the
+    scale or zero point of a dequantization (input 1 of a Multiply/Subtract whose input 0 is the weight's path)."""
+    targets = list(node.output(0).get_target_inputs())
+    if not targets:
+        return False
+    for target in targets:
+        consumer, index = target.get_node(), target.get_index()
+        kind = consumer.get_type_name()
+        if kind == "Convert":  # a zero point stored as uint8 is converted before it is subtracted
+            if not _is_quantization_parameter(consumer):
+                return False
+            continue
+        if index in _QUANT_PARAMETER_INPUTS.get(kind, ()):
+            continue
+        if kind not in _DEQUANTIZATION_TYPES or index != 1:
+            return False
+        if consumer.input_value(0).get_node().get_type_name() not in ("Convert", "Subtract"):
+            return False
+    return True
+
+
+def ir_parameters(path: str | Path) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of the IR at ``path``: its weight constants, int8/int4 included,
+    quantization ranges, scales and zero points and shape constants left out (as an ONNX graph's are)."""
+    model = openvino().Core().read_model(str(path))
+    total = nonzero = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Constant" or node.get_output_element_type(0).get_type_name() in _INDEX_TYPES:
+            continue
+        size = int(np.prod(list(node.get_output_shape(0)), dtype=np.int64))
+        if size <= 1 or _is_quantization_parameter(node):
+            continue
+        total += size
+        element = node.get_output_element_type(0)
+        packed = element.bitwidth < 8  # int4/uint4 constants come back packed two to a byte
+        nonzero += size if packed else int(np.count_nonzero(node.get_data()))
+    return total, nonzero
 
 
 def _numpy(value: Any):

@@ -5,7 +5,9 @@
 * ``int8_static``: NNCF post-training quantization calibrated on the recipe's
   batches; with ``target.max_metric_drop`` NNCF's accuracy-controlled variant
   keeps the layers that cost most accuracy in float until the drop fits
-  (measured on the labelled validation batches).
+  (top-1 accuracy on the labelled validation batches; the quantize stage
+  labels a float model's logit targets with their top-1 classes, so there
+  it is top-1 agreement with the float model).
 * ``int8_weight_only`` / ``int4_weight_only``: NNCF weight compression
   (int8 asymmetric per channel; int4 symmetric in groups of ``weights.group_size``).
 
@@ -31,6 +33,7 @@ from optiforge.exporters.openvino import OpenVinoModule, check_precision, conver
 from optiforge.imports import optional_import, quiet_loggers
 from optiforge.quantization.calibration import model_inputs
 from optiforge.quantization.config import OpenVinoOptions
+from optiforge.quantization.fidelity import labels_of
 from optiforge.quantization.openvino_scope import batchnorm_owners, first_row, float_node_names
 
 log = logging.getLogger("optiforge")
@@ -84,11 +87,11 @@ def ignored_scope(float_layers: Sequence[str], node_names: Sequence[str] = ()):
 
 
 def _labelled(batches: list) -> list:
-    labelled = [batch for batch in batches if isinstance(batch, (tuple, list)) and len(batch) > 1]
+    labelled = [batch for batch in batches if labels_of(batch) is not None]
     if not labelled:
         raise ConfigError(
             "quantize.target.max_metric_drop with engine 'openvino' needs validation batches with labels "
-            "((inputs, targets) pairs)"
+            "((inputs, targets) pairs, targets integer classes)"
         )
     return labelled
 
@@ -100,7 +103,7 @@ def _accuracy(feed: Callable[[Any], Any]) -> Callable:
         correct = total = 0
         for batch in batches:
             outputs = compiled(feed(batch))[0]
-            labels = batch[1]
+            labels = labels_of(batch)
             correct += int((torch.from_numpy(outputs).argmax(1) == labels).sum())
             total += int(labels.numel())
         return correct / max(total, 1)

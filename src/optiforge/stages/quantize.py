@@ -1,20 +1,41 @@
 """Stage ``quantize``: the :func:`optiforge.quantize` verb with the recipe's data.
 
 Calibration batches come from the training split (shuffled), fidelity is
-measured on the validation split, ``qat_int8`` fine-tunes with the stage's
-fine-tune callable. The artefact is the quantized file (int8 state dict,
+measured on the validation split (a float model's logit targets, task
+``logit_fidelity``, count by their top-1 classes: accuracy is agreement),
+``qat_int8`` fine-tunes with the stage's fine-tune callable. The artefact is the quantized file (int8 state dict,
 packed int4 file or int8 ONNX), so the report's size is what ships; when no
 candidate meets the target the float model ships and the row says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
 from torch import nn
 
 from optiforge.data.builtin import TaskData
 from optiforge.data.loaders import make_loader
 from optiforge.quantization.config import QuantConfig
 from optiforge.stages.base import StageContext, StageOutput, register_stage
+from optiforge.tasks import LogitFidelity
+
+
+class TopClassLabels:
+    """Batches ``(inputs, logits)`` of a float reference model as ``(inputs, its top-1 classes)``: the quantize
+    verb's accuracy is then top-1 agreement with the reference, what ``target.max_metric_drop`` bounds."""
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
+        for inputs, logits in self.loader:
+            yield inputs, logits.argmax(dim=1)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def check_quantize(model: nn.Module, config: QuantConfig, data: TaskData) -> None:
@@ -45,6 +66,8 @@ def quantize_stage(model: nn.Module, config: QuantConfig, ctx: StageContext) -> 
 
     calibration = make_loader(ctx.data.train, ctx.train_config.batch_size, shuffle=True, seed=ctx.train_config.seed)
     validation = make_loader(ctx.data.val, 256) if len(ctx.data.val) else make_loader(ctx.data.test, 256)
+    if isinstance(ctx.task, LogitFidelity):
+        validation = TopClassLabels(validation)
     result = quantize_with_result(
         model,
         config,
