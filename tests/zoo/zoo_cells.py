@@ -21,7 +21,9 @@ from optiforge.errors import OptiforgeError
 RULES: dict[str, str] = {
     "int8_dynamic needs Linear layers": r"scheme 'int8_dynamic' quantizes Linear layers",
     "torchao int8 needs Linear layers": r"torchao's \w+ quantizes Linear layers",
-    "structured pruning cannot follow the graph": r"structured pruning (cannot prune|left every chosen layer)",
+    "structured pruning cannot follow the graph": (
+        r"structured pruning (cannot prune|cannot follow|left every chosen layer)"
+    ),
     "the output layer is kept, and it is the only Linear/Conv layer": r"keeps the last layer .* it is the only",
     "ONNX export cannot trace the model": r"^onnx(: | export)",
     "shrink has no student builder for the family": r"^shrink: no student builder for",

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiforge.compress.budget import BudgetSpent, CpuBudget
+from optiforge.bench.budget import BudgetSpent, CpuBudget
 from optiforge.compress.checks import Snapshot, failing_layer, to_device
 from optiforge.compress.common import Trainer, chosen_layers, layer_values
 from optiforge.compress.config import PruneConfig

@@ -1,9 +1,10 @@
 """A CPU-time budget for third-party graph analysis that can run for hours on some graphs.
 
-Torch-Pruning follows every reshape channel by channel; on graphs that fold spatial
-positions into channels and back (timm's EfficientViT windows its attention) its
-index lists grow with channels × positions and one analysis runs for tens of minutes.
-CPU time (not wall time) is counted, so a busy machine does not change the outcome much.
+Structured pruning and ``shrink`` give Torch-Pruning one. Torch-Pruning follows every
+reshape channel by channel; on graphs that fold spatial positions into channels and back
+(timm's EfficientViT windows its attention) its index lists grow with channels × positions
+and one analysis runs for tens of minutes. CPU time (not wall time) is counted, so a busy
+machine does not change the outcome much.
 """
 
 from __future__ import annotations
