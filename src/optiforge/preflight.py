@@ -56,7 +56,7 @@ def check_recipe(recipe: Recipe) -> Prepared:
     data = build_data(recipe.data)
     seed_everything(recipe.train.seed)  # the model's initial weights are part of a reproducible run
     model = build_model(recipe.model, data)  # runs an example through it: data and model shapes fit
-    task = task_for(data.task)
+    task = task_for(data.task, model)
     after_build = rng_state()
     try:
         _check_optimizer(model, recipe.train.optimizer)

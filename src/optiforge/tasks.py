@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from optiforge.errors import ConfigError
+from optiforge.errors import ConfigError, DataError
 from optiforge.registry import Registry
 
 
@@ -130,10 +131,79 @@ class LogitFidelity(Task):
         return {key: value / sums["count"] for key, value in sums.items() if key != "count"}
 
 
+class CausalLanguageModeling(Task):
+    """Next-token prediction: the logits at position t are scored against the token at t + 1.
+
+    Outputs are logits (batch, positions, vocabulary); targets are the token ids
+    (batch, positions), usually the inputs themselves, with -100 where no token is
+    predicted (padding). Metrics: ``loss`` (mean cross-entropy per predicted token),
+    ``perplexity`` (its exponential) and ``token_accuracy``.
+
+    >>> task = CausalLanguageModeling()
+    >>> tokens = torch.tensor([[1, 2, 0]])
+    >>> logits = F.one_hot(torch.tensor([[2, 0, 1]]), 3).float() * 10  # predicts 2, then 0
+    >>> task.finalize(task.batch_sums(logits, tokens))["token_accuracy"]
+    1.0
+    """
+
+    primary_metric = "token_accuracy"
+    higher_is_better = True
+    ignore_index = -100
+
+    def _shifted(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if outputs.dim() != 3 or targets.shape != outputs.shape[:2]:
+            raise DataError(
+                f"causal_lm: expects logits (batch, positions, vocabulary) and token ids (batch, positions) as "
+                f"targets; got outputs {tuple(outputs.shape)} and targets {tuple(targets.shape)}"
+            )
+        # (B, T-1, V) logits against the (B, T-1) tokens that follow them
+        return outputs[:, :-1].flatten(0, 1), targets[:, 1:].flatten().long()
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, tokens = self._shifted(outputs, targets)
+        return F.cross_entropy(logits, tokens, ignore_index=self.ignore_index)
+
+    def training_loss(self, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        if not label_smoothing:
+            return self.loss
+
+        def smoothed(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            logits, tokens = self._shifted(outputs, targets)
+            return F.cross_entropy(logits, tokens, ignore_index=self.ignore_index, label_smoothing=label_smoothing)
+
+        return smoothed
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        logits, tokens = self._shifted(outputs, targets)
+        predicted = tokens != self.ignore_index
+        return {
+            "loss": F.cross_entropy(logits, tokens, ignore_index=self.ignore_index, reduction="sum").item(),
+            "correct": ((logits.argmax(dim=1) == tokens) & predicted).sum().item(),
+            "count": float(predicted.sum()),
+        }
+
+    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["loss"] / sums["count"]
+        accuracy = sums["correct"] / sums["count"]
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": accuracy}
+
+
 TASKS: Registry[type[Task]] = Registry("task")
 TASKS.add("classification", Classification)
 TASKS.add("logit_fidelity", LogitFidelity)
+TASKS.add("causal_lm", CausalLanguageModeling)
+
+# tasks a model decides whatever the data's task: a causal language model is judged on its next tokens
+_MODEL_TASKS = ("causal_lm",)
 
 
-def task_for(name: str) -> Task:
+def task_for(name: str, model: Any = None) -> Task:
+    """The task named ``name`` (the data's), or the one ``model`` declares in its ``task`` attribute.
+
+    A model declaring ``task = "causal_lm"`` (a Hugging Face model loaded with ``task: causal_lm``)
+    returns next-token logits, so it is trained and measured as a causal language model.
+    """
+    declared = getattr(model, "task", None)
+    if declared in _MODEL_TASKS:
+        return TASKS.get(declared, field="model.task")()
     return TASKS.get(name, field="data.task")()

@@ -175,3 +175,18 @@ def test_round_to_keeps_channel_counts_multiples_and_cnn2d_pools_follow():
     assert [conv.out_channels % 4 for conv in convs] == [0, 0]
     assert convs[0].out_channels < 16 and convs[1].out_channels < 32
     assert model(data.example_input(3)).shape == (3, 10)
+
+
+def test_an_analysis_past_its_cpu_budget_refuses_and_leaves_the_model_as_it_was(monkeypatch):
+    import optiforge.compress.structured as structured
+
+    model = _mlp()
+    before = copy.deepcopy(model.state_dict())
+    monkeypatch.setattr(structured, "ANALYSIS_BUDGET_SECONDS", 1e-4)
+    with pytest.raises(ModelError, match=r"cannot prune Sequential: .* ran past 0.0001 s of CPU time"):
+        prune(model, PruneConfig(method="structured", sparsity=0.5), example_inputs=torch.randn(2, 20))
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in before.items())
+    # the budget is handed back: a later call with the default budget prunes
+    monkeypatch.undo()
+    pruned = prune(model, PruneConfig(method="structured", sparsity=0.5), example_inputs=torch.randn(2, 20))
+    assert pruned[1].out_features < 40

@@ -131,3 +131,27 @@ def test_embedding_distillation_pulls_the_student_embedding_towards_the_teachers
     with torch.no_grad():
         after = cosine_loss(student.eval()(ids), teacher(ids)).item()
     assert before > 0.3 and after < 0.3 * before
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.stem(x)
+        return self.head((hidden + self.block(hidden)).mean((2, 3)))
+
+
+def test_narrowing_past_its_cpu_budget_is_refused_and_the_teacher_left_whole(monkeypatch):
+    from optiforge.distillation import student_cnns
+
+    teacher, images = _Residual(), torch.randn(2, 3, 8, 8)
+    monkeypatch.setattr(student_cnns, "NARROW_BUDGET_SECONDS", 0.0)
+    with pytest.raises(ModelError, match=r"^shrink: cannot narrow _Residual: .* ran past 0 s of CPU time"):
+        students.shrink(teacher, width=0.5, example_input=images)
+    assert teacher.block[0].out_channels == 8
+    monkeypatch.undo()
+    assert students.shrink(teacher, width=0.5, example_input=images).block[0].out_channels == 4

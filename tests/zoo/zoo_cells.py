@@ -14,13 +14,16 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import optiforge
+from optiforge.data.builtin import TaskData
 from optiforge.errors import OptiforgeError
 
 # rule → the message of the optiforge error that refuses a cell by it (documented in docs/zoo.md)
 RULES: dict[str, str] = {
     "int8_dynamic needs Linear layers": r"scheme 'int8_dynamic' quantizes Linear layers",
     "torchao int8 needs Linear layers": r"torchao's \w+ quantizes Linear layers",
-    "structured pruning cannot follow the graph": r"structured pruning (cannot prune|left every chosen layer)",
+    "structured pruning cannot follow the graph": (
+        r"structured pruning (cannot prune|cannot follow|left every chosen layer)"
+    ),
     "the output layer is kept, and it is the only Linear/Conv layer": r"keeps the last layer .* it is the only",
     "ONNX export cannot trace the model": r"^onnx(: | export)",
     "shrink has no student builder for the family": r"^shrink: no student builder for",
@@ -30,10 +33,7 @@ RULES: dict[str, str] = {
 
 
 # cells that fail today, each with why; the slow test fails if any other cell fails, or one of these starts working
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("gpt2 (tiny)", "measure"): "measure's classification loss takes (batch, classes) logits, not one row per position",
-    ("gpt2 (tiny)", "distill"): "training's classification loss takes (batch, classes) logits, not a row per position",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 @dataclass
@@ -121,19 +121,28 @@ def _onnx(model, example):
     return output, f"max diff {difference:.1e}"
 
 
+def _task_data(model: nn.Module, example: torch.Tensor) -> TaskData:
+    """The example as every split, labelled with the model's own predictions; a causal language model's
+    targets are its token ids (judged on the next token)."""
+    outputs = _outputs(model, example)
+    causal = getattr(model, "task", None) == "causal_lm"
+    split = TensorDataset(example, example if causal else outputs.argmax(dim=-1))
+    task = "causal_lm" if causal else "classification"
+    return TaskData(split, split, split, tuple(example.shape[1:]), outputs.shape[-1], task=task)
+
+
 def _measure(model, example):
     from optiforge.bench.measure import measure
-    from optiforge.data.builtin import TaskData
     from optiforge.models.builtin import count_parameters
 
     output = _outputs(model, example)
-    classes = output.shape[-1]  # a language model's targets are one class per position
     split = TensorDataset(example, torch.zeros(output.shape[:-1], dtype=torch.long))
-    data = TaskData(split, split, split, tuple(example.shape[1:]), classes)
+    data = TaskData(split, split, split, tuple(example.shape[1:]), output.shape[-1])
     config = optiforge.MeasureConfig(latency_repeats=2, warmup=0, throughput_batch=2, throughput_repeats=1)
-    result = measure(model, data, config=config)
+    result = measure(model, data, config=config)  # a causal language model declares its task: next-token loss
     assert result.params == count_parameters(model)[0] > 0, f"{result.params} parameters counted"
-    return None, f"{result.params} params"
+    assert result.value is not None and 0 <= result.value <= 1, f"{result.metric} {result.value}"
+    return None, f"{result.params} params, {result.metric}"
 
 
 def _shrink(model, example):
@@ -148,16 +157,13 @@ def _shrink(model, example):
 
 def _distill(model, example):
     """One epoch of distillation into a narrower student; a wrapped transformers model is distilled unwrapped."""
-    from optiforge.data.builtin import TaskData
     from optiforge.distillation import DistillConfig, distill
     from optiforge.distillation.students import shrink
 
     inner = getattr(model, "model", None)
     teacher = inner if hasattr(inner, "config") else model  # the transformers model returns a ModelOutput
     student = shrink(teacher, width=0.5, example_input=example)
-    labels = _outputs(model, example).argmax(dim=-1)
-    split = TensorDataset(example, labels)
-    data = TaskData(split, split, split, tuple(example.shape[1:]), _outputs(model, example).shape[-1])
+    data = _task_data(model, example)
     config = DistillConfig(finetune={"epochs": 1}, mixing={"kind": "none"})
     train = optiforge.TrainConfig(batch_size=2)
     trained = distill(teacher, student, data, config, train=train, progress=False)

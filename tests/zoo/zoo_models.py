@@ -24,10 +24,10 @@ class TaskTensor(nn.Module):
     def __init__(self, model: nn.Module, causal: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.causal = causal
+        self.task = "causal_lm" if causal else "sequence_classification"  # as HuggingFaceModel names it
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if self.causal:  # no KV cache: a cache object is no tensor an exporter or a verb can follow
+        if self.task == "causal_lm":  # no KV cache: a cache object is no tensor an exporter or a verb can follow
             return self.model(input_ids=input_ids, use_cache=False).logits
         return self.model(input_ids=input_ids).logits
 

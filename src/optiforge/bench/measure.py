@@ -87,7 +87,7 @@ def measure(
     >>> m.params
     1210
     """
-    task = task or task_for(data.task)
+    task = task or task_for(data.task, model)
     if isinstance(model, nn.Module):
         device = device or _device_of(model)
         model.eval()

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiforge.bench.budget import BudgetSpent, CpuBudget
 from optiforge.compress.checks import Snapshot, failing_layer, to_device
 from optiforge.compress.common import Trainer, chosen_layers, layer_values
 from optiforge.compress.config import PruneConfig
@@ -205,6 +206,9 @@ def _make_pruner(
 
 # how many times a layer Torch-Pruning breaks is left alone before the model is refused
 _MAX_RETRIES = 12
+# CPU seconds Torch-Pruning's analysis and steps may take over all attempts of one call: a ResNet-50 takes a few,
+# timm's EfficientViT would take tens of minutes per attempt
+ANALYSIS_BUDGET_SECONDS = 30.0
 
 
 def prune_structured(
@@ -244,10 +248,20 @@ def prune_structured(
         ]
     left_alone: dict[str, str] = {}
     snapshot = Snapshot(model)
+    budget = CpuBudget(ANALYSIS_BUDGET_SECONDS)
     for _attempt in range(_MAX_RETRIES):
         try:
-            result = _prune_steps(tp, model, config, finetune, data, example_inputs, layers, ignored, heads)
+            result = _prune_steps(tp, model, config, finetune, data, example_inputs, layers, ignored, heads, budget)
             break
+        except BudgetSpent:
+            snapshot.restore()
+            raise ModelError(
+                f"structured pruning cannot prune {type(model).__name__}: Torch-Pruning's dependency analysis ran past "
+                f"{budget.seconds:g} s of CPU time"
+                f"{f' after leaving {len(left_alone)} layers alone' if left_alone else ''} (reshapes that fold "
+                "positions into channels make it follow every position); the model given was left as it was; "
+                "exclude those blocks with layers.exclude or use method 'magnitude'"
+            ) from None
         except _GroupError as failure:
             snapshot.restore()
             name = names.get(failure.layer, "") if failure.layer is not None else ""
@@ -305,15 +319,18 @@ def _prune_steps(
     layers: dict[str, nn.Module],
     ignored: list[nn.Module],
     heads: dict[nn.Module, int],
+    budget: CpuBudget,
 ) -> nn.Module:
-    pruner = _make_pruner(tp, model, config, example_inputs, layers, ignored, heads)
+    with budget.spending():
+        pruner = _make_pruner(tp, model, config, example_inputs, layers, ignored, heads)
     steps = config.structured.iterative_steps
     epochs = config.finetune.epochs
     epochs_per_step = [epochs // steps + (1 if index < epochs % steps else 0) for index in range(steps)]
     for step in range(steps):
         if config.structured.importance == "taylor":
             _taylor_gradients(model, data, config.structured.taylor_batches)
-        _step(pruner)
+        with budget.spending():
+            _step(pruner)
         model.zero_grad(set_to_none=True)
         _fix_attention_sizes(model)
         failure = failing_layer(model, example_inputs)

@@ -17,6 +17,8 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     softened loss shrink as 1/T², so the T² factor keeps the soft term on the
     same scale as the hard-label loss whatever the temperature.
     """
+    # a language model's (B, T, V) logits hold one distribution per position: (B·T, V), averaged per position
+    student_logits, teacher_logits = student_logits.flatten(0, -2), teacher_logits.flatten(0, -2)
     log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     # (B, C) → per-sample sums, averaged over the batch ("batchmean", the true KL)

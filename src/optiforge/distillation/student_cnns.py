@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiforge.bench.budget import BudgetSpent, CpuBudget
 from optiforge.distillation.outputs import output_tensor
 from optiforge.errors import ModelError
 from optiforge.imports import optional_import
@@ -132,12 +133,16 @@ def _attention_inputs(model: nn.Module) -> list[nn.Module]:
     ]
 
 
+# CPU seconds Torch-Pruning may take to narrow a student (as structured pruning's budget)
+NARROW_BUDGET_SECONDS = 30.0
+
+
 def narrow_channels(model: nn.Module, width: float, example: torch.Tensor) -> None:
     """Prune ``1 − width`` of the channels of every layer but the output layer and attention, in place."""
     tp = optional_import("torch_pruning", "shrink (narrower convolutional students)")
     heads = {module: module.num_heads for module in model.modules() if isinstance(module, nn.MultiheadAttention)}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), CpuBudget(NARROW_BUDGET_SECONDS).spending():
             # layer scales ((C,) or (C, 1, 1), as in ConvNeXt) are sliced along their channels, which is what is wanted
             warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
             pruner = tp.pruner.MetaPruner(
@@ -150,6 +155,12 @@ def narrow_channels(model: nn.Module, width: float, example: torch.Tensor) -> No
                 output_transform=output_tensor,
             )
             pruner.step()
+    except BudgetSpent:
+        raise ModelError(
+            f"shrink: cannot narrow {type(model).__name__}: Torch-Pruning's dependency analysis ran past "
+            f"{NARROW_BUDGET_SECONDS:g} s of CPU time (reshapes that fold positions into channels make it follow "
+            "every position); use width=1.0 to leave out blocks only, or build the student yourself"
+        ) from None
     except Exception as error:  # Torch-Pruning's own errors (IndexError, RuntimeError) on graphs it cannot follow
         raise ModelError(
             f"shrink: cannot narrow {type(model).__name__}: Torch-Pruning cannot follow its graph "

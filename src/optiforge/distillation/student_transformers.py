@@ -4,9 +4,11 @@ Layers are copied from the teacher, evenly spaced from the first (12 → 6 keeps
 0, 2, 4, 6, 8, 10), as DistilBERT was initialised (Sanh et al. 2019,
 https://arxiv.org/abs/1910.01108). With ``width`` < 1 each kept layer keeps
 that share of its feed-forward neurons and attention heads, the ones whose
-weights have the largest norm, with their rows and columns copied.
-The residual stream (``hidden_size``) keeps its width, so embeddings, norms
-and heads are copied whole.
+weights have the largest norm, with their rows and columns copied. The head
+size stays, so the residual stream (``hidden_size``) narrows to the kept heads
+times the head size: embeddings, norms and heads keep the channels whose token
+embeddings have the largest norm. The student's ``config`` holds its new sizes,
+so ``save_pretrained`` / ``from_pretrained`` rebuild it.
 """
 
 from __future__ import annotations
@@ -166,6 +168,70 @@ def _narrow_heads(layer: nn.Module, layout: Layout, width: float) -> int:
     return count
 
 
+def _in_out(layer: nn.Module) -> tuple[int, int] | None:
+    """(input features, output features) of a Linear or a transformers ``Conv1D``; None for other modules."""
+    if _is_gpt2_conv(layer):
+        return layer.weight.shape[0], layer.nf
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    return None
+
+
+def _residual_channels(student: nn.Module, hidden: int, count: int) -> torch.Tensor:
+    """The ``count`` residual channels whose token and position embeddings have the largest norm."""
+    embeddings = [module for module in student.modules() if isinstance(module, nn.Embedding)]
+    scores = sum(
+        (module.weight.norm(dim=0) for module in embeddings if module.embedding_dim == hidden), torch.zeros(hidden)
+    )
+    return _largest(scores, count)
+
+
+def _narrow_residual(student: nn.Module, layers: nn.ModuleList, layout: Layout, hidden: int, index: torch.Tensor):
+    """Keep the residual channels ``index`` everywhere: the layers' reads and writes, the embeddings, norms and
+    heads around them (every other dimension of size ``hidden``)."""
+    inside = set()
+    for layer in layers:
+        for path in (*layout.projections, layout.feed_forward_in):
+            _keep_inputs(layer.get_submodule(path), index)
+            inside.add(layer.get_submodule(path))
+        for path in (layout.attention_output, layout.feed_forward_out):
+            _keep_outputs(layer.get_submodule(path), index)
+            inside.add(layer.get_submodule(path))
+    narrowed: dict[int, tuple[torch.Tensor, nn.Parameter]] = {}  # a tied weight (GPT-2's lm_head, wte) narrows once
+
+    def keep_columns(module: nn.Module) -> None:
+        old = module.weight
+        if id(old) not in narrowed:
+            columns = old[index] if _is_gpt2_conv(module) else old[:, index]
+            narrowed[id(old)] = (old, nn.Parameter(columns.clone()))
+        module.weight = narrowed[id(old)][1]
+
+    with torch.no_grad():
+        for module in student.modules():
+            sizes = _in_out(module)
+            if module in inside:
+                continue
+            if isinstance(module, nn.Embedding) and module.embedding_dim == hidden:
+                keep_columns(module)
+                module.embedding_dim = len(index)
+            elif isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (hidden,):
+                module.weight = nn.Parameter(module.weight[index].clone())
+                if module.bias is not None:
+                    module.bias = nn.Parameter(module.bias[index].clone())
+                module.normalized_shape = (len(index),)
+            elif sizes is not None:
+                if sizes[0] == hidden:
+                    keep_columns(module)
+                    if not _is_gpt2_conv(module):
+                        module.in_features = len(index)
+                if sizes[1] == hidden:
+                    _keep_outputs(module, index)
+            if type(module).__module__.startswith("transformers"):
+                for name in ("embed_dim", "dim"):  # GPT-2's attention and model, DistilBERT's attention
+                    if getattr(module, name, None) == hidden:
+                        setattr(module, name, len(index))
+
+
 def _kept_indices(count: int, kept: int) -> list[int]:
     # evenly spaced, starting at the first: 12 → 6 keeps 0, 2, 4, 6, 8, 10 as DistilBERT does
     return sorted({min(count - 1, (i * count) // kept) for i in range(kept)})
@@ -183,19 +249,28 @@ def shrink_transformer(model: nn.Module, owner_path: str, layout: Layout, width:
     if hasattr(parent, "n_layers"):  # DistilBERT's Transformer keeps its own count
         parent.n_layers = len(indices)
     config = getattr(owner, "config", None)
-    feed_forward = None
-    for position, layer in enumerate(getattr(parent, attribute)):
+    layers = getattr(parent, attribute)
+    hidden = _outputs_weight(layers[0].get_submodule(layout.attention_output)).shape[0]
+    head_size = _outputs_weight(layers[0].get_submodule(layout.attention_output)).shape[1] // int(
+        getattr(layers[0].get_submodule(layout.attention), layout.heads)
+    )
+    feed_forward = heads = None
+    for position, layer in enumerate(layers):
         for module in layer.modules():
             if hasattr(module, "layer_idx"):  # caches are indexed by position
                 module.layer_idx = position
         if width < 1:
             feed_forward = _narrow_feed_forward(layer, layout, width)
-            _narrow_heads(layer, layout, width)
+            heads = _narrow_heads(layer, layout, width)
+    if heads is not None:
+        # transformers derives the head size from hidden_size / heads: fewer heads of the same size narrow the stream
+        _narrow_residual(student, layers, layout, hidden, _residual_channels(student, hidden, heads * head_size))
     if config is not None:
         config.num_hidden_layers = len(indices)
-        if feed_forward is not None:
-            # the head count stays: transformers derives the head size from it, and the layers hold the kept heads
+        if heads is not None:
             setattr(config, layout.feed_forward_size, feed_forward)
+            config.num_attention_heads = heads
+            config.hidden_size = heads * head_size
     return student
 
 

@@ -41,7 +41,7 @@ def shrink(
     """A smaller untrained-or-initialised student of ``model``'s family.
 
     ``width``: factor on channels/hidden units (default 0.5; transformers
-    keep their width, 1.0, and with less narrow their feed-forward and heads).
+    keep their width, 1.0, and with less narrow their feed-forward, heads and hidden size).
     ``depth``: blocks kept — an int is a count (per stage for convolutional
     networks), a float in (0, 1] a fraction (default: all blocks for MLPs and
     CNNs, half the layers for transformers). ``example_input``: a batch of

@@ -99,7 +99,7 @@ def train(
     """
     started = time.perf_counter()
     strategy = strategy or SingleProcess()
-    task = task or task_for(data.task)
+    task = task or task_for(data.task, model)
     adds_loss = any(type(callback).compute_loss is not Callback.compute_loss for callback in callbacks)
     if strategy.runs_own_step and adds_loss:
         raise TrainingError(
