@@ -145,6 +145,22 @@ def _distilbert() -> nn.Module:
     return TaskTensor(transformers.DistilBertForSequenceClassification(config))
 
 
+def _roberta() -> nn.Module:
+    import transformers
+
+    config = transformers.RobertaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=20,  # RoBERTa's positions start after the padding index
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    return TaskTensor(transformers.RobertaForSequenceClassification(config))
+
+
 def _gpt2() -> nn.Module:
     import transformers
 
@@ -171,11 +187,17 @@ ZOO: dict[str, tuple[str, Callable[[], nn.Module], Callable[[], torch.Tensor]]] 
     "vit (tiny config)": ("torchvision", _vit, _images),
     "regnet_x_400mf": ("torchvision", _torchvision("regnet_x_400mf"), _images),
     "convnext_tiny": ("torchvision", _torchvision("convnext_tiny"), _images),
+    "densenet121": ("torchvision", _torchvision("densenet121"), _images),
+    "efficientnet_b0": ("torchvision", _torchvision("efficientnet_b0"), _images),
+    "mnasnet0_5": ("torchvision", _torchvision("mnasnet0_5"), _images),
     "timm convnext_atto": ("timm", _timm("convnext_atto"), _images),
     "timm efficientvit_m0": ("timm", _timm("efficientvit_m0", img_size=64), lambda: _images((2, 3, 64, 64))),
     "timm deit_tiny": ("timm", _timm("deit_tiny_patch16_224", img_size=32), _images),
+    "timm resnet10t": ("timm", _timm("resnet10t"), _images),
+    "timm mobilenetv3_small_050": ("timm", _timm("mobilenetv3_small_050"), _images),
     "bert (tiny)": ("huggingface", _bert, _tokens),
     "distilbert (tiny)": ("huggingface", _distilbert, _tokens),
+    "roberta (tiny)": ("huggingface", _roberta, _tokens),
     "gpt2 (tiny)": ("huggingface", _gpt2, _tokens),
     "mlp": ("plain", MLP, lambda: _images((2, 3, 4, 4))),
     "gru classifier": ("plain", RecurrentClassifier, lambda: _images((2, 6, 12))),
