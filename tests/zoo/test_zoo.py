@@ -26,7 +26,7 @@ def test_one_model_per_family_works_or_is_refused_by_a_rule(model, operation):
     assert cell.outcome in ("works", "refused"), f"{model} / {operation}: {cell.note}"
 
 
-@pytest.mark.zoo  # 19 models x 14 operations: longer than CI's slow suite can hold; run with -m zoo
+@pytest.mark.zoo  # 25 models x 14 operations: longer than CI's slow suite can hold; run with -m zoo
 def test_the_zoo_matrix(tmp_path):
     from zoo_cells import markdown, zoo_cell
 
