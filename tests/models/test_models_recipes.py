@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,30 @@ def test_a_timm_model_trains_on_an_image_folder(tmp_path):
     )
     (train,) = report["stages"]
     assert train["params"] > 3_000_000
+
+
+KERAS = Path(__file__).parent / "keras"  # a Keras CNN through tf2onnx (keras/make_keras_onnx.py wrote them)
+
+
+def test_a_keras_model_through_tf2onnx_gives_keras_outputs_and_is_pruned_quantized_and_exported(tmp_path):
+    import optiforge
+
+    pixels = np.load(KERAS / "keras_input.npy")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pixels.npz", x=rng.normal(size=(60, 8, 8, 1)).astype("float32"), y=np.arange(60) % 10)
+    data = optiforge.build_data(optiforge.DataConfig(name="npz", path=str(tmp_path / "pixels.npz")))
+    model = optiforge.build_model(optiforge.ModelConfig(onnx=str(KERAS / "keras_cnn.onnx")), data).eval()
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(outputs, np.load(KERAS / "keras_output.npy"), rtol=1e-4, atol=1e-5)
+
+    report = run_small(
+        {"name": "npz", "path": str(tmp_path / "pixels.npz")},
+        {"onnx": str(KERAS / "keras_cnn.onnx")},
+        tmp_path / "run",
+        stages=[{"prune": {"method": "magnitude", "sparsity": 0.5}}, {"quantize": {"scheme": "int8_dynamic"}}],
+        export=["onnx"],
+    )
+    train, prune, quantize = report["stages"]
+    assert prune["nonzero_params"] < 0.6 * train["nonzero_params"]
+    assert quantize["stage"] == "quantize" and (tmp_path / "run" / "export" / "model.onnx").is_file()
