@@ -74,6 +74,21 @@ def torchrun(
     return run_in_session(command, timeout, worker_env(**env))
 
 
+def worker_results(script: str, folder: Path, ranks: int = 2) -> list:
+    """Run ``script FOLDER`` on ``ranks`` processes; each writes ``rank<N>.pt`` there, returned in rank order."""
+    import torch
+
+    finished = torchrun(script, str(folder), nproc=ranks, timeout=180)
+    assert finished.returncode == 0, finished.stdout[-4000:]
+    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(ranks)]
+
+
+def largest_difference(weights: dict, reference: dict) -> float:
+    """The largest absolute difference between two state dicts with the same keys."""
+    assert weights.keys() == reference.keys()
+    return max((weights[name] - reference[name]).abs().max().item() for name in reference)
+
+
 def optiforge_cli(*arguments: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
     """The ``optiforge`` command in a fresh process (``--nproc`` makes it launch workers)."""
     return run_in_session([sys.executable, "-m", "optiforge.cli", *arguments], timeout, worker_env(**env))

@@ -4,9 +4,8 @@ Measured on 2 real Gloo processes (ddp_options_worker.py).
 """
 
 import pytest
-import torch
 from ddp_options_worker import ACCUMULATION_STEPS
-from parallel_launch import torchrun
+from parallel_launch import largest_difference, worker_results
 from parallel_worker import tiny_data, tiny_model, train_config
 
 import optiforge
@@ -22,15 +21,7 @@ BACKWARDS_PER_EPOCH = 16
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ddp_options")
-    finished = torchrun("ddp_options_worker.py", str(folder), nproc=2, timeout=180)
-    assert finished.returncode == 0, finished.stdout[-4000:]
-    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
-
-
-def _largest_difference(weights: dict, reference: dict) -> float:
-    assert weights.keys() == reference.keys()
-    return max((weights[name] - reference[name]).abs().max().item() for name in reference)
+    return worker_results("ddp_options_worker.py", tmp_path_factory.mktemp("ddp_options"))
 
 
 def test_ddp_options_reach_the_wrapper(ranks):
@@ -57,9 +48,9 @@ def test_accumulation_all_reduces_only_on_each_optimizer_steps_last_backward(ran
 @pytest.mark.parametrize("run", ["no_sync", "static_graph"])
 def test_skipping_the_all_reduce_between_steps_trains_the_same_weights(ranks, run):
     reference = ranks[0]["every_backward"]["weights"]
-    assert _largest_difference(reference, tiny_model().state_dict()) > 1e-2  # training moved the weights
+    assert largest_difference(reference, tiny_model().state_dict()) > 1e-2  # training moved the weights
     for rank in ranks:  # the replicas stay equal: the last backward of every step, partial windows too, synchronized
-        assert _largest_difference(rank[run]["weights"], reference) < WEIGHT_TOLERANCE
+        assert largest_difference(rank[run]["weights"], reference) < WEIGHT_TOLERANCE
 
 
 def test_data_parallel_accumulation_matches_one_process(ranks):
@@ -67,4 +58,4 @@ def test_data_parallel_accumulation_matches_one_process(ranks):
         update={"gradients": optiforge.GradientConfig(accumulation_steps=ACCUMULATION_STEPS)}
     )
     single = optiforge.train(tiny_model(), tiny_data(), config, progress=False)
-    assert _largest_difference(ranks[0]["no_sync"]["weights"], single.model.state_dict()) < WEIGHT_TOLERANCE
+    assert largest_difference(ranks[0]["no_sync"]["weights"], single.model.state_dict()) < WEIGHT_TOLERANCE

@@ -4,9 +4,8 @@ Measured on 2 real Gloo processes (fsdp_accumulation_worker.py).
 """
 
 import pytest
-import torch
 from fsdp_accumulation_worker import ACCUMULATION_STEPS
-from parallel_launch import torchrun
+from parallel_launch import largest_difference, worker_results
 from parallel_worker import tiny_data, tiny_model, train_config
 
 import optiforge
@@ -23,15 +22,7 @@ SHARDED_BLOCKS = 3  # the tiny model's three Linear layers, each sharded on its 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fsdp_accumulation")
-    finished = torchrun("fsdp_accumulation_worker.py", str(folder), nproc=2, timeout=180)
-    assert finished.returncode == 0, finished.stdout[-4000:]
-    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
-
-
-def _largest_difference(weights: dict, reference: dict) -> float:
-    assert weights.keys() == reference.keys()
-    return max((weights[name] - reference[name]).abs().max().item() for name in reference)
+    return worker_results("fsdp_accumulation_worker.py", tmp_path_factory.mktemp("fsdp_accumulation"))
 
 
 def test_accumulation_reduce_scatters_only_on_each_optimizer_steps_last_backward(ranks):
@@ -43,9 +34,9 @@ def test_accumulation_reduce_scatters_only_on_each_optimizer_steps_last_backward
 
 def test_skipping_the_reduce_scatter_between_steps_trains_the_same_weights(ranks):
     reference = ranks[0]["every_backward"]["weights"]
-    assert _largest_difference(reference, tiny_model().state_dict()) > 1e-2  # training moved the weights
+    assert largest_difference(reference, tiny_model().state_dict()) > 1e-2  # training moved the weights
     for rank in ranks:
-        assert _largest_difference(rank["skipping"]["weights"], reference) < WEIGHT_TOLERANCE
+        assert largest_difference(rank["skipping"]["weights"], reference) < WEIGHT_TOLERANCE
 
 
 def test_sharded_accumulation_matches_one_process(ranks):
@@ -53,4 +44,4 @@ def test_sharded_accumulation_matches_one_process(ranks):
         update={"gradients": optiforge.GradientConfig(accumulation_steps=ACCUMULATION_STEPS)}
     )
     single = optiforge.train(tiny_model(), tiny_data(), config, progress=False)
-    assert _largest_difference(ranks[0]["skipping"]["weights"], single.model.state_dict()) < WEIGHT_TOLERANCE
+    assert largest_difference(ranks[0]["skipping"]["weights"], single.model.state_dict()) < WEIGHT_TOLERANCE

@@ -7,7 +7,7 @@ unsplit model's loss, gradients and outputs.
 
 import pytest
 import torch
-from parallel_launch import torchrun
+from parallel_launch import largest_difference, torchrun
 from parallel_worker import tiny_data, tiny_model, train_config
 
 import optiforge
@@ -32,17 +32,12 @@ def single_process():
     return result
 
 
-def _largest_difference(weights: dict, reference: dict) -> float:
-    assert weights.keys() == reference.keys()
-    return max((weights[name] - reference[name]).abs().max().item() for name in reference)
-
-
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "tensor"])
 def test_two_processes_train_the_same_weights_as_one_process_with_the_global_batch(results, single_process, strategy):
     reference = single_process.model.state_dict()
     initial = tiny_model().state_dict()
-    assert _largest_difference(reference, initial) > 1e-2  # training moved the weights
-    assert _largest_difference(results[strategy]["weights"], reference) < WEIGHT_TOLERANCE
+    assert largest_difference(reference, initial) > 1e-2  # training moved the weights
+    assert largest_difference(results[strategy]["weights"], reference) < WEIGHT_TOLERANCE
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "tensor"])
@@ -53,7 +48,7 @@ def test_reported_losses_are_over_all_processes(results, single_process, strateg
 
 
 def test_fsdp_matches_ddp(results):
-    assert _largest_difference(results["fsdp"]["weights"], results["ddp"]["weights"]) < WEIGHT_TOLERANCE
+    assert largest_difference(results["fsdp"]["weights"], results["ddp"]["weights"]) < WEIGHT_TOLERANCE
 
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
@@ -94,7 +89,7 @@ def test_hybrid_meshes_on_four_processes_train_the_one_process_weights(tmp_path,
     results = torch.load(out, weights_only=False)
     reference = single_process.model.state_dict()
     for inner in ("shard", "tensor", "pipeline"):
-        assert _largest_difference(results[inner]["weights"], reference) < WEIGHT_TOLERANCE, inner
+        assert largest_difference(results[inner]["weights"], reference) < WEIGHT_TOLERANCE, inner
         assert results[inner]["history"][-1]["train_loss"] == pytest.approx(
             single_process.history[-1]["train_loss"], rel=1e-5
         )
