@@ -119,20 +119,25 @@ def _timm(name: str, **options) -> Callable[[], nn.Module]:
     return build
 
 
-def _bert() -> nn.Module:
-    import transformers
+def _bert_like(family: str, positions: int = 16) -> Callable[[], nn.Module]:
+    """A tiny BERT-layout classifier (``Bert`` or ``Roberta``): 2 layers, 4 heads, hidden 32."""
 
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=16,
-        num_labels=3,
-    )
-    torch.manual_seed(0)
-    return TaskTensor(transformers.BertForSequenceClassification(config))
+    def build() -> nn.Module:
+        import transformers
+
+        config = getattr(transformers, f"{family}Config")(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=positions,
+            num_labels=3,
+        )
+        torch.manual_seed(0)
+        return TaskTensor(getattr(transformers, f"{family}ForSequenceClassification")(config))
+
+    return build
 
 
 def _distilbert() -> nn.Module:
@@ -143,22 +148,6 @@ def _distilbert() -> nn.Module:
     )
     torch.manual_seed(0)
     return TaskTensor(transformers.DistilBertForSequenceClassification(config))
-
-
-def _roberta() -> nn.Module:
-    import transformers
-
-    config = transformers.RobertaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=20,  # RoBERTa's positions start after the padding index
-        num_labels=3,
-    )
-    torch.manual_seed(0)
-    return TaskTensor(transformers.RobertaForSequenceClassification(config))
 
 
 def _gpt2() -> nn.Module:
@@ -195,9 +184,10 @@ ZOO: dict[str, tuple[str, Callable[[], nn.Module], Callable[[], torch.Tensor]]] 
     "timm deit_tiny": ("timm", _timm("deit_tiny_patch16_224", img_size=32), _images),
     "timm resnet10t": ("timm", _timm("resnet10t"), _images),
     "timm mobilenetv3_small_050": ("timm", _timm("mobilenetv3_small_050"), _images),
-    "bert (tiny)": ("huggingface", _bert, _tokens),
+    "bert (tiny)": ("huggingface", _bert_like("Bert"), _tokens),
     "distilbert (tiny)": ("huggingface", _distilbert, _tokens),
-    "roberta (tiny)": ("huggingface", _roberta, _tokens),
+    # RoBERTa's positions start after the padding index, so it needs a longer table for the same tokens
+    "roberta (tiny)": ("huggingface", _bert_like("Roberta", positions=20), _tokens),
     "gpt2 (tiny)": ("huggingface", _gpt2, _tokens),
     "mlp": ("plain", MLP, lambda: _images((2, 3, 4, 4))),
     "gru classifier": ("plain", RecurrentClassifier, lambda: _images((2, 6, 12))),
