@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from optiforge.errors import ConfigError
 from optiforge.files import atomic_save, atomic_write_text
 from optiforge.search.config import SearchConfig
 from optiforge.search.figures import OBJECTIVE_FIGURES, PREFERENCE_FIGURES, BaseMeasurer, Measurer
+from optiforge.search.node_files import NodeFiles
 from optiforge.search.space import CandidateSpec, ShortenStep, Step, prefix_key, shorten, shorten_step
 from optiforge.tasks import Task
 from optiforge.training.progress import progress_bar
@@ -128,7 +128,7 @@ class Search:
         self.applied_steps = 0
         self.deadline: float | None = None
         self.notes: list[str] = []
-        self.kept: set[str] | None = None  # folders under nodes/ that may ship; None until a choice is made
+        self.files = NodeFiles(self.folder)  # folders under nodes/ that may ship
 
     def _task_measurer(self, baseline: Any) -> BaseMeasurer:
         if self.data is None or self.task is None:
@@ -394,40 +394,25 @@ class Search:
             artifact = self.save_artifact(node.model, self.folder / "nodes" / outcome.spec.key / "model.pt")
         outcome.artifact = str(artifact.relative_to(self.folder)) if artifact else None
         outcome.exports = node.exports
-        if self.kept is not None:
-            self._keep(outcome)
-            self._remove_unkept()  # the prefixes applied on the way do not ship
+        if self.files.choosing_done:
+            self.files.keep(outcome.spec.key, outcome.artifact)
+            self.files.remove_unkept()  # the prefixes applied on the way do not ship
         return node.model
 
     # ---- what stays on disk ----
     def _keep_only(self, shipped: Sequence[Outcome], outcomes: Sequence[Outcome], baseline_ships: bool) -> None:
         """Remove the files of every candidate that does not ship (``shipped``); their figures stay."""
-        self.kept = set()
+        self.files.kept = set()
         for outcome in shipped:
-            self._keep(outcome)
+            self.files.keep(outcome.spec.key, outcome.artifact)
         shipping = {id(outcome) for outcome in shipped}
         for outcome in outcomes:
             if id(outcome) not in shipping:
                 outcome.model = None  # its files go: a model running from them would break
                 outcome.artifact = None
-        self._remove_unkept()
+        self.files.remove_unkept()
         if not baseline_ships:
             (self.folder / "baseline.pt").unlink(missing_ok=True)
-
-    def _keep(self, outcome: Outcome) -> None:
-        self.kept = self.kept or set()
-        self.kept.add(outcome.spec.key)
-        parts = Path(outcome.artifact).parts if outcome.artifact else ()
-        if len(parts) > 2 and parts[0] == "nodes":
-            self.kept.add(parts[1])
-
-    def _remove_unkept(self) -> None:
-        nodes = self.folder / "nodes"
-        if self.kept is None or not nodes.is_dir():
-            return
-        for path in nodes.iterdir():
-            if path.name not in self.kept:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _budget(spec: CandidateSpec, phase: str) -> Outcome:
