@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from optiforge.bench.selection import Candidate, select
@@ -57,3 +59,20 @@ def test_timing_percentiles_and_speedups():
     # warm-up once each, then the rounds alternate a, b, a, b: a load change lands on both
     assert calls == ["a", "b", "a", "b", "a", "b"] and len(times["a"]) == len(times["b"]) == 2
     assert len(timed(lambda: None, repeats=3, warmup=2)) == 3
+
+
+def test_short_calls_are_timed_in_bursts_that_still_alternate():
+    order: list[str] = []
+
+    def slow():
+        order.append("slow")
+        time.sleep(0.004)
+
+    def quick():
+        order.append("quick")
+
+    times = interleaved({"slow": slow, "quick": quick}, rounds=3, warmup=1, min_round_seconds=0.01)
+    # a quick call is repeated until its turn lasts about 10 ms; a 4 ms call two or three times
+    assert len(times["quick"]) > 10 * len(times["slow"]) and len(times["slow"]) in (6, 9)
+    turns = [name for index, name in enumerate(order) if index == 0 or order[index - 1] != name]
+    assert turns[-6:] == ["slow", "quick"] * 3  # each round still times both sides in turn

@@ -72,7 +72,8 @@ def _tensors(model: nn.Module) -> Iterable[torch.Tensor]:
 def _onnx_initializers(model: OnnxModule) -> list:
     import onnx
 
-    graph = onnx.load(str(model.path)).graph
+    # a graph held in memory (``quantize()`` without ``output_dir``) has no path, only its bytes
+    graph = (onnx.load(str(model.path)) if model.path is not None else onnx.load_from_string(model.data)).graph
     return [item for item in graph.initializer if not item.name.endswith(_ONNX_QUANT_SUFFIXES)]
 
 

@@ -9,6 +9,7 @@ core) slows every side alike and the ratios between them stay fair.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -63,24 +64,33 @@ def interleaved(
     repeats: int = 1,
     warmup: int = 1,
     device: torch.device | None = None,
+    min_round_seconds: float = 0.0,
 ) -> dict[str, list[float]]:
     """Seconds per call of every callable in ``runs``, timed in turn.
 
     Each round calls every callable ``repeats`` times, one after the other,
     so a burst of load lands on all of them instead of on one. Returns, per
-    name, the ``rounds * repeats`` timings.
+    name, the timings of every call. ``min_round_seconds`` raises a callable's
+    calls per round until its turn lasts about that long: a call of well under
+    a millisecond timed right after another runtime's call measures the hand-over
+    between the two thread pools (each spinning down while the other starts),
+    not the call as a deployed model repeats it.
 
     >>> times = interleaved({"a": lambda: sum(range(100)), "b": lambda: sum(range(10))}, rounds=2)
     >>> sorted(times), len(times["a"])
     (['a', 'b'], 2)
     """
-    for run in runs.values():
+    calls = dict.fromkeys(runs, repeats)
+    for name, run in runs.items():
         for _ in range(warmup):
             run()
+        if min_round_seconds > 0:
+            once = min(timed(run, 3, 0, device))
+            calls[name] = max(repeats, min(10_000, math.ceil(min_round_seconds / max(once, 1e-7))))
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
-            times[name] += timed(run, repeats, 0, device)
+            times[name] += timed(run, calls[name], 0, device)
     return times
 
 

@@ -34,6 +34,8 @@ OBJECTIVE_FIGURES: dict[str, tuple[str, bool, str]] = {
     "size": ("size_bytes", False, "size on disk (bytes)"),
     "memory": ("peak_memory_bytes", False, "peak memory (bytes)"),
 }
+# each side's turn in a timing round lasts at least this long (a burst of calls at small batches)
+ROUND_SECONDS = 0.02
 PREFERENCE_FIGURES = {"smallest": ("size_bytes", False, "size on disk (bytes)")}
 
 
@@ -113,7 +115,9 @@ class BaseMeasurer:
         for index, batch in enumerate(self.timing_inputs):
             runs[f"baseline/{index}"] = self.run(self.baseline, batch)
             runs[f"candidate/{index}"] = self.run(model, batch)
-        times = timing.interleaved(runs, rounds=self.config.timing.rounds, warmup=1, device=_device(model))
+        times = timing.interleaved(
+            runs, rounds=self.config.timing.rounds, warmup=1, device=_device(model), min_round_seconds=ROUND_SECONDS
+        )
         count = len(self.timing_inputs)
         base = sum(statistics.median(times[f"baseline/{index}"]) for index in range(count)) / count
         mine = sum(statistics.median(times[f"candidate/{index}"]) for index in range(count)) / count
