@@ -59,6 +59,16 @@ def test_onnxruntime_static_writes_a_qdq_graph_with_int8_weights(cnn, loaders, t
     assert result.fidelity.agreement > 0.95
 
 
+def test_a_graph_held_in_memory_is_measured_with_its_int8_weights(cnn, loaders, digits_image):
+    quantized = quantize(cnn, QuantConfig(scheme="int8_static", engine="onnxruntime"), calibration=loaders[0])
+    assert quantized.path is None  # no output_dir: the graph lives in memory only
+    measured = optiforge.measure(quantized, digits_image, config=optiforge.MeasureConfig(latency_repeats=3))
+    assert measured.params == sum(parameter.numel() for parameter in cnn.parameters() if parameter.dim() > 1) + sum(
+        module.bias.numel() for module in cnn.modules() if getattr(module, "bias", None) is not None
+    )
+    assert measured.deployment["precision"] == "int8"
+
+
 def test_onnxruntime_dynamic_uses_integer_ops(cnn, loaders, tmp_path):
     calibration, _ = loaders
     quantized = quantize(
