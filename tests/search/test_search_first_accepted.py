@@ -36,7 +36,7 @@ def test_no_candidate_after_the_first_accepted_is_built(applied, context, traine
 
 def test_without_it_every_candidate_is_built(applied, context, trained):
     result, _ = run_search(trained, _config(stop=False), context())
-    assert [config.factor for _, config in applied] == FACTORS
+    assert [config.factor for _, config in applied][: len(FACTORS)] == FACTORS  # then the chosen may be rebuilt
     assert not any(outcome.skipped for outcome in result.outcomes)
 
 
