@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
 from optiforge.errors import ConfigError
 from optiforge.hardware.inference_compile import FrozenCompiled
 from optiforge.quantization.builders import BUILDERS, Built, Job
-from optiforge.quantization.config import WHOLE_MODEL_SCHEMES, QuantConfig
+from optiforge.quantization.config import WHOLE_MODEL_SCHEMES
 from optiforge.quantization.fidelity import Fidelity, compare
+from optiforge.quantization.fidelity_measurer import float_accuracy
+from optiforge.quantization.mixed_precision import mixed_precision
 from optiforge.quantization.result_check import check_quantized
-from optiforge.quantization.sensitivity import (
-    cached_sensitivity,
-    mixed_precision,
-    most_sensitive_float,
-    write_sensitivity,
-)
+from optiforge.quantization.sensitivity import cached_sensitivity, most_sensitive_float, write_sensitivity
+from optiforge.quantization.targets import target
 
 log = logging.getLogger("optiforge")
-
-# with engine: auto and no target, a candidate must keep this output cosine to the float model
-AUTO_MIN_FIDELITY = 0.99
 
 
 @dataclass
@@ -57,20 +52,6 @@ def _reference(model: nn.Module) -> nn.Module:
     """The eager graph behind a compiled model: fidelity is measured on it (inductor's int8 kernels compute
     the same quantized arithmetic), so a mixed-precision search does not compile every candidate."""
     return model.model if isinstance(model, FrozenCompiled) else model
-
-
-def target(config: QuantConfig) -> tuple[float | None, float | None]:
-    if config.has_target:
-        return config.target.max_metric_drop, config.target.min_fidelity
-    return None, AUTO_MIN_FIDELITY
-
-
-def target_text(config: QuantConfig) -> str:
-    max_metric_drop, min_fidelity = target(config)
-    parts = [f"metric drop <= {max_metric_drop:g}"] if max_metric_drop is not None else []
-    if min_fidelity is not None:
-        parts.append(f"output cosine >= {min_fidelity:g}")
-    return " and ".join(parts)
 
 
 def attempt_engine(job: Job, engine: str, float_layers: list[str], evaluation: list, reference: list) -> Attempt:
@@ -123,15 +104,23 @@ def attempt_engine(job: Job, engine: str, float_layers: list[str], evaluation: l
     write_sensitivity(attempt.sensitivity, engine_job.folder, f"int8 sensitivity per layer ({config.scheme}, {engine})")
     if wants_search:  # the target asks for more float layers: k = sensitive_count + 1, + 2, ...
         ranked = [row["layer"] for row in attempt.sensitivity if row["layer"] in layers]
-        selection = mixed_precision(
-            build_with, evaluate, ranked, excluded, *target(config), target_text(config), first=sensitive_count + 1
+        searched = mixed_precision(
+            job.model,
+            config,
+            lambda model, layers_in_float: build(replace(engine_job, model=model), layers_in_float).model,
+            evaluate,
+            ranked,
+            excluded,
+            first=sensitive_count + 1,
+            accuracy=float_accuracy(evaluation, reference),
+            folder=engine_job.folder,
         )
-        attempt.search = [candidate.summary() for candidate in selection.candidates]
-        if selection.chosen is None:
-            log.warning("quantize (%s): %s", engine, selection.reason)
+        attempt.search = searched.rows
+        if searched.chosen is None:
+            log.warning("quantize (%s): %s", engine, searched.reason)
         else:
-            model, chosen_float, fidelity = selection.chosen.payload
-            unsupported = [name for name in built.unsupported if name not in chosen_float]
-            attempt.built = Built(model, unsupported)
-            attempt.float_layers, attempt.fidelity, attempt.target_met = chosen_float, fidelity, True
+            chosen = searched.chosen
+            unsupported = [name for name in built.unsupported if name not in chosen.float_layers]
+            attempt.built = Built(chosen.model, unsupported)
+            attempt.float_layers, attempt.fidelity, attempt.target_met = chosen.float_layers, chosen.fidelity, True
     return attempt

@@ -14,7 +14,7 @@ from torch import nn
 from optiforge.bench.selection import Candidate, select
 from optiforge.errors import ConfigError, OptiforgeError
 from optiforge.layers import WEIGHTED_TYPES, weighted_layers
-from optiforge.quantization.attempts import attempt_engine, target_text
+from optiforge.quantization.attempts import attempt_engine
 from optiforge.quantization.builders import Job
 from optiforge.quantization.calibration import check_fits, model_inputs, take_batches
 from optiforge.quantization.config import QuantConfig
@@ -22,6 +22,7 @@ from optiforge.quantization.engine_search import search_engines
 from optiforge.quantization.fidelity import float_outputs, labels_of
 from optiforge.quantization.result import QuantizeResult
 from optiforge.quantization.schemes import candidates, require
+from optiforge.quantization.targets import target_text
 from optiforge.training.finetune import Finetune
 
 log = logging.getLogger("optiforge")

@@ -1,7 +1,8 @@
 """``engine: auto`` as a search: one candidate per installed engine, measured against the float model.
 
 Each candidate is one engine's attempt (:func:`~optiforge.quantization.attempts.attempt_engine`: built, checked,
-fidelity measured, mixed precision when a target is missed). :class:`FidelityMeasurer` gives the search
+fidelity measured, mixed precision when a target is missed). The
+:class:`~optiforge.quantization.fidelity_measurer.FidelityMeasurer` gives the search
 its figures: fidelity to the float model's outputs on the validation batches and, for a candidate that
 meets the target, samples per second at batch 256, timed interleaved with the float model (the others
 can never be chosen, so they are not timed: a slow, unfaithful engine would otherwise dominate the
@@ -12,9 +13,8 @@ the float model ships when none does, and every engine's files stay to show why.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,11 @@ import torch
 from torch import nn
 
 from optiforge.errors import OptiforgeError
-from optiforge.quantization.attempts import Attempt, attempt_engine, target
+from optiforge.quantization.attempts import Attempt, attempt_engine
 from optiforge.quantization.builders import Job
-from optiforge.quantization.calibration import call
-from optiforge.quantization.fidelity import labels_of
+from optiforge.quantization.fidelity_measurer import FidelityMeasurer, float_accuracy
+from optiforge.quantization.targets import target
 from optiforge.search import CandidateSpec, Search, SearchConfig, Step, StepResult
-from optiforge.search.figures import BaseMeasurer
 
 THROUGHPUT_BATCH = 256
 
@@ -48,57 +47,6 @@ def timing_batch(job: Job) -> tuple[Any, int]:
         return {name: _rows(value) for name, value in example.items()}, THROUGHPUT_BATCH
     sizes = [len(value) for value in example.values() if torch.is_tensor(value) and value.dim()]
     return example, sizes[0] if sizes else 1
-
-
-def float_accuracy(evaluation: list, reference: list[torch.Tensor]) -> float | None:
-    """The float model's accuracy on labelled ``evaluation`` batches, from its outputs ``reference``."""
-    correct = total = 0
-    for batch, outputs in zip(evaluation, reference, strict=True):
-        labels = labels_of(batch)
-        if labels is not None and outputs.shape[1] > 1:
-            correct += int((outputs.argmax(1) == labels).sum())
-            total += labels.numel()
-    return correct / total if total else None
-
-
-class FidelityMeasurer(BaseMeasurer):
-    """Figures of an engine's attempt: the fidelity the attempt measured, and its speed when it may ship.
-
-    ``value`` is the accuracy on labelled batches, else the output cosine (the float model: 1.0).
-    """
-
-    def __init__(
-        self,
-        baseline: nn.Module,
-        config: SearchConfig,
-        batch: Any,
-        attempts: dict[str, Attempt],
-        accuracy: float | None,
-    ) -> None:
-        super().__init__(baseline, config, [batch], higher_is_better=True)
-        self.attempts, self.float_accuracy = attempts, accuracy
-
-    def run(self, model: Any, batch: Any) -> Callable[[], Any]:
-        return functools.partial(call, model, batch)
-
-    def figures(self, model: Any, artifact: Path | None, name: str) -> dict:
-        labelled = self.float_accuracy is not None
-        metric = "accuracy" if labelled else "output cosine"
-        if model is self.baseline:
-            return {"metric": metric, "value": self.float_accuracy if labelled else 1.0, "fidelity": 1.0}
-        tried = self.attempts[name]
-        fidelity = tried.fidelity
-        figures: dict[str, Any] = {"metric": metric, "target_met": tried.target_met, "throughput_per_s": None}
-        if fidelity is not None:
-            value = fidelity.accuracy if labelled and fidelity.accuracy is not None else fidelity.cosine
-            figures |= {"value": value, "fidelity": fidelity.cosine, "agreement": fidelity.agreement}
-        if tried.target_met:
-            figures |= self.speed_figures(model)
-        return figures
-
-    def accepted(self, figures: dict) -> bool:
-        """The attempt's own verdict: it met the quantize target (or the default cosine floor)."""
-        return bool(figures.get("target_met"))
 
 
 def search_engines(

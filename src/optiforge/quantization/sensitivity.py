@@ -1,11 +1,9 @@
-"""Per-layer sensitivity and the mixed-precision search built on it.
+"""Per-layer sensitivity: the ranking that ``layers.float_most_sensitive`` and mixed precision choose from.
 
 Sensitivity quantizes one layer at a time (every other layer float) and
 measures the error that layer alone causes. ``layers.float_most_sensitive: k``
 keeps the k most sensitive layers in float (:func:`most_sensitive_float`);
-mixed precision is that same choice tried for k = 1, 2, … until the target
-(``target.max_metric_drop`` / ``target.min_fidelity``) is met; when even one
-layer quantized misses it, the float model ships (:mod:`optiforge.bench.selection`).
+mixed precision searches that k (:mod:`optiforge.quantization.mixed_precision`).
 A ranking depends on the model, the quantization settings and the data, never
 on k, so callers trying several k pass a ``rankings`` cache and rank once.
 """
@@ -18,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from optiforge.bench.selection import Candidate, Selection, select
 from optiforge.files import atomic_write, atomic_write_text
 from optiforge.quantization.fidelity import Fidelity
 
@@ -52,37 +49,6 @@ def cached_sensitivity(
     if rankings is not None:
         rankings[key] = rows
     return rows
-
-
-def mixed_precision(
-    build: Build,
-    evaluate: Evaluate,
-    ranked: list[str],
-    excluded: list[str],
-    max_metric_drop: float | None,
-    min_fidelity: float | None,
-    constraint: str,
-    first: int = 1,
-) -> Selection:
-    """Keep the first k of ``ranked`` float, for the smallest k (from ``first``) that meets the target.
-
-    Each k is a candidate (objective: k, fewest wins; accepted: meets the
-    target) whose payload is ``(model, float layers, fidelity)``; the search
-    stops at the first k accepted. k stops one short of every layer: a model
-    with no layer quantized is the baseline, which the selection ships, with
-    its reason, when no k meets the target.
-    """
-    tried: list[Candidate] = []
-    for count in range(first, len(ranked)):
-        float_layers = most_sensitive_float(ranked, excluded, count)
-        model = build(float_layers)
-        fidelity = evaluate(model)
-        met = fidelity.meets(max_metric_drop, min_fidelity)
-        figures = {"float_layers": float_layers, **fidelity.as_dict()}
-        tried.append(Candidate(f"{count} float", float(count), met, figures, payload=(model, float_layers, fidelity)))
-        if met:
-            break
-    return select(tried, objective="layers kept float", maximize=False, constraint=constraint)
 
 
 def write_sensitivity(rows: list[dict], folder: Path, title: str) -> list[Path]:

@@ -5,9 +5,10 @@ stage passes the stage registry's). See :class:`~optiforge.search.config.SearchC
 """
 
 from optiforge.search.config import OBJECTIVES, ProxyConfig, SearchConfig
-from optiforge.search.engine import ApplyStep, Outcome, Search, SearchResult, StepResult
+from optiforge.search.engine import Search, SearchResult
 from optiforge.search.results import search_summary, write_search
 from optiforge.search.space import CandidateSpec, Step, expand_space
+from optiforge.search.walk import ApplyStep, Outcome, StepResult
 
 __all__ = [
     "OBJECTIVES",

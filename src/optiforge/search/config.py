@@ -44,10 +44,16 @@ class TimingConfig(Config):
 
 
 class EffortConfig(Config):
-    """How much a search may spend: a time budget, and successive halving."""
+    """How much a search may spend: a time budget, successive halving, and whether the first accepted ends it.
+
+    With ``stop_at_first_accepted`` the candidates are walked in the order given (those sharing a prefix
+    together) and, once one meets the constraint, the rest are not built: for a space ordered from the most
+    wanted candidate to the least (fewest layers kept float first), the first accepted is the choice.
+    """
 
     budget_minutes: float | None = Field(None, gt=0.0, description="stop starting candidates after this long")
     proxy: ProxyConfig | None = None
+    stop_at_first_accepted: bool = Field(False, description="build no candidate after one meets the constraint")
 
 
 class SearchConfig(Config):

@@ -90,6 +90,12 @@ class BaseMeasurer:
         self.reference_seconds: float | None = None
         self.baseline_figures: dict = {}
 
+    @property
+    def objective(self) -> tuple[str, bool, str]:
+        """(figure ranked, higher is better, how it reads): the search's ``objective`` unless a measurer
+        ranks a figure of its own (mixed precision: the layers kept float)."""
+        return OBJECTIVE_FIGURES[self.config.objective]
+
     def figures(self, model: Any, artifact: Path | None, name: str) -> dict:
         """The candidate's figures: ``value`` (the metric) and the objective's figure at least."""
         raise NotImplementedError
