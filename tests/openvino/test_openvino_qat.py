@@ -17,12 +17,14 @@ from torch.utils.data import TensorDataset
 from optiforge.config import FinetuneConfig, TrainConfig
 from optiforge.data.builtin import TaskData
 from optiforge.errors import ModelError
+from optiforge.exporters.onnx import OnnxModule
 from optiforge.exporters.openvino import OpenVinoModule
 from optiforge.quantization import QuantConfig, quantize_with_result
 from optiforge.training.finetune import finetuner
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
+onnx = pytest.importorskip("onnx")
 
 
 class TinyMobileNet(nn.Module):
@@ -120,6 +122,13 @@ def test_qat_trains_fake_quantization_and_ships_an_int8_ir_plain_openvino_runs(m
         expected = model(inputs)
     assert F.cosine_similarity(outputs, expected, dim=1).mean().item() > 0.98
     assert (outputs - expected).abs().max().item() > 0  # int8 arithmetic, not the float graph
+
+    onnx_path = result.export_onnx(tmp_path / "model.onnx", inputs[:2])
+    operators = {node.op_type for node in onnx.load(onnx_path).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= operators  # the trained quantizers, as QDQ pairs
+    with torch.no_grad():
+        onnx_outputs = OnnxModule(onnx_path)(inputs)
+    assert F.cosine_similarity(onnx_outputs, outputs, dim=1).mean().item() > 0.99
 
 
 def test_layers_kept_float_get_no_fake_quantizers(model, data, tmp_path):

@@ -117,10 +117,10 @@ def _build_openvino(job: Job, float_layers: list[str]) -> Built:
         if job.example is None:
             raise ConfigError("quantize: engine 'openvino' converts the model and needs an example batch")
         try:
-            model, history = quantize_aware(
+            model, history, trained = quantize_aware(
                 job.model, job.batches, job.example, float_layers, job.finetune, config, job.folder, QAT_LR_SCALE
             )
-            return Built(model, [], None, history)
+            return Built(model, [], trained, history)
         except ModelError as error:
             log.warning("%s; falling back to post-training int8 (scheme int8_static, no training)", error)
             config = config.model_copy(update={"scheme": "int8_static"})

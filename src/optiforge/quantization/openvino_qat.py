@@ -121,9 +121,10 @@ def quantize_aware(
     config: Any,
     folder: Path,
     lr_scale: float,
-) -> tuple[OpenVinoModule, list[dict]]:
+) -> tuple[OpenVinoModule, list[dict], nn.Module]:
     """Fine-tune NNCF's fake-quantized ``model`` with ``finetune`` and write the int8 IR under ``folder``;
-    the module running it and the training history."""
+    the module running it, the training history and the trained model with PyTorch's own fake quantizers
+    (what the ONNX export writes as QuantizeLinear/DequantizeLinear pairs)."""
     prepared = prepare(model, batches, float_layers)
     result = finetune(TrainedInEvalMode(prepared), config.finetune, name="qat", lr_scale=lr_scale)
     trained = result.model.model if isinstance(result.model, TrainedInEvalMode) else result.model
@@ -131,4 +132,6 @@ def quantize_aware(
         warnings.simplefilter("ignore")
         converted = convert(trained.cpu(), example)
     stem = "-".join(["qat_int8", *(["mixed"] if float_layers else [])])
-    return OpenVinoModule(save_ir(converted, Path(folder) / f"{stem}.xml")), list(result.history)
+    library = _nncf()
+    native = library.strip(trained, do_copy=True, strip_format=library.StripFormat.NATIVE, example_input=example)
+    return OpenVinoModule(save_ir(converted, Path(folder) / f"{stem}.xml")), list(result.history), native
