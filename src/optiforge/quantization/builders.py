@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,11 +10,13 @@ from typing import Any
 
 from torch import nn
 
-from optiforge.errors import ConfigError
+from optiforge.errors import ConfigError, ModelError
 from optiforge.quantization import torch_engine
 from optiforge.quantization.casts import check_cast
 from optiforge.quantization.config import QuantConfig
 from optiforge.training.finetune import Finetune
+
+log = logging.getLogger("optiforge")
 
 # fake quantization is fine-tuned gently: a tenth of the recipe's learning rate unless finetune.lr is set
 QAT_LR_SCALE = 0.1
@@ -105,8 +108,24 @@ def _build_onnxruntime(job: Job, float_layers: list[str]) -> Built:
 def _build_openvino(job: Job, float_layers: list[str]) -> Built:
     from optiforge.quantization.openvino_engine import quantize_openvino
 
+    config = job.config
+    if config.scheme == "qat_int8":
+        from optiforge.quantization.openvino_qat import quantize_aware
+
+        if job.finetune is None:
+            raise ConfigError("quantize: scheme 'qat_int8' needs finetune= a fine-tune callable (see engine torch)")
+        if job.example is None:
+            raise ConfigError("quantize: engine 'openvino' converts the model and needs an example batch")
+        try:
+            model, history, trained = quantize_aware(
+                job.model, job.batches, job.example, float_layers, job.finetune, config, job.folder, QAT_LR_SCALE
+            )
+            return Built(model, [], trained, history)
+        except ModelError as error:
+            log.warning("%s; falling back to post-training int8 (scheme int8_static, no training)", error)
+            config = config.model_copy(update={"scheme": "int8_static"})
     return Built(
-        *quantize_openvino(job.model, job.config, job.batches, job.example, float_layers, job.folder, job.validation)
+        *quantize_openvino(job.model, config, job.batches, job.example, float_layers, job.folder, job.validation)
     )
 
 

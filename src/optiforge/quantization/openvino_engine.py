@@ -8,6 +8,8 @@
   (top-1 accuracy on the labelled validation batches; the quantize stage
   labels a float model's logit targets with their top-1 classes, so there
   it is top-1 agreement with the float model).
+* ``qat_int8``: NNCF's fake quantization trained in PyTorch with the fine-tune
+  callable, then converted to an int8 IR (:mod:`optiforge.quantization.openvino_qat`).
 * ``int8_weight_only`` / ``int4_weight_only``: NNCF weight compression
   (int8 asymmetric per channel; int4 symmetric in groups of ``weights.group_size``).
 

@@ -15,8 +15,9 @@ Measured on torch 2.13 / torchao 0.18 / onnxruntime 1.32 (x86 CPU):
 * onnxruntime: int8 static (QDQ, Conv/Gemm/MatMul) and dynamic
   (ConvInteger/MatMulInteger) on the exported ONNX graph.
 * openvino (OpenVINO 2026.4 + NNCF 3.4): int8 static (NNCF post-training
-  quantization), int8/int4 weight compression, bf16 by inference hint
-  (:mod:`optiforge.quantization.openvino_engine`).
+  quantization), QAT (NNCF's fake quantization trained in PyTorch, converted
+  to an int8 IR: :mod:`optiforge.quantization.openvino_qat`), int8/int4 weight
+  compression, bf16 by inference hint (:mod:`optiforge.quantization.openvino_engine`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SUPPORT: dict[str, tuple[str, ...]] = {
     "int4_weight_only": ("torchao", "openvino"),
     "fp16": ("torch",),
     "bf16": ("torch", "openvino"),
-    "qat_int8": ("torch", "pt2e"),
+    "qat_int8": ("torch", "pt2e", "openvino"),
 }
 
 # the Python package each engine needs
