@@ -143,3 +143,54 @@ def test_full_batch_gradient_descent_uses_one_step_per_epoch(digits, small_mlp):
         progress=False,
     )
     assert seen == [1, 2, 3]
+
+
+def _conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv1d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(16, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(12 * 10, 3),
+    )
+
+
+def test_muon_orthogonalises_convolution_filters_and_leaves_first_layer_and_head_to_adamw():
+    model = _conv_net()
+    optimizer = build_optimizer(model, OptimizerConfig(name="muon", lr=0.01, momentum=0.9))
+    muon, adamw = optimizer.inner
+    hidden = [model[2].weight, model[4].weight]
+    assert [p for g in muon.param_groups for p in g["params"]] == hidden
+    assert {id(p) for g in adamw.param_groups for p in g["params"]} == {
+        id(p) for p in model.parameters() if all(p is not w for w in hidden)
+    }
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(1)
+    inputs, targets = torch.randn(32, 1, 10), torch.randint(0, 3, (32,))
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    gradients = [p.grad.clone() for p in model.parameters()]
+    optimizer.step()
+    for weight in hidden:
+        index = next(i for i, p in enumerate(model.parameters()) if p is weight)
+        update = (before[index] - weight.detach()).reshape(weight.shape[0], -1)
+        gradient = gradients[index].reshape(weight.shape[0], -1)
+        # Muon's step has all singular values near one (times the rate); the raw gradient's spread widely
+        update_values = torch.linalg.svdvals(update)
+        gradient_values = torch.linalg.svdvals(gradient)
+        assert update_values.max() / update_values.min() < 2.5
+        assert gradient_values.max() / gradient_values.min() > 5 * (update_values.max() / update_values.min())
+        assert update_values.max() == pytest.approx(0.01 * 0.2 * max(update.shape) ** 0.5, rel=0.3)
+    # AdamW's first step moves every other weight by the rate, elementwise
+    first_step = (before[0] - model[0].weight.detach()).abs()
+    assert torch.allclose(first_step[gradients[0] != 0], torch.tensor(0.01), rtol=1e-3)
+    assert set(adamw.state) == {p for p in model.parameters() if all(p is not w for w in hidden)}
+
+
+def test_muon_on_a_model_without_hidden_weights_is_refused_by_name():
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 8, 3))
+    with pytest.raises(ConfigError, match="'muon' needs a hidden nn.Linear .* or a convolution after the first.*adamw"):
+        build_optimizer(model, OptimizerConfig(name="muon", lr=0.02))
