@@ -11,6 +11,7 @@ from torch import nn
 import optiforge
 from optiforge.config import OptimizerConfig, ScheduleConfig
 from optiforge.errors import ConfigError
+from optiforge.training.muon import NEWTON_SCHULZ, orthogonalize
 from optiforge.training.optimizers import MuonWithAdamW, build_optimizer, optimizer_names
 from optiforge.training.schedules import Schedule
 
@@ -194,3 +195,29 @@ def test_muon_on_a_model_without_hidden_weights_is_refused_by_name():
     model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 8, 3))
     with pytest.raises(ConfigError, match="'muon' needs a hidden nn.Linear .* or a convolution after the first.*adamw"):
         build_optimizer(model, OptimizerConfig(name="muon", lr=0.02))
+
+
+@pytest.mark.parametrize("shape", [(16, 80), (80, 16), (24, 30)])
+def test_orthogonalize_on_the_short_side_matches_the_newton_schulz_steps(shape):
+    torch.manual_seed(0)
+    # a gradient-like matrix: a few strong directions over weak noise
+    matrix = torch.randn(shape[0], 3) @ torch.randn(3, shape[1]) * 10 + torch.randn(shape) * 0.01
+    a, b, c = NEWTON_SCHULZ
+    x = matrix.T if shape[0] > shape[1] else matrix
+    x = x / x.norm()
+    for _ in range(5):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    expected = x.T if shape[0] > shape[1] else x
+    result = orthogonalize(matrix)
+    assert torch.allclose(result, expected, atol=1e-4)
+    strong = torch.linalg.svdvals(result)[:3]
+    assert torch.all((strong > 0.6) & (strong < 1.2))
+
+
+def test_muon_options_reach_the_optimizer_and_unknown_ones_are_named():
+    model = _conv_net()
+    optimizer = build_optimizer(model, OptimizerConfig(name="muon", lr=0.02, options={"newton_schulz_steps": 3}))
+    assert optimizer.inner[0].param_groups[0]["newton_schulz_steps"] == 3
+    with pytest.raises(ConfigError, match="options.newton_shulz_steps: muon has no such option.*newton_schulz_steps"):
+        build_optimizer(model, OptimizerConfig(name="muon", lr=0.02, options={"newton_shulz_steps": 3}))

@@ -30,9 +30,20 @@ def orthogonalize(matrix: Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> Tensor:
     if tall:
         x = x.T
     x = x / (x.norm() + 1e-7)
-    for _ in range(steps):
+    if x.size(1) >= 2 * x.size(0):
+        # Each step left-multiplies by a polynomial of x @ x.T, so the steps can run on the small square side
+        # and touch the long side twice: a convolution's (out, in * kernel) matrix is 5-10 times wider than
+        # tall, and this is 1.3-3 times faster there, with the same result to float precision.
         gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        accumulated = torch.eye(x.size(0), dtype=x.dtype, device=x.device)
+        for _ in range(steps):
+            current = accumulated @ gram @ accumulated.T
+            accumulated = (b * current + c * current @ current) @ accumulated + a * accumulated
+        x = accumulated @ x
+    else:
+        for _ in range(steps):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
     return (x.T if tall else x).to(matrix.dtype)
 
 
@@ -40,9 +51,16 @@ class Muon(torch.optim.Optimizer):
     """Nesterov momentum, orthogonalised per weight viewed as ``(out, everything else)``; decoupled weight decay."""
 
     def __init__(
-        self, params, lr: float = 1e-3, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0
-    ) -> None:  # noqa: ANN001 - torch's params type
-        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay})
+        self,
+        params,  # noqa: ANN001 - torch's params type
+        lr: float = 1e-3,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        newton_schulz_steps: int = NEWTON_SCHULZ_STEPS,
+    ) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
+        super().__init__(params, {**defaults, "newton_schulz_steps": newton_schulz_steps})
         for group in self.param_groups:
             for parameter in group["params"]:
                 if parameter.dim() < 2:
@@ -69,5 +87,6 @@ class Muon(torch.optim.Optimizer):
                 rows, columns = matrix.shape
                 lr = group["lr"] * RMS_OF_ADAMW * math.sqrt(max(rows, columns))
                 parameter.mul_(1 - group["lr"] * group["weight_decay"])
-                parameter.add_(orthogonalize(matrix).view_as(parameter), alpha=-lr)
+                orthogonal = orthogonalize(matrix, group["newton_schulz_steps"])
+                parameter.add_(orthogonal.view_as(parameter), alpha=-lr)
         return loss

@@ -24,6 +24,7 @@ from optiforge.training.muon import Muon
 
 _ALIASES = {"gd": "SGD", "sgd": "SGD"}
 PLACEHOLDER_LR = 1e-3
+MUON_OPTIONS = {"newton_schulz_steps", "nesterov"}
 
 
 def optimizer_names() -> list[str]:
@@ -126,7 +127,14 @@ def _muon(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
         )
     matrices = [p for p in model.parameters() if id(p) in weights]
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in weights]
-    muon = Muon(matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum or 0.95)
+    options = dict(config.options)
+    unknown = sorted(set(options) - MUON_OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"train.optimizer.options.{unknown[0]}: muon has no such option{closest(unknown[0], sorted(MUON_OPTIONS))}"
+            f"; allowed: {', '.join(sorted(MUON_OPTIONS))}"
+        )
+    muon = Muon(matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum or 0.95, **options)
     adamw = torch.optim.AdamW(others, lr=config.lr, weight_decay=config.weight_decay) if others else None
     return MuonWithAdamW(muon, adamw)
 
