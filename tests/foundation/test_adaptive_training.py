@@ -214,6 +214,8 @@ def test_fast_mnist1d_stops_at_its_target_and_holds_it_on_test(tmp_path):
     run = optiforge.run_recipe("fast-mnist1d", out=tmp_path, progress=False, show_table=False)
     (row,) = run.report["stages"]
     assert row["stop_at_epoch"] is not None and row["stop_at_epoch"] == row["epochs"] < 40
+    # checked every half epoch of 29 steps: it stops within the epoch it reached the target in
+    assert (row["epochs"] - 1) * 29 < row["stop_at_step"] <= row["epochs"] * 29
     assert row["best_val_accuracy"] >= 0.96
     assert row["value"] >= 0.94, row["value"]  # test accuracy of the model that reached the target
 

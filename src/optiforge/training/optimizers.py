@@ -24,7 +24,7 @@ from optiforge.training.muon import Muon
 
 _ALIASES = {"gd": "SGD", "sgd": "SGD"}
 PLACEHOLDER_LR = 1e-3
-MUON_OPTIONS = {"newton_schulz_steps", "nesterov"}
+MUON_OPTIONS = {"newton_schulz_steps"}
 
 
 def optimizer_names() -> list[str]:
