@@ -221,3 +221,5 @@ def test_muon_options_reach_the_optimizer_and_unknown_ones_are_named():
     assert optimizer.inner[0].param_groups[0]["newton_schulz_steps"] == 3
     with pytest.raises(ConfigError, match="options.newton_shulz_steps: muon has no such option.*newton_schulz_steps"):
         build_optimizer(model, OptimizerConfig(name="muon", lr=0.02, options={"newton_shulz_steps": 3}))
+    with pytest.raises(ConfigError, match="Muon refused the options: newton_schulz_steps must be a whole number >= 1"):
+        build_optimizer(model, OptimizerConfig(name="muon", lr=0.02, options={"newton_schulz_steps": 0}))

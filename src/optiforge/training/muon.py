@@ -59,6 +59,8 @@ class Muon(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         newton_schulz_steps: int = NEWTON_SCHULZ_STEPS,
     ) -> None:
+        if isinstance(newton_schulz_steps, bool) or not isinstance(newton_schulz_steps, int) or newton_schulz_steps < 1:
+            raise ValueError(f"newton_schulz_steps must be a whole number >= 1, got {newton_schulz_steps!r}")
         defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
         super().__init__(params, {**defaults, "newton_schulz_steps": newton_schulz_steps})
         for group in self.param_groups:

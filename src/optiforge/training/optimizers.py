@@ -6,7 +6,8 @@ of ``torch.optim`` can be named in lower or original case. ``muon`` follows
 the Muon authors' recipe: Muon (:mod:`optiforge.training.muon`) for the weights
 of hidden linear layers and of convolutions after the first, AdamW for
 everything else (biases, norms, embeddings, the first convolution, which sees
-the raw input through a few channels, and the output layer).
+the raw input through a few channels, and the output layer), one rate for
+both; ``options: {newton_schulz_steps: 3}`` makes Muon's step cheaper.
 """
 
 from __future__ import annotations
@@ -134,7 +135,12 @@ def _muon(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
             f"train.optimizer.options.{unknown[0]}: muon has no such option{closest(unknown[0], sorted(MUON_OPTIONS))}"
             f"; allowed: {', '.join(sorted(MUON_OPTIONS))}"
         )
-    muon = Muon(matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum or 0.95, **options)
+    try:
+        muon = Muon(
+            matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum or 0.95, **options
+        )
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"train.optimizer: Muon refused the options: {error}") from None
     adamw = torch.optim.AdamW(others, lr=config.lr, weight_decay=config.weight_decay) if others else None
     return MuonWithAdamW(muon, adamw)
 
