@@ -67,6 +67,7 @@ LEVERS: dict[str, list[str]] = {
     "channels-last": ["hardware.channels_last=true"],
     "data on device": ["hardware.data_on_device=true"],
     "eval every 2 epochs": ["train.validation.every_epochs=2"],
+    "stop_at checked every half epoch": ["train.validation.every_epochs=0.5"],
     "weight average": ["train.optimizer.weight_average={decay: 0.99}"],
     "label smoothing": ["data.label_smoothing=0.1"],
     "weight decay 0.1 (adamw)": ["train.optimizer.name=adamw", "train.optimizer.weight_decay=0.1"],
@@ -76,8 +77,6 @@ LEVERS: dict[str, list[str]] = {
 def not_applicable(lever: str, task: Task) -> str | None:
     if lever == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
         return "no bf16 units on this CPU (emulated bf16 is slower)"
-    if lever == "muon" and task.model["name"] == "cnn1d":
-        return "cnn1d has no hidden Linear matrix for Muon"
     if lever == "channels-last" and task.model["name"] == "cnn1d":
         return "channels-last is a layout of 2-D convolutions; cnn1d's are 1-D"
     return None

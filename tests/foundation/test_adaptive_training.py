@@ -11,6 +11,7 @@ from torch import nn
 import optiforge
 from optiforge.errors import ConfigError, TrainingError
 from optiforge.hardware.capabilities import cpu_has_bf16
+from optiforge.tasks import task_for
 from optiforge.training.auto_batch import CANDIDATES, scaled_lr
 
 
@@ -213,6 +214,8 @@ def test_fast_mnist1d_stops_at_its_target_and_holds_it_on_test(tmp_path):
     run = optiforge.run_recipe("fast-mnist1d", out=tmp_path, progress=False, show_table=False)
     (row,) = run.report["stages"]
     assert row["stop_at_epoch"] is not None and row["stop_at_epoch"] == row["epochs"] < 40
+    # checked every half epoch of 29 steps: it stops within the epoch it reached the target in
+    assert (row["epochs"] - 1) * 29 < row["stop_at_step"] <= row["epochs"] * 29
     assert row["best_val_accuracy"] >= 0.96
     assert row["value"] >= 0.94, row["value"]  # test accuracy of the model that reached the target
 
@@ -225,3 +228,42 @@ def test_recipes_with_auto_values_pass_the_checks_before_a_run(capsys):
     assert "is valid" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"train\.batch_size: 'auto' is measured in one process"):
         check_fits(optiforge.load_recipe("ddp", ["train.batch_size=auto"]), 2)
+
+
+class _ScoreEveryStep(optiforge.Callback):
+    """The validation accuracy after every optimizer step, scored as the loop scores it."""
+
+    def __init__(self, digits):
+        self.digits, self.scores = digits, {}
+
+    def after_optimizer_step(self, state):
+        loader = torch.utils.data.DataLoader(self.digits.val, batch_size=512)
+        self.scores[state.step] = task_for("classification").evaluate(state.model, loader, state.device)["accuracy"]
+
+
+def test_stop_at_checked_every_quarter_epoch_stops_at_the_first_checked_step_reaching_it(digits, one_thread):
+    settings = {"epochs": 3, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.05}}
+    scoring = _ScoreEveryStep(digits)
+    optiforge.train(_mlp(digits), digits, optiforge.TrainConfig(**settings), callbacks=[scoring], progress=False)
+    steps_per_epoch = -(-len(digits.train) // 64)
+    every = round(steps_per_epoch / 4)
+    checked = [step for step in scoring.scores if step % every == 0 or step % steps_per_epoch == 0]
+    # a target first met at a checked step inside the second epoch
+    target = scoring.scores[steps_per_epoch + every]
+    expected = next(step for step in checked if scoring.scores[step] >= target)
+    assert expected % steps_per_epoch != 0, "the target must be met mid-epoch for this test"
+    stopping = optiforge.TrainConfig(**settings, stop_at={"accuracy": target}, validation={"every_epochs": 0.25})
+    result = optiforge.train(_mlp(digits), digits, stopping, progress=False)
+    assert result.choices["stop_at_step"] == expected
+    assert result.choices["stop_at_epoch"] == expected // steps_per_epoch + 1 == result.epochs_run
+    assert result.history[-1]["step"] == expected
+    assert result.history[-1]["val_accuracy"] == pytest.approx(scoring.scores[expected])
+    assert result.stopped_early
+
+
+def test_a_fraction_of_an_epoch_between_validations_needs_stop_at():
+    assert optiforge.TrainConfig(validation={"every_epochs": 0.5}, stop_at={"accuracy": 0.9}).validation.every_epochs
+    with pytest.raises(ConfigError, match="every_epochs: 0.5 validates mid-epoch for train.stop_at only"):
+        optiforge.TrainConfig(validation={"every_epochs": 0.5})
+    with pytest.raises(ConfigError, match="whole number of epochs or a fraction below 1"):
+        optiforge.TrainConfig(validation={"every_epochs": 1.5})

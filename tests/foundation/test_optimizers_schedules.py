@@ -11,6 +11,7 @@ from torch import nn
 import optiforge
 from optiforge.config import OptimizerConfig, ScheduleConfig
 from optiforge.errors import ConfigError
+from optiforge.training.muon import NEWTON_SCHULZ, orthogonalize
 from optiforge.training.optimizers import MuonWithAdamW, build_optimizer, optimizer_names
 from optiforge.training.schedules import Schedule
 
@@ -143,3 +144,82 @@ def test_full_batch_gradient_descent_uses_one_step_per_epoch(digits, small_mlp):
         progress=False,
     )
     assert seen == [1, 2, 3]
+
+
+def _conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv1d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(16, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(12 * 10, 3),
+    )
+
+
+def test_muon_orthogonalises_convolution_filters_and_leaves_first_layer_and_head_to_adamw():
+    model = _conv_net()
+    optimizer = build_optimizer(model, OptimizerConfig(name="muon", lr=0.01, momentum=0.9))
+    muon, adamw = optimizer.inner
+    hidden = [model[2].weight, model[4].weight]
+    assert [p for g in muon.param_groups for p in g["params"]] == hidden
+    assert {id(p) for g in adamw.param_groups for p in g["params"]} == {
+        id(p) for p in model.parameters() if all(p is not w for w in hidden)
+    }
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(1)
+    inputs, targets = torch.randn(32, 1, 10), torch.randint(0, 3, (32,))
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    gradients = [p.grad.clone() for p in model.parameters()]
+    optimizer.step()
+    for weight in hidden:
+        index = next(i for i, p in enumerate(model.parameters()) if p is weight)
+        update = (before[index] - weight.detach()).reshape(weight.shape[0], -1)
+        gradient = gradients[index].reshape(weight.shape[0], -1)
+        # Muon's step has all singular values near one (times the rate); the raw gradient's spread widely
+        update_values = torch.linalg.svdvals(update)
+        gradient_values = torch.linalg.svdvals(gradient)
+        assert update_values.max() / update_values.min() < 2.5
+        assert gradient_values.max() / gradient_values.min() > 5 * (update_values.max() / update_values.min())
+        assert update_values.max() == pytest.approx(0.01 * 0.2 * max(update.shape) ** 0.5, rel=0.3)
+    # AdamW's first step moves every other weight by the rate, elementwise
+    first_step = (before[0] - model[0].weight.detach()).abs()
+    assert torch.allclose(first_step[gradients[0] != 0], torch.tensor(0.01), rtol=1e-3)
+    assert set(adamw.state) == {p for p in model.parameters() if all(p is not w for w in hidden)}
+
+
+def test_muon_on_a_model_without_hidden_weights_is_refused_by_name():
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 8, 3))
+    with pytest.raises(ConfigError, match="'muon' needs a hidden nn.Linear .* or a convolution after the first.*adamw"):
+        build_optimizer(model, OptimizerConfig(name="muon", lr=0.02))
+
+
+@pytest.mark.parametrize("shape", [(16, 80), (80, 16), (24, 30)])
+def test_orthogonalize_on_the_short_side_matches_the_newton_schulz_steps(shape):
+    torch.manual_seed(0)
+    # a gradient-like matrix: a few strong directions over weak noise
+    matrix = torch.randn(shape[0], 3) @ torch.randn(3, shape[1]) * 10 + torch.randn(shape) * 0.01
+    a, b, c = NEWTON_SCHULZ
+    x = matrix.T if shape[0] > shape[1] else matrix
+    x = x / x.norm()
+    for _ in range(5):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    expected = x.T if shape[0] > shape[1] else x
+    result = orthogonalize(matrix)
+    assert torch.allclose(result, expected, atol=1e-4)
+    strong = torch.linalg.svdvals(result)[:3]
+    assert torch.all((strong > 0.6) & (strong < 1.2))
+
+
+def test_muon_options_reach_the_optimizer_and_unknown_ones_are_named():
+    model = _conv_net()
+    optimizer = build_optimizer(model, OptimizerConfig(name="muon", lr=0.02, options={"newton_schulz_steps": 3}))
+    assert optimizer.inner[0].param_groups[0]["newton_schulz_steps"] == 3
+    with pytest.raises(ConfigError, match="options.newton_shulz_steps: muon has no such option.*newton_schulz_steps"):
+        build_optimizer(model, OptimizerConfig(name="muon", lr=0.02, options={"newton_shulz_steps": 3}))
+    with pytest.raises(ConfigError, match="Muon refused the options: newton_schulz_steps must be a whole number >= 1"):
+        build_optimizer(model, OptimizerConfig(name="muon", lr=0.02, options={"newton_schulz_steps": 0}))

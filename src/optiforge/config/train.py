@@ -29,8 +29,22 @@ class GradientConfig(Config):
 class ValidationConfig(Config):
     """When the validation split is scored, and whether a stalled score ends training."""
 
-    every_epochs: int = Field(1, ge=1, description="epochs between validation passes (the last epoch always has one)")
+    every_epochs: int | float = Field(
+        1,
+        gt=0,
+        description="epochs between validation passes (the last epoch always has one); a fraction such as 0.5 "
+        "also checks train.stop_at mid-epoch, so a run stops within that share of an epoch of reaching its target",
+    )
     early_stopping: EarlyStoppingConfig | None = None
+
+    @field_validator("every_epochs")
+    @classmethod
+    def _whole_or_fraction(cls, value: int | float) -> int | float:
+        if value >= 1:
+            if value != int(value):
+                raise ValueError(f"give a whole number of epochs or a fraction below 1 (e.g. 0.5), got {value}")
+            return int(value)
+        return value
 
 
 class TrainConfig(Config):
@@ -67,6 +81,15 @@ class TrainConfig(Config):
         if isinstance(value, bool) or size < 1:
             raise ValueError("Input should be an integer >= 1 or 'auto'")
         return size
+
+    @model_validator(mode="after")
+    def _fractions_serve_stop_at(self) -> TrainConfig:
+        if self.validation.every_epochs < 1 and self.stop_at is None:
+            raise ValueError(
+                f"validation.every_epochs: {self.validation.every_epochs} validates mid-epoch for train.stop_at only; "
+                "set train.stop_at (e.g. {accuracy: 0.96}) or give a whole number of epochs"
+            )
+        return self
 
     @field_validator("stop_at")
     @classmethod

@@ -148,6 +148,9 @@ def train(
         make_batches(data.val, 512, device, on_device=on_device, sampler=val_sampler) if len(data.val) else None
     )
     steps_per_epoch = math.ceil(len(train_loader) / config.gradients.accumulation_steps)
+    every = config.validation.every_epochs
+    # a fraction of an epoch: stop_at is also checked every this many optimizer steps within an epoch
+    check_every_steps = max(1, round(every * steps_per_epoch)) if every < 1 and val_loader is not None else None
 
     # Wrap before building the optimizer: sharding strategies replace the parameters.
     forward_model = strategy.wrap(compile_model(model, hardware, data.example_input(2).to(device)), device)
@@ -159,6 +162,9 @@ def train(
     best_metric: float | None = None
     best_weights: dict | None = None
     epochs_without_improvement = 0
+
+    def validate() -> dict[str, float]:
+        return task.evaluate(evaluated_model, val_loader, device, precision.autocast, strategy.reduce_sums)
 
     def save_checkpoint(finished: bool) -> None:
         if checkpoint_path is None:
@@ -217,6 +223,7 @@ def train(
                 callback.on_epoch_start(state)
             forward_model.train()
             loss_sum, batches = 0.0, 0
+            reached_mid_epoch: dict[str, float] | None = None
             bar.reset(step_bar, total=len(train_loader))
             for index, (inputs, targets) in enumerate(train_loader):
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -274,16 +281,30 @@ def train(
                     for callback in callbacks:
                         callback.after_optimizer_step(state)
                 bar.update(step_bar, advance=1, info=f"loss {loss_value:.4f} lr {optimizer.param_groups[0]['lr']:.2e}")
+                if (
+                    steps_now
+                    and check_every_steps is not None
+                    and stop_at is not None
+                    and state.step % check_every_steps == 0
+                    and index + 1 < len(train_loader)
+                ):
+                    metrics = validate()
+                    if stop_at.reached({f"val_{key}": value for key, value in metrics.items()}):
+                        reached_mid_epoch = metrics
+                        break
 
             totals = strategy.reduce_sums({"loss": loss_sum, "batches": float(batches)})  # over all data shares
             record = {
                 "epoch": state.epoch + 1,
                 "train_loss": totals["loss"] / max(totals["batches"], 1),
                 "lr": optimizer.param_groups[0]["lr"],
+                "step": state.step,
             }
             last = state.epoch + 1 == config.epochs
-            if val_loader is not None and ((state.epoch + 1) % config.validation.every_epochs == 0 or last):
-                metrics = task.evaluate(evaluated_model, val_loader, device, precision.autocast, strategy.reduce_sums)
+            if reached_mid_epoch is not None or (
+                val_loader is not None and ((state.epoch + 1) % config.validation.every_epochs == 0 or last)
+            ):
+                metrics = reached_mid_epoch or validate()
                 record.update({f"val_{key}": value for key, value in metrics.items()})
                 for callback in callbacks:
                     callback.on_eval(state, metrics)
@@ -307,7 +328,9 @@ def train(
                         )
                         state.stop = True
             if stop_at is not None and stop_at.reached(record):
-                log.info("%s: %s reached after epoch %d", description, stop_at.describe(), state.epoch)
+                log.info(
+                    "%s: %s reached in epoch %d (step %d)", description, stop_at.describe(), state.epoch, state.step
+                )
                 state.stop = True
             for callback in callbacks:
                 callback.on_epoch_end(state)

@@ -3,8 +3,11 @@
 ``gd`` is full-batch gradient descent (SGD over the whole training set in one
 batch), ``sgd`` mini-batch SGD with optional momentum/Nesterov, and any class
 of ``torch.optim`` can be named in lower or original case. ``muon`` follows
-the Muon authors' recipe: Muon for the 2-D weight matrices of hidden layers,
-AdamW for everything else (biases, norms, embeddings, the output layer).
+the Muon authors' recipe: Muon (:mod:`optiforge.training.muon`) for the weights
+of hidden linear layers and of convolutions after the first, AdamW for
+everything else (biases, norms, embeddings, the first convolution, which sees
+the raw input through a few channels, and the output layer), one rate for
+both; ``options: {newton_schulz_steps: 3}`` makes Muon's step cheaper.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from torch import nn
 from optiforge.config import OptimizerConfig
 from optiforge.errors import ConfigError
 from optiforge.registry import closest
+from optiforge.training.muon import Muon
 
 _ALIASES = {"gd": "SGD", "sgd": "SGD"}
 PLACEHOLDER_LR = 1e-3
+MUON_OPTIONS = {"newton_schulz_steps"}
 
 
 def optimizer_names() -> list[str]:
@@ -100,26 +105,42 @@ class MuonWithAdamW(torch.optim.Optimizer):
             opt.load_state_dict(state)
 
 
+def _muon_weights(model: nn.Module) -> set[int]:
+    """The ids of the weights Muon steps: hidden nn.Linear matrices and every convolution's filters but the first's."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    convolutions = [m for m in layers if not isinstance(m, nn.Linear)]
+    excluded = {id(layers[-1])} if layers else set()
+    if convolutions:
+        excluded.add(id(convolutions[0]))
+    return {
+        id(m.weight)
+        for m in layers
+        if id(m) not in excluded and m.weight.requires_grad and (m.weight.dim() == 2 or not isinstance(m, nn.Linear))
+    }
+
+
 def _muon(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
-    matrices, others = [], []
-    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-    last = linears[-1] if linears else None
-    for module in model.modules():
-        for parameter in module.parameters(recurse=False):
-            if not parameter.requires_grad:
-                continue
-            is_hidden_matrix = parameter.dim() == 2 and isinstance(module, nn.Linear) and module is not last
-            (matrices if is_hidden_matrix else others).append(parameter)
-    if not matrices:
-        raise ConfigError("train.optimizer.name: 'muon' needs at least one hidden nn.Linear weight matrix")
-    muon = torch.optim.Muon(
-        matrices,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        momentum=config.momentum or 0.95,
-        nesterov=True,
-        adjust_lr_fn="match_rms_adamw",
-    )
+    weights = _muon_weights(model)
+    if not weights:
+        raise ConfigError(
+            "train.optimizer.name: 'muon' needs a hidden nn.Linear weight matrix or a convolution after the first; "
+            f"{type(model).__name__} has neither (use adamw)"
+        )
+    matrices = [p for p in model.parameters() if id(p) in weights]
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in weights]
+    options = dict(config.options)
+    unknown = sorted(set(options) - MUON_OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"train.optimizer.options.{unknown[0]}: muon has no such option{closest(unknown[0], sorted(MUON_OPTIONS))}"
+            f"; allowed: {', '.join(sorted(MUON_OPTIONS))}"
+        )
+    try:
+        muon = Muon(
+            matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum or 0.95, **options
+        )
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"train.optimizer: Muon refused the options: {error}") from None
     adamw = torch.optim.AdamW(others, lr=config.lr, weight_decay=config.weight_decay) if others else None
     return MuonWithAdamW(muon, adamw)
 

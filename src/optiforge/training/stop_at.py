@@ -1,5 +1,8 @@
-"""``stop_at``: end training after the first epoch whose validation metric reaches a target.
+"""``stop_at``: end training after the first validation pass whose metric reaches a target.
 
+Passes come at the end of epochs and, with ``validation.every_epochs`` below
+one, every that share of an epoch as well; a target reached mid-epoch ends
+the epoch there, and its record's ``step`` says after which optimizer step.
 The stop is decided from the history, which is part of the checkpoint, so a
 resumed run knows it has already stopped and what it reached.
 """
@@ -43,12 +46,13 @@ class StopAt:
     def summary(self, history: list[dict[str, float]]) -> dict:
         """What the report shows: the target, the epoch that reached it (or none) and the best value."""
         evaluated = [record for record in history if self.key in record]
-        reached = next((record["epoch"] for record in evaluated if self.reached(record)), None)
+        reached = next((record for record in evaluated if self.reached(record)), None)
         choose = max if self.higher_is_better else min
         best = choose(evaluated, key=lambda record: record[self.key]) if evaluated else None
         return {
             "stop_at": self.describe(),
-            "stop_at_epoch": reached,
+            "stop_at_epoch": reached["epoch"] if reached else None,
+            "stop_at_step": reached.get("step") if reached else None,
             f"best_{self.key}": best[self.key] if best else None,
             "best_epoch": best["epoch"] if best else None,
         }
