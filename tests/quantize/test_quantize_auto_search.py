@@ -17,7 +17,7 @@ CANDIDATE_SECONDS = [4.0, 1.0, 2.0, 3.0, 5.0]
 def fake_clock(monkeypatch):
     timed: list[list[str]] = []
 
-    def interleaved(runs, rounds=3, repeats=1, warmup=1, device=None):
+    def interleaved(runs, rounds=3, repeats=1, warmup=1, device=None, min_round_seconds=0.0):
         seconds = CANDIDATE_SECONDS[len(timed)]
         timed.append(list(runs))
         return {name: [1.0 if name.startswith("baseline") else seconds] * rounds for name in runs}
