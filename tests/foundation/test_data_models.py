@@ -23,8 +23,14 @@ def test_digits_image_layout():
     assert data.input_shape == (1, 8, 8)
 
 
-def test_mnist1d_is_deterministic_and_shaped():
-    first = optiforge.build_data(optiforge.DataConfig(name="mnist1d"))
+@pytest.fixture(scope="module")
+def mnist1d():
+    """Generating MNIST-1D takes seconds: built once for the tests that read it."""
+    return optiforge.build_data(optiforge.DataConfig(name="mnist1d"))
+
+
+def test_mnist1d_is_deterministic_and_shaped(mnist1d):
+    first = mnist1d
     second = optiforge.build_data(optiforge.DataConfig(name="mnist1d"))
     assert first.input_shape == (1, 40)
     assert len(first.test) == 1000 and first.num_classes == 10
@@ -63,8 +69,8 @@ def test_builtin_models_fit_their_data(name, options):
     assert model(data.example_input(3)).shape == (3, 10)
 
 
-def test_cnn1d_on_mnist1d():
-    data = optiforge.build_data(optiforge.DataConfig(name="mnist1d"))
+def test_cnn1d_on_mnist1d(mnist1d):
+    data = mnist1d
     model = optiforge.build_model(optiforge.ModelConfig(name="cnn1d", channels=[8, 8]), data)
     assert model(data.example_input(2)).shape == (2, 10)
 

@@ -68,16 +68,19 @@ def accumulated(synchronize_every_backward: bool = False, static_graph: bool = F
     return {"weights": result.model.state_dict(), "reductions": strategy.reductions}
 
 
-def main(out: Path) -> None:
-    init_process_group()
-    results = {
+def results() -> dict:
+    return {
         "default": options({}),
         "chosen": options({"bucket_cap_mb": 1.5, "gradient_as_bucket_view": False, "static_graph": True}),
         "no_sync": accumulated(),
         "every_backward": accumulated(synchronize_every_backward=True),
         "static_graph": accumulated(static_graph=True),
     }
-    torch.save(results, out / f"rank{dist.get_rank()}.pt")
+
+
+def main(out: Path) -> None:
+    init_process_group()
+    torch.save(results(), out / f"rank{dist.get_rank()}.pt")
 
 
 if __name__ == "__main__":

@@ -55,13 +55,16 @@ def accumulated(strategy_type: type[FullyShardedDataParallel]) -> dict:
     return {"weights": result.model.state_dict(), "reduce_scatters": calls["count"]}
 
 
-def main(out: Path) -> None:
-    init_process_group()
-    results = {
+def results() -> dict:
+    return {
         "skipping": accumulated(FullyShardedDataParallel),
         "every_backward": accumulated(SynchronizingEveryBackward),
     }
-    torch.save(results, out / f"rank{dist.get_rank()}.pt")
+
+
+def main(out: Path) -> None:
+    init_process_group()
+    torch.save(results(), out / f"rank{dist.get_rank()}.pt")
 
 
 if __name__ == "__main__":

@@ -74,11 +74,11 @@ def torchrun(
     return run_in_session(command, timeout, worker_env(**env))
 
 
-def worker_results(script: str, folder: Path, ranks: int = 2) -> list:
+def worker_results(script: str, folder: Path, ranks: int = 2, timeout: float = 180) -> list:
     """Run ``script FOLDER`` on ``ranks`` processes; each writes ``rank<N>.pt`` there, returned in rank order."""
     import torch
 
-    finished = torchrun(script, str(folder), nproc=ranks, timeout=180)
+    finished = torchrun(script, str(folder), nproc=ranks, timeout=timeout)
     assert finished.returncode == 0, finished.stdout[-4000:]
     return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(ranks)]
 

@@ -106,14 +106,8 @@ def hybrid_results() -> dict:
     }
 
 
-def main(out: Path) -> None:
-    init_process_group()
-    if dist.get_world_size() == 4:
-        results = hybrid_results()
-        if dist.get_rank() == 0:
-            torch.save(results, out)
-        return
-    results = {
+def two_process_results() -> dict:
+    return {
         "attention": attention_step(),
         "ddp": trained(DataParallel(optiforge.ParallelConfig(strategy="ddp"))),
         "fsdp": trained(FullyShardedDataParallel(optiforge.ParallelConfig(strategy="fsdp"))),
@@ -121,6 +115,16 @@ def main(out: Path) -> None:
         "gpipe": pipeline_step("gpipe"),
         "1f1b": pipeline_step("1f1b"),
     }
+
+
+def main(out: Path) -> None:
+    init_process_group()
+    if dist.get_world_size() == 4:
+        results = hybrid_results()
+        if dist.get_rank() == 0:
+            torch.save(results, out)
+        return
+    results = two_process_results()
     if dist.get_rank() == 0:
         torch.save(results, out)
 

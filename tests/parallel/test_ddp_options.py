@@ -1,11 +1,11 @@
 """``parallel.ddp`` reaches DistributedDataParallel, and accumulation all-reduces once per optimizer step.
 
-Measured on 2 real Gloo processes (ddp_options_worker.py).
+Measured on 2 real Gloo processes (ddp_options_worker.py, launched by two_process_worker.py).
 """
 
 import pytest
 from ddp_options_worker import ACCUMULATION_STEPS
-from parallel_launch import largest_difference, worker_results
+from parallel_launch import largest_difference
 from parallel_worker import tiny_data, tiny_model, train_config
 
 import optiforge
@@ -20,8 +20,8 @@ BACKWARDS_PER_EPOCH = 16
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    return worker_results("ddp_options_worker.py", tmp_path_factory.mktemp("ddp_options"))
+def ranks(two_process_results):
+    return [rank["ddp_options"] for rank in two_process_results]
 
 
 def test_ddp_options_reach_the_wrapper(ranks):

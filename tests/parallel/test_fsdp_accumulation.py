@@ -1,11 +1,11 @@
 """FSDP with gradient accumulation reduce-scatters once per optimizer step, and trains the same weights.
 
-Measured on 2 real Gloo processes (fsdp_accumulation_worker.py).
+Measured on 2 real Gloo processes (fsdp_accumulation_worker.py, launched by two_process_worker.py).
 """
 
 import pytest
 from fsdp_accumulation_worker import ACCUMULATION_STEPS
-from parallel_launch import largest_difference, worker_results
+from parallel_launch import largest_difference
 from parallel_worker import tiny_data, tiny_model, train_config
 
 import optiforge
@@ -21,8 +21,8 @@ SHARDED_BLOCKS = 3  # the tiny model's three Linear layers, each sharded on its 
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    return worker_results("fsdp_accumulation_worker.py", tmp_path_factory.mktemp("fsdp_accumulation"))
+def ranks(two_process_results):
+    return [rank["fsdp_accumulation"] for rank in two_process_results]
 
 
 def test_accumulation_reduce_scatters_only_on_each_optimizer_steps_last_backward(ranks):

@@ -19,11 +19,8 @@ WEIGHT_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("equivalence") / "results.pt"
-    finished = torchrun("parallel_worker.py", str(out), nproc=2, timeout=180)
-    assert finished.returncode == 0, finished.stdout[-4000:]
-    return torch.load(out, weights_only=False)
+def results(two_process_results):
+    return two_process_results[0]["equivalence"]
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,19 @@
-"""Every built-in parallel recipe runs from the command line on real Gloo processes."""
+"""Every built-in parallel recipe runs from the command line on real Gloo processes; a killed worker is restarted."""
 
 import json
 import sys
 
 import pytest
 import torch
-from parallel_launch import optiforge_cli, run_in_session, worker_env
+from parallel_launch import optiforge_cli, processes_mentioning, run_in_session, worker_env
 
 import optiforge
 
 pytestmark = pytest.mark.distributed
 
 
-def _run(recipe: str, nproc: int, out, *overrides: str, timeout: float = 240):
-    arguments = ["run", recipe, "--nproc", str(nproc), "--out", str(out), "--no-progress"]
+def _run(recipe: str, nproc: int, out, *overrides: str, timeout: float = 240, verbose: bool = False):
+    arguments = [*(["-v"] if verbose else []), "run", recipe, "--nproc", str(nproc), "--out", str(out), "--no-progress"]
     for override in ("train.epochs=2", *overrides):
         arguments += ["--set", override]
     finished = optiforge_cli(*arguments, timeout=timeout)
@@ -27,16 +27,31 @@ def _plain_model(recipe: str, out):
     return optiforge.build_model(loaded.model, data)
 
 
-def test_ddp_recipe_runs_on_two_processes_and_only_rank_0_reports(tmp_path):
-    finished, report = _run("ddp", 2, tmp_path)
+def test_ddp_recipe_restarts_a_killed_rank_finishes_and_only_rank_0_reports(tmp_path):
+    # one launch checks both the built-in recipe and fault tolerance: starting the processes is most of the time
+    marker = tmp_path / "killed.txt"
+    dying = [
+        "model.factory=parallel_models:dying_mlp",
+        "model.name=null",
+        # digits: 20 steps of 32 samples per process per epoch, so step 30 is in the middle of epoch 2
+        "model.die_at_step=30",
+        f"model.marker={marker}",
+    ]
+    out = tmp_path / "run"
+    finished, report = _run("ddp", 2, out, *dying, verbose=True)
+    assert marker.is_file(), "rank 1 was never killed"
+    assert processes_mentioning(str(out)) == []  # the launcher and every worker have exited
+    assert "resumed" in finished.stdout and "after epoch 1" in finished.stdout
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
     assert finished.stdout.count("report:") == 1  # the table and report come from rank 0 alone
     assert report["environment"]["world_size"] == 2
+    assert [row["stage"] for row in report["stages"]] == ["train"]
     assert [epoch["epoch"] for epoch in report["histories"]["train"]] == [1, 2]
     assert report["stages"][0]["value"] > 0.5
     # the checkpoint holds plain weights: one process loads it without any parallel setup
-    model = _plain_model("ddp", tmp_path)
-    model.load_state_dict(torch.load(tmp_path / "train" / "checkpoint.pt", weights_only=True)["model"])
-    artifact = torch.load(tmp_path / report["stages"][0]["artifact"], weights_only=True)
+    model = _plain_model("ddp", out)
+    model.load_state_dict(torch.load(out / "train" / "checkpoint.pt", weights_only=True)["model"])
+    artifact = torch.load(out / report["stages"][0]["artifact"], weights_only=True)
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, artifact[name])
 

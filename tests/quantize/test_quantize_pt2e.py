@@ -49,6 +49,12 @@ def calibration(mnist1d):
     return make_loader(mnist1d.train, 64, shuffle=True, seed=0)
 
 
+@pytest.fixture(scope="module")
+def static_int8(cnn, calibration):
+    """The CNN quantized once to static int8 by PT2E: several tests look at the same result."""
+    return quantize_with_result(cnn, QuantConfig(scheme="int8_static", engine="pt2e"), calibration=calibration)
+
+
 def _held_tensors(graph: nn.Module) -> list[torch.Tensor]:
     return [*graph.buffers(), *(value for value in vars(graph).values() if torch.is_tensor(value))]
 
@@ -73,8 +79,8 @@ def test_conv1d_runs_as_conv2d_with_the_same_outputs(cnn, mnist1d):
         torch.testing.assert_close(rewritten(inputs), cnn(inputs), atol=1e-5, rtol=1e-4)
 
 
-def test_static_int8_keeps_the_float_predictions(cnn, calibration, mnist1d):
-    result = quantize_with_result(cnn, QuantConfig(scheme="int8_static", engine="pt2e"), calibration=calibration)
+def test_static_int8_keeps_the_float_predictions(cnn, static_int8, mnist1d):
+    result = static_int8
     assert isinstance(result.model, PT2EModel) and result.engine == "pt2e"
     graph = result.model.model
     int8_weights = [tensor for tensor in _held_tensors(graph) if tensor.dtype == torch.int8 and tensor.dim() > 1]
@@ -129,8 +135,8 @@ def test_qat_trains_the_fake_quantized_graph_and_converts(cnn, calibration, mnis
     assert accuracy >= float_accuracy - 0.05
 
 
-def test_the_pt2_program_loads_in_a_process_with_torch_alone(cnn, calibration, mnist1d, tmp_path):
-    result = quantize_with_result(cnn, QuantConfig(scheme="int8_static", engine="pt2e"), calibration=calibration)
+def test_the_pt2_program_loads_in_a_process_with_torch_alone(static_int8, mnist1d, tmp_path):
+    result = static_int8
     path = save_quantized(result.model, tmp_path / "model-int8_static.pt")
     assert path.suffix == ".pt2"
     inputs = mnist1d.example_input(7)  # a batch size the program was not captured with
@@ -181,8 +187,8 @@ def test_a_model_export_cannot_capture_is_refused_with_the_engines_to_try(calibr
 
 
 @pytest.mark.slow
-def test_compiled_int8_matches_the_reference_graph(cnn, calibration, mnist1d):
-    result = quantize_with_result(cnn, QuantConfig(scheme="int8_static", engine="pt2e"), calibration=calibration)
+def test_compiled_int8_matches_the_reference_graph(static_int8, mnist1d):
+    result = static_int8
     inputs = mnist1d.example_input(64)
     with torch.no_grad():
         compiled, reference = result.model(inputs), result.model.model(inputs)
