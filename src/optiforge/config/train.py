@@ -65,7 +65,8 @@ class TrainConfig(Config):
     gradients: GradientConfig = GradientConfig()
     validation: ValidationConfig = ValidationConfig()
     stop_at: dict[str, float] | None = Field(
-        None, description="stop after the first epoch whose validation metric reaches this, e.g. {accuracy: 0.96}"
+        None,
+        description="stop after the first validation pass whose metric reaches this, e.g. {accuracy: 0.96}",
     )
     seed: int = 0
 

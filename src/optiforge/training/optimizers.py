@@ -47,6 +47,16 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     )
 
 
+def _check_options(owner: str, options: dict[str, Any], allowed: list[str]) -> None:
+    """Refuse the first of ``options`` that ``owner`` does not take, naming the closest it does."""
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(
+                f"train.optimizer.options.{key}: {owner} has no such option{closest(key, allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+
+
 def _keyword_arguments(cls: type, config: OptimizerConfig) -> dict[str, Any]:
     accepted = inspect.signature(cls.__init__).parameters
     candidates: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
@@ -60,21 +70,15 @@ def _keyword_arguments(cls: type, config: OptimizerConfig) -> dict[str, Any]:
     for key in ("momentum", "nesterov", "betas"):
         if key in candidates and key not in accepted:
             raise ConfigError(f"train.optimizer.{key}: {cls.__name__} has no '{key}' option")
-    for key, value in config.options.items():
-        if key not in accepted:
-            allowed = [name for name in accepted if name not in ("self", "params")]
-            raise ConfigError(
-                f"train.optimizer.options.{key}: {cls.__name__} has no such option{closest(key, allowed)}; "
-                f"allowed: {', '.join(allowed)}"
-            )
-        kwargs[key] = value
+    _check_options(cls.__name__, config.options, [name for name in accepted if name not in ("self", "params")])
+    kwargs.update(config.options)
     if config.nesterov and cls is torch.optim.SGD and not config.momentum:
         raise ConfigError("train.optimizer.nesterov: Nesterov momentum needs momentum > 0")
     return kwargs
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
-    """Muon on hidden 2-D weights and AdamW on the rest, stepped together.
+    """Muon on hidden weight matrices and convolution filters, AdamW on the rest, stepped together.
 
     Its ``param_groups`` are the inner optimizers' groups, so LR schedulers
     drive both.
@@ -129,12 +133,7 @@ def _muon(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     matrices = [p for p in model.parameters() if id(p) in weights]
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in weights]
     options = dict(config.options)
-    unknown = sorted(set(options) - MUON_OPTIONS)
-    if unknown:
-        raise ConfigError(
-            f"train.optimizer.options.{unknown[0]}: muon has no such option{closest(unknown[0], sorted(MUON_OPTIONS))}"
-            f"; allowed: {', '.join(sorted(MUON_OPTIONS))}"
-        )
+    _check_options("muon", options, sorted(MUON_OPTIONS))
     try:
         muon = Muon(
             matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum or 0.95, **options
