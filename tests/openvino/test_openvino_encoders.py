@@ -275,3 +275,46 @@ def test_encoder_runtime_engine_openvino_refuses_onnx_runtime_only_fields(fields
 
     with pytest.raises(ConfigError, match=named):
         EncoderRuntimeConfig(engine="openvino", **fields)
+
+
+def test_encoder_runtime_precision_auto_is_bf16_only_where_the_cpu_has_bf16_units(tiny_encoder, tiny_packed, tmp_path):
+    from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder_with_result
+    from optiforge.exporters.openvino import bf16_supported
+
+    config = EncoderRuntimeConfig(engine="openvino", quantize="none", remove_padding=True, precision="auto")
+    result = optimize_encoder_with_result(tiny_encoder, config, [tiny_packed], path=tmp_path / "encoder.onnx")
+    expected = "bf16" if bf16_supported() else "f32"
+    assert result.model.precision == expected and result.summary()["precision"] == expected
+    with torch.no_grad():
+        reference = tiny_encoder(tiny_packed)
+    assert torch.nn.functional.cosine_similarity(result.model(tiny_packed), reference).min().item() > 0.999
+
+
+def test_encoder_runtime_bf16_is_refused_where_it_cannot_run(tiny_encoder, tiny_packed, tmp_path):
+    from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder_with_result
+    from optiforge.errors import ConfigError
+    from optiforge.exporters.openvino import bf16_supported
+
+    with pytest.raises(ConfigError, match="precision 'bf16' is OpenVINO's"):
+        EncoderRuntimeConfig(engine="onnxruntime", precision="bf16")
+    if bf16_supported():
+        return
+    config = EncoderRuntimeConfig(engine="openvino", quantize="none", precision="bf16")
+    with pytest.raises(ConfigError, match="bf16 units"):
+        optimize_encoder_with_result(tiny_encoder, config, [tiny_packed], path=tmp_path / "encoder.onnx")
+    assert not list(tmp_path.iterdir())  # refused before anything was converted
+
+
+def test_an_openvino_encoder_exports_onnx_as_its_onnx_runtime_twin(tiny_encoder, tiny_packed, tmp_path):
+    from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder_with_result
+    from optiforge.encoders.runtime import OnnxSentenceEncoder
+    from optiforge.stages.encoder import _onnx_twin
+
+    config = EncoderRuntimeConfig(engine="openvino", quantize="none", remove_padding=True)
+    result = optimize_encoder_with_result(tiny_encoder, config, [tiny_packed], path=tmp_path / "encoder.onnx")
+    with pytest.raises(ModelError, match=r"export: \[openvino\]"):  # the IR itself does not go back to ONNX
+        export(result.model, tmp_path / "model.onnx", "onnx", tiny_packed)
+    path = _onnx_twin(tiny_encoder, config, [tiny_packed])(tmp_path / "twin.onnx", tiny_packed)
+    with torch.no_grad():
+        reference = tiny_encoder(tiny_packed)
+    assert (OnnxSentenceEncoder(path)(tiny_packed) - reference).abs().max().item() < 1e-4

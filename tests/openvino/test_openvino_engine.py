@@ -111,7 +111,8 @@ def test_exported_ir_runs_in_plain_openvino_without_optiforge(trained, digits, t
         f"""
         import sys, numpy, openvino
         assert "optiforge" not in sys.modules
-        compiled = openvino.Core().compile_model(r"{path}", "CPU")
+        # f32: on a CPU with bf16 units OpenVINO's default inference precision is bf16
+        compiled = openvino.Core().compile_model(r"{path}", "CPU", {{"INFERENCE_PRECISION_HINT": "f32"}})
         outputs = compiled(numpy.load(r"{tmp_path / "inputs.npy"}"))[0]
         numpy.save(r"{tmp_path / "outputs.npy"}", outputs)
         """
@@ -132,3 +133,16 @@ def test_bench_times_an_ir_file_and_fills_its_inputs(trained, digits, tmp_path, 
     assert row["inputs"] == {"input": {"shape": [4, 64], "dtype": "float32"}} and row["p50_ms"] > 0
     path.with_suffix(".bin").unlink()
     assert main(["bench", str(path)]) == 2  # a graph without its weights is refused
+
+
+def test_report_rows_name_openvino_and_what_its_ir_computes_in(trained, loaders, digits, tmp_path):
+    from optiforge.bench.deployment import deploy
+
+    examples = [digits.example_input(1)]
+    float_ir = OpenVinoModule(save_ir(convert(trained, digits.example_input(2)), tmp_path / "float.xml"), threads=1)
+    form = deploy(float_ir, None, torch.device("cpu"), examples).form
+    assert (form.engine, form.precision, form.compiled, form.threads) == ("openvino", "fp32", False, 1)
+    int8 = quantize_with_result(
+        trained, QuantConfig(scheme="int8_static", engine="openvino"), calibration=loaders[0], output_dir=tmp_path
+    ).model
+    assert deploy(int8, None, torch.device("cpu"), examples).form.precision == "int8"

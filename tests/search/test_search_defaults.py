@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import optiforge
+from optiforge.encoders.optimize import EncoderRuntimeConfig
 from optiforge.search import defaults
 from optiforge.search.defaults import default_space
 from optiforge.stages.search import candidates_of, default_search
@@ -103,6 +104,21 @@ def test_encoder_space_has_a_padding_free_openvino_int8_runtime(monkeypatch):
     monkeypatch.setattr(defaults, "_installed", lambda package: package != "nncf")
     runtimes = default_space("encoder", "latency")["options"]["encoder_runtime"]
     assert not any(runtime.get("engine") == "openvino" for runtime in runtimes)
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_encoder_space_has_bf16_openvino_runtimes_only_on_a_cpu_with_bf16_units(monkeypatch, units):
+    monkeypatch.setattr(defaults, "_installed", lambda package: True)
+    monkeypatch.setattr(defaults, "cpu_has_bf16", lambda: units)
+    runtimes = default_space("encoder", "throughput")["options"]["encoder_runtime"]
+    bf16 = [runtime for runtime in runtimes if runtime.get("precision") == "bf16"]
+    expected = [
+        {"engine": "openvino", "quantize": quantize, "remove_padding": True, "precision": "bf16"}
+        for quantize in ("none", "int8_static")
+    ]
+    assert bf16 == (expected if units else [])
+    for runtime in runtimes:  # every runtime of the space is a valid stage config
+        EncoderRuntimeConfig(**runtime)
 
 
 def test_a_compressed_candidate_is_measured_as_its_packed_file(digits, tmp_path, one_thread):

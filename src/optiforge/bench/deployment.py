@@ -1,7 +1,7 @@
 """The deployment form of a model: how it runs when it ships, and what it holds.
 
 A report row's figures are of the model in this form: the engine that runs
-it (PyTorch, PyTorch compiled by inductor, ONNX Runtime), its precision
+it (PyTorch, PyTorch compiled by inductor, ONNX Runtime, OpenVINO), its precision
 (weights stored in int8/int4/fp16/bf16, or fp32 run under bf16/fp16 autocast
 when ``hardware.precision`` asks), and the threads. Parameters are counted in
 the artefact itself, so an ONNX graph, an OpenVINO IR or an int8 graph reports its weights.
@@ -20,7 +20,7 @@ from torch import nn
 from optiforge.bench import timing
 from optiforge.config import HardwareConfig
 from optiforge.exporters.onnx import OnnxModule
-from optiforge.exporters.openvino import OpenVinoModule, ir_parameters
+from optiforge.exporters.openvino import OpenVinoModule, ir_parameters, ir_precision
 from optiforge.hardware.capabilities import has_fast
 from optiforge.hardware.inference_compile import FrozenCompiled, compile_for_inference, eager_of
 from optiforge.models.builtin import count_parameters
@@ -38,7 +38,7 @@ _ONNX_QUANT_SUFFIXES = ("_scale", "_zero_point")
 
 @dataclass
 class Deployment:
-    """How a row's model ran: ``engine`` (torch / onnxruntime), ``precision``, ``compiled``, ``threads``.
+    """How a row's model ran: ``engine`` (torch / onnxruntime / openvino), ``precision``, ``compiled``, ``threads``.
 
     ``autocast`` is true when a float32 model ran under ``hardware.precision``'s autocast;
     ``fallback`` says why a model that was to be compiled ran eagerly.
@@ -169,6 +169,9 @@ def deploy(
     threads = torch.get_num_threads()
     if isinstance(model, OnnxModule):
         return Deployed(model, Deployment("onnxruntime", precision_of(model), False, model.threads or threads), None)
+    if isinstance(model, OpenVinoModule):
+        form = Deployment("openvino", ir_precision(model.path, model.precision), False, model.threads or threads)
+        return Deployed(model, form, None)
     if not isinstance(model, nn.Module):
         return Deployed(model, Deployment("callable", "fp32", False, threads), None)
     model = eager_of(model)

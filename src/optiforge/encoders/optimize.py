@@ -79,7 +79,10 @@ class EncoderRuntimeConfig(Config):
 
     ``engine: openvino`` converts the (padding-free) encoder to OpenVINO IR and, for ``int8_static``,
     quantizes it with NNCF's transformer preset, which smooths activations itself; ``per_channel``,
-    ``session.fuse`` and ``session.spinning`` are ONNX Runtime's and are ignored there.
+    ``session.fuse`` and ``session.spinning`` are ONNX Runtime's and are ignored there. ``precision`` is
+    OpenVINO's inference precision for what is not int8: ``bf16`` on a CPU with bf16 units (AVX-512 BF16 or
+    AMX; refused elsewhere, where it would be emulated), ``auto`` for bf16 where the CPU has them and f32
+    elsewhere.
     """
 
     renamed_fields: ClassVar[dict[str, str]] = RENAMED
@@ -88,6 +91,9 @@ class EncoderRuntimeConfig(Config):
         "onnxruntime", description="whose runtime runs the graph: onnxruntime or openvino (NNCF int8_static)"
     )
     remove_padding: bool = Field(False, description="compute on real tokens only (BERT-like encoders; exact)")
+    precision: Literal["f32", "bf16", "auto"] = Field(
+        "f32", description="engine openvino: f32, bf16 (CPUs with bf16 units) or auto (bf16 where it has them)"
+    )
     quantize: Literal["none", "int8_dynamic", "int8_static"] = "int8_dynamic"
     per_channel: bool = True
     layers: QuantizedLayerFilter = Field(
@@ -101,6 +107,11 @@ class EncoderRuntimeConfig(Config):
     def _sensitive_layers_need_int8(self) -> EncoderRuntimeConfig:
         if self.layers.float_most_sensitive and self.quantize == "none":
             raise ValueError("layers.float_most_sensitive keeps layers of an int8 graph float; quantize is 'none'")
+        if self.engine == "onnxruntime" and self.precision != "f32":
+            raise ValueError(
+                f"precision '{self.precision}' is OpenVINO's inference precision; ONNX Runtime's CPU kernels run "
+                "float32 and int8: choose engine openvino or precision f32"
+            )
         if self.engine == "openvino":
             if self.quantize == "int8_dynamic":
                 raise ValueError(
@@ -127,6 +138,7 @@ class OptimizeEncoderResult:
 
     model: nn.Module
     quantize: str
+    precision: str = "f32"
     fused: dict[str, int] = field(default_factory=dict)
     float_layers: list[str] = field(default_factory=list)
     float_nodes: list[str] = field(default_factory=list)
@@ -135,6 +147,7 @@ class OptimizeEncoderResult:
     def summary(self) -> dict:
         return {
             "quantize": self.quantize,
+            "precision": self.precision,
             "fused": dict(self.fused),
             "float_layers": list(self.float_layers),
             "float_nodes": len(self.float_nodes),
@@ -253,7 +266,8 @@ def optimize_encoder_with_result(
     if config.engine == "openvino":
         from optiforge.encoders.openvino_runtime import openvino_runtime
 
-        return OptimizeEncoderResult(openvino_runtime(encoder, config, calibration, path), config.quantize)
+        model = openvino_runtime(encoder, config, calibration, path)
+        return OptimizeEncoderResult(model, config.quantize, model.precision)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

@@ -24,6 +24,7 @@ from torch import nn
 
 from optiforge.errors import ConfigError, ModelError
 from optiforge.exporters.base import WritersByType, register_exporter
+from optiforge.exporters.onnx import register_onnx_exporter
 from optiforge.imports import optional_import
 
 PRECISIONS = ("f32", "bf16")
@@ -221,6 +222,24 @@ def ir_parameters(path: str | Path) -> tuple[int, int]:
     return total, nonzero
 
 
+def ir_precision(path: str | Path, hint: str = "f32") -> str:
+    """What the IR at ``path`` computes in: ``int4`` or ``int8`` when it holds quantized weights or
+    FakeQuantize nodes, else the compile ``hint`` (``f32`` → ``fp32``, ``bf16``)."""
+    model = openvino().Core().read_model(str(path))
+    found = set()
+    for node in model.get_ordered_ops():
+        kind = node.get_type_name()
+        if kind == "FakeQuantize":
+            found.add("int8")
+        elif kind == "Constant":
+            element = node.get_output_element_type(0).get_type_name()
+            if element in ("i4", "u4"):
+                found.add("int4")
+            elif element in ("i8", "u8") and not _is_quantization_parameter(node):
+                found.add("int8")
+    return next((kind for kind in ("int4", "int8") if kind in found), "fp32" if hint == "f32" else hint)
+
+
 def _numpy(value: Any):
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
@@ -291,6 +310,14 @@ class OpenVinoModule(nn.Module):
 
 def _copy_module(model: OpenVinoModule, path: Path, example_input: Any) -> Path:
     return copy_ir(model.path, path)
+
+
+@register_onnx_exporter(OpenVinoModule)
+def _refuse_onnx(model: OpenVinoModule, path: Path, example_input: Any) -> Path:
+    raise ModelError(
+        f"export onnx: the model is the OpenVINO IR '{model.path}', which does not convert back to ONNX; "
+        "export it with 'export: [openvino]'"
+    )
 
 
 # model type → writer(model, path, example_input); the most derived registered type wins, others are converted

@@ -13,7 +13,8 @@
   the packed file each compression stage writes (zeros and shared values entropy-coded).
 * encoder (a sentence encoder): its runtime forms: padding-free execution, ONNX Runtime int8 with and
   without SmoothQuant (and with its two most sensitive layers kept float), OpenVINO int8 (NNCF) without
-  padding when OpenVINO and NNCF are installed, and the float graph.
+  padding when OpenVINO and NNCF are installed, and the float graph; on a CPU with bf16 units, OpenVINO's
+  padding-free graph in bf16 too, float and int8 (the ops left float in bf16).
 
 Fine-tuning inside the space runs ``finetune.epochs`` epochs (default 2); the proxy of successive halving
 runs half of them.
@@ -78,6 +79,11 @@ def encoder_runtimes(objective: str) -> list[dict]:
     ]
     if _installed("openvino") and _installed("nncf"):
         runtimes.append({"engine": "openvino", "quantize": "int8_static", "remove_padding": True})
+        if cpu_has_bf16():
+            runtimes += [
+                {"engine": "openvino", "quantize": quantize, "remove_padding": True, "precision": "bf16"}
+                for quantize in ("none", "int8_static")
+            ]
     return runtimes
 
 

@@ -73,17 +73,32 @@ def encoder_runtime(model: nn.Module, config: EncoderRuntimeConfig, ctx: StageCo
 
     encoder = _encoder_of(model, "encoder_runtime")
     ranked = config.layers.float_most_sensitive and len(ctx.data.val)
+    calibration = _calibration(ctx, config.calibration_batches)
     result = optimize_encoder_with_result(
         encoder,
         config,
-        _calibration(ctx, config.calibration_batches),
+        calibration,
         path=ctx.stage_dir / "encoder.onnx",
         evaluation=batches_from(ctx.data.val, ENCODE_BATCH)[0] if ranked else (),
         rankings=ctx.shared_work(
             "encoder_runtime", config, {"layers": {"float_most_sensitive"}, "session": {"threads", "spinning"}}
         ),
     )
-    return StageOutput(result.model, artifact=result.model.path, info={"runtime": result.summary()})
+    exports = {"onnx": _onnx_twin(encoder, config, calibration)} if config.engine == "openvino" else {}
+    return StageOutput(result.model, artifact=result.model.path, info={"runtime": result.summary()}, exports=exports)
+
+
+def _onnx_twin(encoder: nn.Module, config: EncoderRuntimeConfig, calibration: list):
+    """``export: [onnx]`` of an OpenVINO runtime, whose IR does not convert back to ONNX: the same encoder built
+    by the ONNX Runtime path (padding-free when asked, static int8 calibrated on the same batches when asked)."""
+
+    def write(path, example_input):
+        from optiforge.encoders.optimize import optimize_encoder
+
+        twin = config.model_copy(update={"engine": "onnxruntime", "precision": "f32"})
+        return optimize_encoder(encoder, twin, calibration, path=path).path
+
+    return write
 
 
 class EncoderSearchConfig(Config):
