@@ -21,7 +21,8 @@ give every engine's speed-up over it. Its sentences are the evaluation
 token ids decoded back to text (the tokenizer is uncased, so they
 re-tokenize to the same ids). OpenVINO runs in bf16 where the CPU has bf16
 units (f32 otherwise, and the row says so) and in int8 through NNCF,
-calibrated on training sentences.
+calibrated on training sentences; on such a CPU the PyTorch encoder with its
+weights cast to bf16 is a peer too.
 
 Besides the recipe's result, every candidate graph the recipe's search kept in
 its run folder (``search/nodes/``: the chosen one; every front point's for a run
@@ -50,8 +51,10 @@ from optiforge.encoders import fidelity, load_sentence_encoder, pack, unpack
 from optiforge.encoders.batches import batches_from
 from optiforge.encoders.loading import load_tokenizer, package_folder
 from optiforge.encoders.onnx_export import export_sentence_encoder
-from optiforge.encoders.openvino_export import openvino_sentence_encoder
+from optiforge.encoders.openvino_export import OpenVinoSentenceEncoder, openvino_sentence_encoder
+from optiforge.encoders.openvino_runtime import resolved_precision
 from optiforge.encoders.runtime import OnnxSentenceEncoder
+from optiforge.hardware.capabilities import cpu_has_bf16
 
 
 def torch_dynamic_int8(encoder: nn.Module) -> nn.Module:
@@ -97,6 +100,26 @@ def openvino_peers(encoder: nn.Module, folder: Path, calibration: list[torch.Ten
             encoder, folder / "openvino-int8.xml", scheme="int8_static", calibration=calibration
         ),
     }
+
+
+class Bf16Encoder(nn.Module):
+    """The PyTorch encoder with its weights cast to bf16 (one line for a user), float32 embeddings out."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder).to(torch.bfloat16)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.encoder(batch).float()
+
+
+def shipped(run_dir: Path, artifact: str, name: str, threads: int) -> nn.Module:
+    """The runtime a run's search chose, as it ran there: an ONNX graph, or an IR in the precision it named."""
+    path = run_dir / artifact
+    if path.suffix != ".xml":
+        return OnnxSentenceEncoder(path, threads)
+    precision = next((p for p in ("bf16", "auto") if f'"precision": "{p}"' in name), "f32")
+    return OpenVinoSentenceEncoder(path, resolved_precision(precision), threads)
 
 
 def sentence_transformers_baseline(texts: list[str]):
@@ -200,7 +223,9 @@ def main() -> None:
         run_dir = work / "run"
         optiforge.run_recipe("minilm", out=run_dir, progress=False, show_table=False)
     report = json.loads((run_dir / "report.json").read_text())
-    result_path = run_dir / report["exports"][0]["artifact"]
+    stage = report["stages"][-1]  # the search's row: the artefact it shipped (an ONNX graph or an IR)
+    result_path = run_dir / (stage.get("artifact") or report["exports"][0]["artifact"])
+    chosen = stage.get("chosen", "?")
 
     data = optiforge.build_data(optiforge.DataConfig(**report["config"]["data"]))
     batches, reference_from_data = batches_from(data.test, 32)
@@ -209,19 +234,20 @@ def main() -> None:
     calibration = [pack(*unpack(train_inputs[start : start + 32])) for start in range(0, len(train_inputs), 32)]
     models: dict[str, nn.Module] = {
         "float32 PyTorch": encoder,
+        **({"PyTorch bf16 (weights cast)": Bf16Encoder(encoder)} if cpu_has_bf16() else {}),
         "PyTorch dynamic int8": torch_dynamic_int8(encoder),
         "torchao int8 dynamic": torchao(encoder, weight_only=False),
         "torchao int8 weight-only": torchao(encoder, weight_only=True),
         ONNX_PEER: onnxruntime_dynamic_int8(encoder, work, batches[0]),
         **openvino_peers(encoder, work, calibration),
-        "optiforge minilm": OnnxSentenceEncoder(result_path, arguments.threads),
+        "optiforge minilm": shipped(run_dir, str(result_path.relative_to(run_dir)), chosen, arguments.threads),
     }
     search_json = run_dir / "search" / "search.json"
     if search_json.is_file() and not arguments.no_candidates:  # every candidate the recipe's search built
         for index, row in enumerate(json.loads(search_json.read_text())["candidates"]):
-            if (row.get("artifact") or "").endswith(".onnx"):
+            if (row.get("artifact") or "").endswith((".onnx", ".xml")):
                 label = f"optiforge candidate {index}: {row['name']}"
-                models[label] = OnnxSentenceEncoder(run_dir / "search" / row["artifact"], arguments.threads)
+                models[label] = shipped(run_dir / "search", row["artifact"], row["name"], arguments.threads)
     with torch.inference_mode():
         reference = torch.cat([encoder(batch) for batch in batches])
     assert torch.allclose(reference, reference_from_data, atol=1e-5)
@@ -253,7 +279,7 @@ def main() -> None:
             row[f"speedup_over_encode ({feeding})"] = over_encode[row["engine"]]
     print(
         f"{sentences} sentences, batch 32, {arguments.threads} threads, {arguments.rounds} rounds; "
-        f"result: {result_path} ({report['stages'][-1].get('chosen', '?')})"
+        f"result: {result_path} ({chosen})"
     )
     print(f"speed-ups over {BASELINE} (whole list, its own length sorting); engines fed batches of 32")
     print(

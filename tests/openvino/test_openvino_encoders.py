@@ -281,7 +281,8 @@ def test_encoder_runtime_precision_auto_is_bf16_only_where_the_cpu_has_bf16_unit
     from optiforge.encoders.optimize import EncoderRuntimeConfig, optimize_encoder_with_result
     from optiforge.exporters.openvino import bf16_supported
 
-    config = EncoderRuntimeConfig(engine="openvino", quantize="none", remove_padding=True, precision="auto")
+    session = {"precision": "auto"}
+    config = EncoderRuntimeConfig(engine="openvino", quantize="none", remove_padding=True, session=session)
     result = optimize_encoder_with_result(tiny_encoder, config, [tiny_packed], path=tmp_path / "encoder.onnx")
     expected = "bf16" if bf16_supported() else "f32"
     assert result.model.precision == expected and result.summary()["precision"] == expected
@@ -295,11 +296,11 @@ def test_encoder_runtime_bf16_is_refused_where_it_cannot_run(tiny_encoder, tiny_
     from optiforge.errors import ConfigError
     from optiforge.exporters.openvino import bf16_supported
 
-    with pytest.raises(ConfigError, match="precision 'bf16' is OpenVINO's"):
-        EncoderRuntimeConfig(engine="onnxruntime", precision="bf16")
+    with pytest.raises(ConfigError, match="session.precision 'bf16' is OpenVINO's"):
+        EncoderRuntimeConfig(engine="onnxruntime", session={"precision": "bf16"})
     if bf16_supported():
         return
-    config = EncoderRuntimeConfig(engine="openvino", quantize="none", precision="bf16")
+    config = EncoderRuntimeConfig(engine="openvino", quantize="none", session={"precision": "bf16"})
     with pytest.raises(ConfigError, match="bf16 units"):
         optimize_encoder_with_result(tiny_encoder, config, [tiny_packed], path=tmp_path / "encoder.onnx")
     assert not list(tmp_path.iterdir())  # refused before anything was converted

@@ -111,9 +111,9 @@ def test_encoder_space_has_bf16_openvino_runtimes_only_on_a_cpu_with_bf16_units(
     monkeypatch.setattr(defaults, "_installed", lambda package: True)
     monkeypatch.setattr(defaults, "cpu_has_bf16", lambda: units)
     runtimes = default_space("encoder", "throughput")["options"]["encoder_runtime"]
-    bf16 = [runtime for runtime in runtimes if runtime.get("precision") == "bf16"]
+    bf16 = [runtime for runtime in runtimes if runtime.get("session", {}).get("precision") == "bf16"]
     expected = [
-        {"engine": "openvino", "quantize": quantize, "remove_padding": True, "precision": "bf16"}
+        {"engine": "openvino", "quantize": quantize, "remove_padding": True, "session": {"precision": "bf16"}}
         for quantize in ("none", "int8_static")
     ]
     assert bf16 == (expected if units else [])

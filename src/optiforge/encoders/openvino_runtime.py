@@ -3,7 +3,7 @@
 The encoder (made padding-free when ``remove_padding`` asks) is converted to OpenVINO IR and, for
 ``int8_static``, quantized by NNCF's post-training quantization with its transformer preset, calibrated
 on the same packed training batches ONNX Runtime's static int8 uses. The compiled model runs the ops that
-are not int8 in ``precision`` (``auto``: bf16 where the CPU has bf16 units, else f32).
+are not int8 in ``session.precision`` (``auto``: bf16 where the CPU has bf16 units, else f32).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def openvino_runtime(
     from optiforge.encoders.openvino_export import openvino_sentence_encoder
     from optiforge.exporters.openvino import check_precision
 
-    precision = resolved_precision(config.precision)
+    precision = resolved_precision(config.session.precision)
     check_precision(precision)  # before converting: bf16 on a CPU without bf16 units is refused
     batches = list(calibration)[: config.calibration_batches]
     if config.quantize == "int8_static" and not batches:

@@ -60,11 +60,15 @@ MATRIX_OPS = ("MatMul", "Gemm", "Attention")
 
 
 class SessionConfig(Config):
-    """How ONNX Runtime builds and runs the finished graph: its transformer fusions and its threads."""
+    """How the finished graph is built and run: ONNX Runtime's transformer fusions, the threads, and
+    OpenVINO's inference precision."""
 
     fuse: bool = Field(True, description="ONNX Runtime transformer fusions (Attention, SkipLayerNorm, ...)")
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (default: PyTorch's)")
     spinning: bool = Field(False, description="let ONNX Runtime threads busy-wait (helps on an idle machine only)")
+    precision: Literal["f32", "bf16", "auto"] = Field(
+        "f32", description="engine openvino: f32, bf16 (CPUs with bf16 units) or auto (bf16 where it has them)"
+    )
 
 
 class SmoothingConfig(Config):
@@ -79,8 +83,8 @@ class EncoderRuntimeConfig(Config):
 
     ``engine: openvino`` converts the (padding-free) encoder to OpenVINO IR and, for ``int8_static``,
     quantizes it with NNCF's transformer preset, which smooths activations itself; ``per_channel``,
-    ``session.fuse`` and ``session.spinning`` are ONNX Runtime's and are ignored there. ``precision`` is
-    OpenVINO's inference precision for what is not int8: ``bf16`` on a CPU with bf16 units (AVX-512 BF16 or
+    ``session.fuse`` and ``session.spinning`` are ONNX Runtime's and are ignored there. ``session.precision``
+    is OpenVINO's inference precision for what is not int8: ``bf16`` on a CPU with bf16 units (AVX-512 BF16 or
     AMX; refused elsewhere, where it would be emulated), ``auto`` for bf16 where the CPU has them and f32
     elsewhere.
     """
@@ -91,9 +95,6 @@ class EncoderRuntimeConfig(Config):
         "onnxruntime", description="whose runtime runs the graph: onnxruntime or openvino (NNCF int8_static)"
     )
     remove_padding: bool = Field(False, description="compute on real tokens only (BERT-like encoders; exact)")
-    precision: Literal["f32", "bf16", "auto"] = Field(
-        "f32", description="engine openvino: f32, bf16 (CPUs with bf16 units) or auto (bf16 where it has them)"
-    )
     quantize: Literal["none", "int8_dynamic", "int8_static"] = "int8_dynamic"
     per_channel: bool = True
     layers: QuantizedLayerFilter = Field(
@@ -107,10 +108,10 @@ class EncoderRuntimeConfig(Config):
     def _sensitive_layers_need_int8(self) -> EncoderRuntimeConfig:
         if self.layers.float_most_sensitive and self.quantize == "none":
             raise ValueError("layers.float_most_sensitive keeps layers of an int8 graph float; quantize is 'none'")
-        if self.engine == "onnxruntime" and self.precision != "f32":
+        if self.engine == "onnxruntime" and self.session.precision != "f32":
             raise ValueError(
-                f"precision '{self.precision}' is OpenVINO's inference precision; ONNX Runtime's CPU kernels run "
-                "float32 and int8: choose engine openvino or precision f32"
+                f"session.precision '{self.session.precision}' is OpenVINO's inference precision; ONNX Runtime's "
+                "CPU kernels run float32 and int8: choose engine openvino or session.precision f32"
             )
         if self.engine == "openvino":
             if self.quantize == "int8_dynamic":

@@ -81,7 +81,7 @@ def encoder_runtimes(objective: str) -> list[dict]:
         runtimes.append({"engine": "openvino", "quantize": "int8_static", "remove_padding": True})
         if cpu_has_bf16():
             runtimes += [
-                {"engine": "openvino", "quantize": quantize, "remove_padding": True, "precision": "bf16"}
+                {"engine": "openvino", "quantize": quantize, "remove_padding": True, "session": {"precision": "bf16"}}
                 for quantize in ("none", "int8_static")
             ]
     return runtimes

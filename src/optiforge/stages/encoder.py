@@ -95,7 +95,8 @@ def _onnx_twin(encoder: nn.Module, config: EncoderRuntimeConfig, calibration: li
     def write(path, example_input):
         from optiforge.encoders.optimize import optimize_encoder
 
-        twin = config.model_copy(update={"engine": "onnxruntime", "precision": "f32"})
+        session = config.session.model_copy(update={"precision": "f32"})
+        twin = config.model_copy(update={"engine": "onnxruntime", "session": session})
         return optimize_encoder(encoder, twin, calibration, path=path).path
 
     return write
