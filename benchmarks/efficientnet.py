@@ -12,6 +12,7 @@ compilation: the first call of a compiled model) is reported apart.
     .venv/bin/python benchmarks/efficientnet.py                          # runs the efficientnet recipe first
     .venv/bin/python benchmarks/efficientnet.py --run runs/efficientnet  # reuses a finished run's export
     .venv/bin/python benchmarks/efficientnet.py --quick                  # a short check that every engine runs
+    .venv/bin/python benchmarks/efficientnet.py --run R --optimized O    # and what 'optiforge optimize' shipped
 
 Engines are the entries of :data:`ENGINES` (name → builder); an engine that
 cannot run here (a missing package, no bf16 units) gives its row a reason
@@ -56,6 +57,7 @@ class Bench:
     folder: Path
     threads: int
     run_dir: Path | None
+    optimized: Path | None = None  # a finished 'optiforge optimize efficientnet' folder
 
 
 def fp32_eager(bench: Bench) -> nn.Module:
@@ -94,6 +96,14 @@ def torch_ao_int8(bench: Bench) -> nn.Module:
     return quantize_with_result(bench.model, config, calibration=batches).model
 
 
+def pt2e_int8(bench: Bench) -> nn.Module:
+    """optiforge's ``pt2e`` engine: torchao's PT2E with ``X86InductorQuantizer``, static, compiled by inductor."""
+    from optiforge.quantization import QuantConfig, quantize_with_result
+
+    config = QuantConfig(scheme="int8_static", engine="pt2e", calibration={"batches": 4})
+    return quantize_with_result(bench.model, config, calibration=list(bench.calibration.split(32))).model
+
+
 def onnxruntime_static_int8(bench: Bench) -> nn.Module:
     """ONNX Runtime's ``quantize_static`` as its documentation shows it: QDQ, per-channel weights."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
@@ -124,6 +134,36 @@ def openvino_nncf_int8(bench: Bench) -> nn.Module:
     return OpenVinoModule(path, threads=bench.threads)
 
 
+def openvino_float(precision: str) -> Callable[[Bench], nn.Module]:
+    """The float model converted to OpenVINO, run in ``precision`` (bf16 only on a CPU with bf16 units)."""
+
+    def build(bench: Bench) -> nn.Module:
+        from optiforge.exporters.openvino import OpenVinoModule, bf16_supported, convert, save_ir
+
+        if precision == "bf16" and not bf16_supported():
+            raise Unavailable("OpenVINO finds no bf16 units on this CPU (AVX-512 BF16 or AMX)")
+        path = save_ir(convert(bench.model, bench.calibration[:1]), bench.folder / "openvino-float.xml")
+        return OpenVinoModule(path, precision, threads=bench.threads)
+
+    return build
+
+
+def optiforge_optimize(bench: Bench) -> nn.Module:
+    """What ``optiforge optimize efficientnet`` shipped (``--optimized RUN``): its search row's artefact."""
+    from optiforge.exporters.openvino import OpenVinoModule
+
+    if bench.optimized is None:
+        raise Unavailable("no --optimized run folder given")
+    row = json.loads((bench.optimized / "report.json").read_text())["stages"][-1]
+    path = bench.optimized / (row.get("artifact") or "")
+    if path.suffix == ".xml":  # OpenVINO's bf16 candidate ships a float IR run with the bf16 hint
+        precision = "bf16" if "scheme=bf16" in (row.get("chosen") or "") else "f32"
+        return OpenVinoModule(path, precision, threads=bench.threads)
+    if path.suffix == ".onnx":
+        return OnnxModule(path, bench.threads)
+    raise Unavailable(f"the optimize run shipped {row.get('chosen')!r} as {path.name}, not an IR or ONNX file")
+
+
 def optiforge_recipe(bench: Bench) -> nn.Module:
     """The graph the ``efficientnet`` recipe exports: its OpenVINO IR (else its ONNX file, in ONNX Runtime)."""
     from optiforge.exporters.openvino import OpenVinoModule
@@ -136,15 +176,18 @@ def optiforge_recipe(bench: Bench) -> nn.Module:
 
 
 # name → builder(bench) -> a callable taking pixel_values and giving logits; more engines slot in here
-# (PT2E int8 through torchao's X86InductorQuantizer under torch.compile, OpenVINO f32 / bf16)
 ENGINES: dict[str, Callable[[Bench], Callable]] = {
     "PyTorch fp32 eager": fp32_eager,
     "PyTorch fp32 torch.compile": fp32_compiled,
     "PyTorch bf16 (cast)": bf16_cast,
-    "PyTorch int8 static (torch.ao FX, optiforge today)": torch_ao_int8,
+    "PyTorch int8 static (torch.ao FX)": torch_ao_int8,
+    "PyTorch int8 static (PT2E + inductor)": pt2e_int8,
     "ONNX Runtime int8 static (QDQ)": onnxruntime_static_int8,
+    "OpenVINO f32": openvino_float("f32"),
+    "OpenVINO bf16": openvino_float("bf16"),
     "OpenVINO int8 (NNCF defaults)": openvino_nncf_int8,
     "optiforge efficientnet recipe": optiforge_recipe,
+    "optiforge optimize (its shipped artefact)": optiforge_optimize,
 }
 REFERENCE = "PyTorch fp32 eager"
 
@@ -176,6 +219,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=1000, help="views of the photos dataset (all splits)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--optimized", type=Path, help="a finished 'optiforge optimize efficientnet' folder")
     parser.add_argument("--engines", nargs="*", help="measure only these engines (names as in the table)")
     parser.add_argument("--quick", action="store_true", help="few views, one round: checks that every engine runs")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("efficientnet-results"))
@@ -193,7 +237,7 @@ def main() -> None:
     run_dir = arguments.run
     if run_dir is None and "optiforge efficientnet recipe" in engines:
         run_dir = run_recipe(arguments.quick, folder)
-    bench = Bench(load_efficientnet_lite0(), calibration, folder, arguments.threads, run_dir)
+    bench = Bench(load_efficientnet_lite0(), calibration, folder, arguments.threads, run_dir, arguments.optimized)
 
     rows, models = [], {}
     for name, build in engines.items():

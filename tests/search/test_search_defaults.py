@@ -146,3 +146,29 @@ def test_a_compressed_candidate_is_measured_as_its_packed_file(digits, tmp_path,
 @pytest.mark.parametrize("objective", ["latency", "size"])
 def test_default_spaces_stay_bounded(objective):
     assert len(_names("classifier", objective)) <= 30
+
+
+def test_a_pretrained_network_gets_post_training_forms_only(monkeypatch):
+    monkeypatch.setattr(defaults, "_installed", lambda package: True)
+    monkeypatch.setattr(defaults, "cpu_has_bf16", lambda: True)
+    for objective in ("latency", "throughput", "size", "memory"):
+        names = _names("pretrained", objective)
+        assert not any(name.startswith(("prune", "factorize", "share")) for name in names), objective
+        assert "epochs" not in " ".join(names)  # nothing fine-tunes
+    speed = _names("pretrained", "throughput")
+    kept = [name for name in speed if "float_most_sensitive" in name]
+    assert len(kept) == len(defaults.KEPT_FLOAT) and all("engine=openvino" in name for name in kept)
+    assert "quantize(scheme=bf16, engine=openvino)" in speed
+    size = _names("pretrained", "size")
+    assert "quantize(scheme=int4_weight_only, engine=openvino)" in size and "unchanged" in size
+    assert not any("openvino" in name or "onnxruntime" in name for name in _names("pretrained", "memory"))
+    monkeypatch.setattr(defaults, "_installed", lambda package: package not in ("openvino", "nncf"))
+    assert not any("openvino" in name for name in _names("pretrained", "throughput"))
+
+
+def test_optimize_names_the_family_of_a_network_judged_by_fidelity_to_itself(capsys):
+    from optiforge.cli import main
+
+    assert main(["optimize", "efficientnet", "--dry-run", "--objective", "throughput", "--batch", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "objective throughput at batch 32, pretrained" in printed and "prune(" not in printed

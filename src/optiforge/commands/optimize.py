@@ -75,8 +75,12 @@ def _space(path: str) -> dict:
     return fields
 
 
+# built-in data whose targets are a pretrained model's own outputs (see ``stages.search.FAMILY_OF_TASK``)
+FAMILY_OF_DATA = {"sentences": "encoder", "photos": "pretrained"}
+
+
 def _family(recipe: Any) -> str:
-    return "encoder" if recipe.data.name == "sentences" else "classifier"
+    return FAMILY_OF_DATA.get(recipe.data.name, "classifier")
 
 
 @command("optimize", "search the default space of a model's family; ship the best point meeting --max-drop", _arguments)

@@ -162,9 +162,14 @@ def search_stage(model: nn.Module, config: SearchStageConfig, ctx: StageContext)
     return run_search(model, config, ctx)[1]
 
 
+# tasks whose targets are a pretrained model's own outputs, and the family of default space they get
+FAMILY_OF_TASK = {"embedding": "encoder", "logit_fidelity": "pretrained"}
+
+
 def model_family(data: TaskData) -> str:
-    """``encoder`` for sentence-embedding data, else ``classifier`` (the families with a default space)."""
-    return "encoder" if data.task == "embedding" else "classifier"
+    """``encoder`` for sentence-embedding data, ``pretrained`` for a network judged by fidelity to its own
+    logits, else ``classifier`` (the families with a default space)."""
+    return FAMILY_OF_TASK.get(data.task, "classifier")
 
 
 def default_search(
